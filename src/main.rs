@@ -1,1 +1,130 @@
-fn main() {}
+//! burrow: puts a desktop app's local web stack on a public URL through frps.
+//!
+//! `main` only wires: it parses the command line, loads the configuration, sets up logging and
+//! hands over to [`app`] (the tunnel) or [`demo`] (the loopback demonstration).
+
+mod app;
+mod client;
+mod config;
+mod demo;
+mod events;
+mod layers;
+mod transport;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::events::{ErrorCode, Events, Format};
+
+/// Puts your app's local web stack on a public URL through an frp server (frps).
+#[derive(Debug, Parser)]
+#[command(name = "burrow", version, about, long_about = None)]
+struct Cli {
+    /// An frpc TOML configuration file (overrides BURROW_CONFIG).
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// Write events on stdout as JSON lines (the default).
+    #[arg(long, global = true, overrides_with = "no_json")]
+    json: bool,
+    /// Write events on stdout as human-readable lines instead of JSON.
+    #[arg(long, global = true)]
+    no_json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print burrow's version and the frp protocol versions it speaks.
+    Version,
+    /// Run everything on loopback — real frps, a sample app, burrow — and fetch the public URL.
+    Demo {
+        /// Directory holding frps 0.65.0 (default: the cache of resources/fetch-frp.sh).
+        #[arg(long, value_name = "DIR")]
+        frp_dir: Option<PathBuf>,
+    },
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let format = if cli.no_json && !cli.json {
+        Format::Human
+    } else {
+        Format::Json
+    };
+
+    match cli.command {
+        Some(Command::Version) => {
+            println!("burrow {}", env!("CARGO_PKG_VERSION"));
+            println!("frp wire protocol: v1 (frps 0.52 – 0.70; verified against 0.65.0)");
+            println!("transports: tcp, tls, yamux (tcp_mux)");
+            return;
+        }
+        Some(Command::Demo { frp_dir }) => {
+            init_tracing("info");
+            let rt = runtime();
+            let code = rt.block_on(demo::run(frp_dir));
+            std::process::exit(code);
+        }
+        None => {}
+    }
+
+    let events = Events::stdout(format);
+    let env = config::process_env();
+    let overrides = config::Overrides {
+        config_file: cli.config,
+    };
+    let config = match config::load(&env, &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("burrow: {e}");
+            events.error(
+                ErrorCode::ConfigInvalid,
+                &e.to_string(),
+                &format!("fix {} and start again", e.source_name),
+                true,
+            );
+            events.emit("stopped", serde_json::json!({"reason": "config_invalid"}));
+            std::process::exit(ErrorCode::ConfigInvalid.exit_code());
+        }
+    };
+    init_tracing(&config.log_filter);
+    let rt = runtime();
+    let code = rt.block_on(app::run(config, events));
+    // Exit before the runtime is dropped: dropping it would wait for the blocking stdin reader,
+    // which only returns when the host writes or closes stdin.
+    std::process::exit(code);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("burrow: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn init_tracing(filter: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,129 @@
+//! Work connections: opened on `ReqWorkConn`, parked until frps sends `StartWorkConn`, then joined
+//! with the tunnel's local service.
+//!
+//! An http tunnel's work connection is a keep-alive HTTP/1.1 connection that frps reuses for many
+//! requests (its reverse proxy pools them); the byte pipe below is transparent to that, and it
+//! forwards half-closes, so a request body's end or a WebSocket's close reaches the other side.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use burrow_proto::msg::NewWorkConn;
+use burrow_proto::Message;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::framed::{read_msg, write_msg, ReadError};
+use super::{Shared, Tunnel};
+use crate::config::TunnelKind;
+use crate::layers::wrap_work_conn;
+use crate::transport::{BoxStream, Transport, TransportError};
+
+/// Copy buffer per direction: large enough for bulk transfers, small enough for many conns.
+const PIPE_BUF: usize = 64 * 1024;
+const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a work connection was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkError {
+    /// Opening the connection or stream failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The handshake failed.
+    #[error("work connection handshake: {0}")]
+    Read(#[from] ReadError),
+    /// Writing `NewWorkConn` failed.
+    #[error("sending NewWorkConn: {0}")]
+    Io(#[from] io::Error),
+    /// frps sent something else than `StartWorkConn`.
+    #[error("expected StartWorkConn, got {0}")]
+    Unexpected(burrow_proto::MsgType),
+    /// frps refused the work connection.
+    #[error("frps refused the work connection: {0}")]
+    Refused(String),
+    /// `StartWorkConn` names a proxy this client did not register.
+    #[error("StartWorkConn for unknown proxy {0:?}")]
+    UnknownProxy(String),
+}
+
+/// Opens one work connection and waits (indefinitely: frps pools it) for its user connection;
+/// then hands it to a task of its own, so a pooled connection in use outlives the session that
+/// opened it where the transport allows (without tcp_mux).
+pub(super) async fn open(
+    conns: Arc<dyn Transport>,
+    shared: Arc<Shared>,
+    run_id: String,
+) -> Result<(), WorkError> {
+    let mut conn = conns.connect().await?;
+    let ts = super::session::unix_now();
+    let hello = NewWorkConn {
+        run_id,
+        // Checked only by frps with auth.additionalScopes = ["NewWorkConns"]; harmless otherwise.
+        privilege_key: burrow_proto::auth::privilege_key(shared.server.token.expose(), ts),
+        timestamp: ts,
+    };
+    write_msg(&mut conn, &Message::NewWorkConn(hello)).await?;
+    let start = match read_msg(&mut conn).await? {
+        Message::StartWorkConn(s) => s,
+        other => return Err(WorkError::Unexpected(other.msg_type())),
+    };
+    if !start.error.is_empty() {
+        return Err(WorkError::Refused(start.error));
+    }
+    let tunnel = shared
+        .tunnel(&start.proxy_name)
+        .cloned()
+        .ok_or_else(|| WorkError::UnknownProxy(start.proxy_name.clone()))?;
+    tracing::debug!(
+        "user {}:{} on tunnel {}",
+        start.src_addr,
+        start.src_port,
+        tunnel.config.name
+    );
+    let key = shared.key;
+    tokio::spawn(async move {
+        if let Err(e) = pipe(conn, &tunnel, &key).await {
+            tracing::debug!("tunnel {} connection ended: {e}", tunnel.config.name);
+        }
+    });
+    Ok(())
+}
+
+async fn pipe(conn: BoxStream, tunnel: &Tunnel, key: &[u8; 16]) -> io::Result<()> {
+    let c = &tunnel.config;
+    let mut remote = wrap_work_conn(conn, c.use_encryption.then_some(key), c.use_compression);
+    let local = match tokio::time::timeout(LOCAL_CONNECT_TIMEOUT, TcpStream::connect(&c.local_addr))
+        .await
+    {
+        Ok(Ok(s)) => s,
+        res => {
+            let err = match res {
+                Ok(Err(e)) => e,
+                _ => io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+            };
+            tracing::warn!(
+                "tunnel {}: local service at {} is not answering: {err}",
+                c.name,
+                c.local_addr
+            );
+            if matches!(c.kind, TunnelKind::Http { .. }) {
+                let body = format!(
+                    "burrow: the local service of tunnel {} at {} is not answering\n",
+                    c.name, c.local_addr
+                );
+                let resp = format!(
+                    "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = remote.write_all(resp.as_bytes()).await;
+                let _ = remote.shutdown().await;
+            }
+            return Err(err);
+        }
+    };
+    let _ = local.set_nodelay(true);
+    let mut local = local;
+    tokio::io::copy_bidirectional_with_sizes(&mut remote, &mut local, PIPE_BUF, PIPE_BUF).await?;
+    Ok(())
+}

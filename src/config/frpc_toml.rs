@@ -1,0 +1,480 @@
+//! The subset of frpc's TOML configuration (0.52+) that burrow reads.
+//!
+//! Parsing is strict, as frpc's is since 0.55: an unknown key is an error naming the key, so a
+//! typo never silently turns into a default. Keys frpc knows but burrow's native client has no use
+//! for (`log.*`, `webServer.*`, `loginFailExit`, keepalive tuning) are accepted and ignored.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{ConfigError, Secret, ServerConfig, TunnelConfig, TunnelKind};
+
+/// A parsed frpc TOML file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FrpcFile {
+    #[serde(skip)]
+    path: PathBuf,
+    server_addr: Option<String>,
+    server_port: Option<u16>,
+    user: Option<String>,
+    #[allow(dead_code)]
+    login_fail_exit: Option<bool>,
+    #[serde(default)]
+    auth: Auth,
+    #[serde(default)]
+    transport: Transport,
+    #[serde(default)]
+    metadatas: BTreeMap<String, String>,
+    #[allow(dead_code)]
+    log: Option<toml::Value>,
+    #[allow(dead_code)]
+    web_server: Option<toml::Value>,
+    #[serde(default)]
+    proxies: Vec<Proxy>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Auth {
+    method: Option<String>,
+    token: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Transport {
+    protocol: Option<String>,
+    tcp_mux: Option<bool>,
+    #[allow(dead_code)]
+    tcp_mux_keepalive_interval: Option<i64>,
+    pool_count: Option<u32>,
+    #[allow(dead_code)]
+    heartbeat_interval: Option<i64>,
+    #[allow(dead_code)]
+    heartbeat_timeout: Option<i64>,
+    #[serde(default)]
+    tls: Tls,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Tls {
+    enable: Option<bool>,
+    server_name: Option<String>,
+    trusted_ca_file: Option<PathBuf>,
+    #[allow(dead_code)]
+    #[serde(rename = "disableCustomTLSFirstByte")]
+    disable_custom_tls_first_byte: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Proxy {
+    name: String,
+    #[serde(rename = "type")]
+    ty: String,
+    #[serde(rename = "localIP")]
+    local_ip: Option<String>,
+    local_port: Option<u16>,
+    subdomain: Option<String>,
+    #[serde(default)]
+    custom_domains: Vec<String>,
+    #[serde(default)]
+    locations: Vec<String>,
+    host_header_rewrite: Option<String>,
+    #[serde(rename = "httpUser")]
+    http_user: Option<String>,
+    #[serde(rename = "httpPassword")]
+    http_password: Option<String>,
+    #[serde(default)]
+    request_headers: Headers,
+    #[serde(default)]
+    response_headers: Headers,
+    remote_port: Option<u16>,
+    #[serde(default)]
+    transport: ProxyTransport,
+    #[allow(dead_code)]
+    #[serde(default)]
+    metadatas: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Headers {
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ProxyTransport {
+    #[serde(default)]
+    use_encryption: bool,
+    #[serde(default)]
+    use_compression: bool,
+}
+
+const EXAMPLE: &str = "serverAddr = \"frps.example.com\" / [[proxies]] name = \"web\" type = \"http\" localPort = 8080 subdomain = \"myapp\"";
+
+impl FrpcFile {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                "BURROW_CONFIG",
+                path.display().to_string(),
+                format!("cannot read the file: {e}"),
+                "BURROW_CONFIG=/path/to/frpc.toml",
+            )
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses TOML text read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let mut f: FrpcFile = toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_string();
+            let at = e
+                .span()
+                .map(|s| line_col(text, s.start))
+                .map(|(l, c)| format!(" (line {l}, column {c})"))
+                .unwrap_or_default();
+            ConfigError::new(
+                "BURROW_CONFIG",
+                path.display().to_string(),
+                format!("not a valid frpc TOML file: {msg}{at}"),
+                EXAMPLE,
+            )
+        })?;
+        f.path = path.to_path_buf();
+        f.validate()?;
+        Ok(f)
+    }
+
+    fn key_err(
+        &self,
+        key: &str,
+        value: impl Into<String>,
+        problem: impl Into<String>,
+        example: &str,
+    ) -> ConfigError {
+        ConfigError::new(
+            format!("{}: {key}", self.path.display()),
+            value,
+            problem,
+            example.to_string(),
+        )
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(m) = &self.auth.method {
+            if m != "token" {
+                return Err(self.key_err(
+                    "auth.method",
+                    m.clone(),
+                    "burrow authenticates with a token only",
+                    "auth.method = \"token\"",
+                ));
+            }
+        }
+        if let Some(p) = &self.transport.protocol {
+            if p != "tcp" {
+                return Err(self.key_err("transport.protocol", p.clone(), "burrow's native client speaks frp over TCP only (kcp, quic, websocket and wss need frpc)", "transport.protocol = \"tcp\""));
+            }
+        }
+        if self.server_port == Some(0) {
+            return Err(self.key_err(
+                "serverPort",
+                "0",
+                "the port must be from 1 to 65535",
+                "serverPort = 7000",
+            ));
+        }
+        if let Some(a) = &self.server_addr {
+            if a.is_empty() || a.contains(['/', ' ']) {
+                return Err(self.key_err(
+                    "serverAddr",
+                    a.clone(),
+                    "expected a host name or IP address",
+                    "serverAddr = \"frps.example.com\"",
+                ));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in self.proxies.iter().enumerate() {
+            let key = |k: &str| format!("proxies[{i}].{k}");
+            if p.name.is_empty() || p.name.contains(char::is_whitespace) {
+                return Err(self.key_err(
+                    &key("name"),
+                    p.name.clone(),
+                    "a proxy needs a name without spaces",
+                    "name = \"web\"",
+                ));
+            }
+            if !names.insert(p.name.clone()) {
+                return Err(self.key_err(
+                    &key("name"),
+                    p.name.clone(),
+                    "two proxies have this name; names must be unique",
+                    "name = \"web2\"",
+                ));
+            }
+            match p.ty.as_str() {
+                "http" => {
+                    if p.subdomain.is_none() && p.custom_domains.is_empty() {
+                        return Err(self.key_err(
+                            &key("subdomain"),
+                            "(unset)",
+                            "an http proxy needs a subdomain or customDomains",
+                            "subdomain = \"myapp\"",
+                        ));
+                    }
+                    if p.remote_port.is_some() {
+                        return Err(self.key_err(
+                            &key("remotePort"),
+                            "set",
+                            "remotePort is for tcp proxies",
+                            "subdomain = \"myapp\"",
+                        ));
+                    }
+                }
+                "tcp" => {
+                    if p.subdomain.is_some() || !p.custom_domains.is_empty() {
+                        return Err(self.key_err(
+                            &key("subdomain"),
+                            "set",
+                            "subdomain and customDomains are for http proxies",
+                            "remotePort = 6000",
+                        ));
+                    }
+                }
+                other => {
+                    return Err(self.key_err(
+                        &key("type"),
+                        other,
+                        "burrow's native client serves http and tcp proxies",
+                        "type = \"http\"",
+                    ));
+                }
+            }
+            if p.local_port.is_none() || p.local_port == Some(0) {
+                return Err(self.key_err(
+                    &key("localPort"),
+                    p.local_port
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "(unset)".into()),
+                    "every proxy needs a localPort from 1 to 65535",
+                    "localPort = 8080",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the file's server settings into `s`; returns whether the file names a server.
+    pub fn apply_server(&self, s: &mut ServerConfig) -> bool {
+        if let Some(a) = &self.server_addr {
+            s.host = a.clone();
+        }
+        if let Some(p) = self.server_port {
+            s.port = p;
+        }
+        if let Some(u) = &self.user {
+            s.user = u.clone();
+        }
+        if let Some(t) = &self.auth.token {
+            s.token = Secret::new(t.clone());
+        }
+        if let Some(m) = self.transport.tcp_mux {
+            s.tcp_mux = m;
+        }
+        if let Some(n) = self.transport.pool_count {
+            s.pool_count = n;
+        }
+        if let Some(e) = self.transport.tls.enable {
+            s.tls.enabled = e;
+        }
+        if let Some(n) = &self.transport.tls.server_name {
+            s.tls.server_name = Some(n.clone());
+        }
+        if let Some(ca) = &self.transport.tls.trusted_ca_file {
+            s.tls.ca_file = Some(ca.clone());
+        }
+        s.metas.extend(self.metadatas.clone());
+        self.server_addr.is_some()
+    }
+
+    /// The `[[proxies]]`, validated.
+    pub fn tunnels(&self) -> Result<Vec<TunnelConfig>, ConfigError> {
+        Ok(self
+            .proxies
+            .iter()
+            .map(|p| {
+                let ip = p.local_ip.clone().unwrap_or_else(|| "127.0.0.1".into());
+                let host = if ip.contains(':') {
+                    format!("[{ip}]")
+                } else {
+                    ip
+                };
+                let kind = if p.ty == "http" {
+                    TunnelKind::Http {
+                        subdomain: p.subdomain.clone(),
+                        custom_domains: p.custom_domains.clone(),
+                        locations: p.locations.clone(),
+                        host_header_rewrite: p.host_header_rewrite.clone(),
+                        http_user: p.http_user.clone(),
+                        http_password: p.http_password.clone().map(Secret::new),
+                        request_headers: p.request_headers.set.clone(),
+                        response_headers: p.response_headers.set.clone(),
+                    }
+                } else {
+                    TunnelKind::Tcp {
+                        remote_port: p.remote_port.unwrap_or(0),
+                    }
+                };
+                TunnelConfig {
+                    name: p.name.clone(),
+                    kind,
+                    local_addr: format!("{host}:{}", p.local_port.unwrap_or_default()),
+                    use_encryption: p.transport.use_encryption,
+                    use_compression: p.transport.use_compression,
+                }
+            })
+            .collect())
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FrpcFile, ConfigError> {
+        FrpcFile::parse(Path::new("frpc.toml"), text)
+    }
+
+    #[test]
+    fn full_subset() {
+        let f = parse(
+            r#"
+serverAddr = "127.0.0.1"
+serverPort = 7001
+user = "alice"
+loginFailExit = false
+auth.method = "token"
+auth.token = "tok"
+transport.tcpMux = false
+transport.poolCount = 3
+transport.tls.enable = false
+transport.tls.serverName = "frps.local"
+metadatas.k = "v"
+log.level = "debug"
+webServer.port = 7400
+
+[[proxies]]
+name = "web"
+type = "http"
+localPort = 5002
+subdomain = "app"
+customDomains = ["a.example.com"]
+locations = ["/", "/api"]
+hostHeaderRewrite = "inner"
+httpUser = "u"
+httpPassword = "p"
+requestHeaders.set.x-from = "frp"
+responseHeaders.set.x-resp = "yes"
+transport.useEncryption = true
+
+[[proxies]]
+name = "ssh"
+type = "tcp"
+localIP = "::1"
+localPort = 22
+remotePort = 6000
+transport.useCompression = true
+"#,
+        )
+        .unwrap();
+        let mut s = ServerConfig {
+            host: String::new(),
+            port: 7000,
+            token: Secret::default(),
+            user: String::new(),
+            tls: super::super::TlsConfig {
+                enabled: true,
+                ca_file: None,
+                pin: None,
+                server_name: None,
+            },
+            tcp_mux: true,
+            pool_count: 1,
+            metas: BTreeMap::new(),
+        };
+        assert!(f.apply_server(&mut s));
+        assert_eq!(
+            (s.host.as_str(), s.port, s.user.as_str(), s.token.expose()),
+            ("127.0.0.1", 7001, "alice", "tok")
+        );
+        assert!(!s.tcp_mux && !s.tls.enabled);
+        assert_eq!(s.pool_count, 3);
+        assert_eq!(s.metas.get("k").map(String::as_str), Some("v"));
+        let t = f.tunnels().unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].local_addr, "127.0.0.1:5002");
+        assert!(t[0].use_encryption && !t[0].use_compression);
+        match &t[0].kind {
+            TunnelKind::Http {
+                subdomain,
+                custom_domains,
+                locations,
+                request_headers,
+                ..
+            } => {
+                assert_eq!(subdomain.as_deref(), Some("app"));
+                assert_eq!(custom_domains, &["a.example.com"]);
+                assert_eq!(locations.len(), 2);
+                assert_eq!(
+                    request_headers.get("x-from").map(String::as_str),
+                    Some("frp")
+                );
+            }
+            k => panic!("{k:?}"),
+        }
+        assert_eq!(t[1].local_addr, "[::1]:22");
+        assert_eq!(t[1].kind, TunnelKind::Tcp { remote_port: 6000 });
+    }
+
+    #[test]
+    fn strict_and_clear_errors() {
+        let cases: &[(&str, &str)] = &[
+            ("serverAddr = \"h\"\nfoo = 1\n", "unknown field `foo`"),
+            ("serverAddr = \n", "line 1"),
+            ("[[proxies]]\nname=\"a\"\ntype=\"udp\"\nlocalPort=1\n", "proxies[0].type"),
+            ("[[proxies]]\nname=\"a\"\ntype=\"http\"\nlocalPort=1\n", "proxies[0].subdomain"),
+            ("[[proxies]]\nname=\"a\"\ntype=\"tcp\"\n", "proxies[0].localPort"),
+            ("[[proxies]]\nname=\"a\"\ntype=\"tcp\"\nlocalPort=1\n[[proxies]]\nname=\"a\"\ntype=\"tcp\"\nlocalPort=2\n", "proxies[1].name"),
+            ("[[proxies]]\nname=\"a\"\ntype=\"tcp\"\nlocalPort=1\nbogus=2\n", "unknown field `bogus`"),
+            ("transport.protocol = \"kcp\"\n", "transport.protocol"),
+            ("auth.method = \"oidc\"\n", "auth.method"),
+            ("serverPort = 70000\n", "70000"),
+        ];
+        for (text, want) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,571 @@
+//! burrow's configuration: environment variables and an frpc TOML file, merged and validated
+//! before anything starts (contract §1–2).
+//!
+//! Precedence: flags > environment > config file > defaults. Every invalid value stops the start
+//! with one [`ConfigError`] naming the variable (or file key), the bad value — masked when it is a
+//! secret — and an accepted example.
+
+mod frpc_toml;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub use frpc_toml::FrpcFile;
+
+/// A secret string: never printed by `Debug` or `Display`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself, for the wire only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+/// A value that cannot be used, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{source_name}={value} is invalid: {problem}. Example: {example}")]
+pub struct ConfigError {
+    /// The variable, flag or `file:key` that holds the value.
+    pub source_name: String,
+    /// The value as given (masked for secrets).
+    pub value: String,
+    /// What is wrong with it.
+    pub problem: String,
+    /// An accepted setting.
+    pub example: String,
+}
+
+impl ConfigError {
+    fn new(
+        source_name: impl Into<String>,
+        value: impl Into<String>,
+        problem: impl Into<String>,
+        example: impl Into<String>,
+    ) -> Self {
+        Self {
+            source_name: source_name.into(),
+            value: value.into(),
+            problem: problem.into(),
+            example: example.into(),
+        }
+    }
+}
+
+/// Where frps is and how to speak to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Host name or IP address of frps.
+    pub host: String,
+    /// frps `bindPort`.
+    pub port: u16,
+    /// `auth.token`.
+    pub token: Secret,
+    /// `user`: the proxy-name prefix.
+    pub user: String,
+    /// TLS to frps.
+    pub tls: TlsConfig,
+    /// yamux multiplexing; must equal frps' `transport.tcpMux`.
+    pub tcp_mux: bool,
+    /// Work connections kept ready (`transport.poolCount`).
+    pub pool_count: u32,
+    /// `metadatas`, sent in Login.
+    pub metas: BTreeMap<String, String>,
+}
+
+impl ServerConfig {
+    /// `host:port` as shown to users (IPv6 in brackets).
+    pub fn display_addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// TLS settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// TLS on (frp's default since 0.50).
+    pub enabled: bool,
+    /// Verify the chain against this CA file (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Accept exactly the certificate with this SHA-256 of its DER bytes.
+    pub pin: Option<[u8; 32]>,
+    /// SNI and verification name; by default the server host when it is a name.
+    pub server_name: Option<String>,
+}
+
+impl TlsConfig {
+    /// Neither a CA nor a pin: encrypted but unauthenticated, as frpc's default.
+    pub fn is_unverified(&self) -> bool {
+        self.enabled && self.ca_file.is_none() && self.pin.is_none()
+    }
+}
+
+/// What a tunnel exposes publicly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TunnelKind {
+    /// An http vhost tunnel.
+    Http {
+        /// `<subdomain>.<subDomainHost>`.
+        subdomain: Option<String>,
+        /// Host names routed to the tunnel.
+        custom_domains: Vec<String>,
+        /// Path prefixes routed to the tunnel.
+        locations: Vec<String>,
+        /// `Host` frps sends on.
+        host_header_rewrite: Option<String>,
+        /// Basic auth enforced by frps.
+        http_user: Option<String>,
+        /// Basic auth enforced by frps.
+        http_password: Option<Secret>,
+        /// Request headers frps sets.
+        request_headers: BTreeMap<String, String>,
+        /// Response headers frps sets.
+        response_headers: BTreeMap<String, String>,
+    },
+    /// A tcp tunnel.
+    Tcp {
+        /// Public port on frps; 0 lets frps choose.
+        remote_port: u16,
+    },
+}
+
+impl TunnelKind {
+    /// `http` or `tcp`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            TunnelKind::Http { .. } => "http",
+            TunnelKind::Tcp { .. } => "tcp",
+        }
+    }
+}
+
+/// One tunnel (an frp proxy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelConfig {
+    /// Proxy name (without the user prefix).
+    pub name: String,
+    /// Type and public side.
+    pub kind: TunnelKind,
+    /// Local target, `host:port`.
+    pub local_addr: String,
+    /// Per-proxy AES-CFB on work connections.
+    pub use_encryption: bool,
+    /// Per-proxy snappy framing on work connections.
+    pub use_compression: bool,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// frps.
+    pub server: ServerConfig,
+    /// Tunnels to register.
+    pub tunnels: Vec<TunnelConfig>,
+    /// Listen address of the in-process reverse proxy; `None` when `off`.
+    pub proxy_addr: Option<SocketAddr>,
+    /// `BURROW_LOG`.
+    pub log_filter: String,
+}
+
+/// Command-line settings that override the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config FILE`.
+    pub config_file: Option<PathBuf>,
+}
+
+/// Name of the tunnel burrow registers when no config file lists `[[proxies]]`.
+pub const DEFAULT_TUNNEL: &str = "web";
+/// Default of `BURROW_PROXY_ADDR`.
+pub const DEFAULT_PROXY_ADDR: &str = "127.0.0.1:8080";
+
+/// The environment, as burrow reads it. Taken as a map so tests need not touch the process env.
+pub type Env = BTreeMap<String, String>;
+
+/// The `BURROW_*` variables of this process.
+pub fn process_env() -> Env {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("BURROW_"))
+        .collect()
+}
+
+fn get<'a>(env: &'a Env, key: &str) -> Option<&'a str> {
+    env.get(key).map(String::as_str).filter(|v| !v.is_empty())
+}
+
+/// Parses `on/off/true/false/1/0` (any case).
+pub fn parse_bool(name: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => Err(ConfigError::new(
+            name,
+            v,
+            "expected on, off, true, false, 1 or 0",
+            format!("{name}=on"),
+        )),
+    }
+}
+
+/// Parses `host:port` (`[v6]:port` for IPv6).
+pub fn parse_host_port(name: &str, v: &str, example: &str) -> Result<(String, u16), ConfigError> {
+    let bad = |problem: &str| ConfigError::new(name, v, problem, format!("{name}={example}"));
+    let (host, port) = v
+        .trim()
+        .rsplit_once(':')
+        .ok_or_else(|| bad("expected host:port"))?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty()
+        || host.contains(['/', ' '])
+        || (host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err())
+    {
+        return Err(bad("expected a host name or IP address before the port"));
+    }
+    let port = parse_port(port).ok_or_else(|| bad("the port must be a number from 1 to 65535"))?;
+    Ok((host.to_string(), port))
+}
+
+fn parse_port(s: &str) -> Option<u16> {
+    s.parse::<u16>().ok().filter(|p| *p != 0)
+}
+
+/// Parses a SHA-256 pin: 64 hex digits, any case, colons allowed.
+pub fn parse_pin(name: &str, v: &str) -> Result<[u8; 32], ConfigError> {
+    let hexs: String = v
+        .chars()
+        .filter(|c| *c != ':' && !c.is_whitespace())
+        .collect();
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(&hexs, &mut out).map_err(|_| {
+        ConfigError::new(name, v, "expected the SHA-256 of the server certificate's DER bytes: 64 hex digits, colons allowed", format!("{name}=5f:3c:…:9a (openssl x509 -in cert.pem -outform der | sha256sum)"))
+    })?;
+    Ok(out)
+}
+
+fn parse_socket_addr(name: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+    v.trim()
+        .parse::<SocketAddr>()
+        .map_err(|_| {
+            ConfigError::new(
+                name,
+                v,
+                "expected an IP address and a port (1–65535), or off",
+                format!("{name}={DEFAULT_PROXY_ADDR}"),
+            )
+        })
+        .and_then(|a| {
+            if a.port() == 0 {
+                Err(ConfigError::new(
+                    name,
+                    v,
+                    "the port must be from 1 to 65535",
+                    format!("{name}={DEFAULT_PROXY_ADDR}"),
+                ))
+            } else {
+                Ok(a)
+            }
+        })
+}
+
+/// Resolves the configuration from the environment, an optional frpc TOML file and the flags.
+pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
+    let file_path = flags
+        .config_file
+        .clone()
+        .or_else(|| get(env, "BURROW_CONFIG").map(PathBuf::from));
+    let file = match &file_path {
+        Some(p) => Some(FrpcFile::load(p)?),
+        None => None,
+    };
+
+    // Server: file first, then the environment on top.
+    let mut server = ServerConfig {
+        host: String::new(),
+        port: 7000,
+        token: Secret::default(),
+        user: String::new(),
+        tls: TlsConfig {
+            enabled: true,
+            ca_file: None,
+            pin: None,
+            server_name: None,
+        },
+        tcp_mux: true,
+        pool_count: 1,
+        metas: BTreeMap::new(),
+    };
+    let mut tunnels = Vec::new();
+    let mut have_server = false;
+    if let Some(f) = &file {
+        have_server |= f.apply_server(&mut server);
+        tunnels = f.tunnels()?;
+    }
+    if let Some(v) = get(env, "BURROW_SERVER_ADDR") {
+        let (host, port) = parse_host_port("BURROW_SERVER_ADDR", v, "frps.example.com:7000")?;
+        server.host = host;
+        server.port = port;
+        have_server = true;
+    }
+    if let Some(v) = env.get("BURROW_SERVER_TOKEN") {
+        server.token = Secret::new(v.clone());
+    }
+    if let Some(v) = get(env, "BURROW_TLS") {
+        server.tls.enabled = parse_bool("BURROW_TLS", v)?;
+    }
+    if let Some(v) = get(env, "BURROW_TCP_MUX") {
+        server.tcp_mux = parse_bool("BURROW_TCP_MUX", v)?;
+    }
+    if let Some(v) = get(env, "BURROW_TLS_CA") {
+        let p = PathBuf::from(v);
+        if !p.is_file() {
+            return Err(ConfigError::new(
+                "BURROW_TLS_CA",
+                v,
+                "no such file; give the PEM file of the CA that signed frps' certificate",
+                "BURROW_TLS_CA=/etc/burrow/frps-ca.pem",
+            ));
+        }
+        server.tls.ca_file = Some(p);
+    }
+    if let Some(v) = get(env, "BURROW_TLS_PIN") {
+        server.tls.pin = Some(parse_pin("BURROW_TLS_PIN", v)?);
+    }
+    if let Some(v) = get(env, "BURROW_TLS_SERVER_NAME") {
+        if v.contains(['/', ' ', ':']) {
+            return Err(ConfigError::new(
+                "BURROW_TLS_SERVER_NAME",
+                v,
+                "expected a DNS name",
+                "BURROW_TLS_SERVER_NAME=frps.example.com",
+            ));
+        }
+        server.tls.server_name = Some(v.to_string());
+    }
+    if (server.tls.ca_file.is_some() || server.tls.pin.is_some()) && !server.tls.enabled {
+        let var = if server.tls.pin.is_some() {
+            "BURROW_TLS_PIN"
+        } else {
+            "BURROW_TLS_CA"
+        };
+        return Err(ConfigError::new(
+            "BURROW_TLS",
+            "off",
+            format!("{var} verifies a TLS server, but TLS is off"),
+            "BURROW_TLS=on",
+        ));
+    }
+    if !have_server {
+        return Err(ConfigError::new(
+            "BURROW_SERVER_ADDR",
+            "(unset)",
+            "no frps address is configured; set it, or give an frpc config file with serverAddr",
+            "BURROW_SERVER_ADDR=frps.example.com:7000",
+        ));
+    }
+
+    let proxy_addr = match get(env, "BURROW_PROXY_ADDR") {
+        Some(v) if v.eq_ignore_ascii_case("off") => None,
+        Some(v) => Some(parse_socket_addr("BURROW_PROXY_ADDR", v)?),
+        None => Some(DEFAULT_PROXY_ADDR.parse().expect("valid default")),
+    };
+
+    if tunnels.is_empty() {
+        // No [[proxies]]: the default http tunnel, which exposes the local web stack.
+        let subdomain = get(env, "BURROW_SUBDOMAIN").ok_or_else(|| {
+            ConfigError::new("BURROW_SUBDOMAIN", "(unset)", "the default http tunnel needs a subdomain (or give an frpc config file with [[proxies]])", "BURROW_SUBDOMAIN=myapp")
+        })?;
+        validate_subdomain("BURROW_SUBDOMAIN", subdomain)?;
+        let target = proxy_addr.ok_or_else(|| {
+            ConfigError::new("BURROW_PROXY_ADDR", "off", "the default http tunnel serves the local proxy; with the proxy off, list tunnels in an frpc config file", format!("BURROW_PROXY_ADDR={DEFAULT_PROXY_ADDR}"))
+        })?;
+        tunnels.push(TunnelConfig {
+            name: DEFAULT_TUNNEL.into(),
+            kind: TunnelKind::Http {
+                subdomain: Some(subdomain.to_string()),
+                custom_domains: vec![],
+                locations: vec![],
+                host_header_rewrite: None,
+                http_user: None,
+                http_password: None,
+                request_headers: BTreeMap::new(),
+                response_headers: BTreeMap::new(),
+            },
+            local_addr: target.to_string(),
+            use_encryption: false,
+            use_compression: false,
+        });
+    } else if let Some(v) = get(env, "BURROW_SUBDOMAIN") {
+        // The environment names the subdomain of the first http tunnel, overriding the file.
+        validate_subdomain("BURROW_SUBDOMAIN", v)?;
+        if let Some(TunnelKind::Http { subdomain, .. }) = tunnels
+            .iter_mut()
+            .map(|t| &mut t.kind)
+            .find(|k| matches!(k, TunnelKind::Http { .. }))
+        {
+            *subdomain = Some(v.to_string());
+        }
+    }
+
+    let log_filter = get(env, "BURROW_LOG").unwrap_or("info").to_string();
+    if tracing_subscriber::EnvFilter::try_new(&log_filter).is_err() {
+        return Err(ConfigError::new(
+            "BURROW_LOG",
+            log_filter,
+            "not a tracing filter",
+            "BURROW_LOG=info or BURROW_LOG=burrow=debug",
+        ));
+    }
+
+    Ok(Config {
+        server,
+        tunnels,
+        proxy_addr,
+        log_filter,
+    })
+}
+
+fn validate_subdomain(name: &str, v: &str) -> Result<(), ConfigError> {
+    let ok = !v.is_empty()
+        && v.len() <= 63
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !v.starts_with('-')
+        && !v.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(name, v, "a subdomain is one DNS label: letters, digits and inner hyphens, at most 63 characters", format!("{name}=myapp")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("BURROW_SERVER_ADDR", "frps.example.com:7000"),
+            ("BURROW_SERVER_TOKEN", "s3cret"),
+            ("BURROW_SUBDOMAIN", "myapp"),
+        ]
+    }
+
+    #[test]
+    fn env_only_gives_default_http_tunnel_to_the_proxy() {
+        let c = load(&env(&base()), &Overrides::default()).unwrap();
+        assert_eq!(c.server.host, "frps.example.com");
+        assert_eq!(c.server.port, 7000);
+        assert_eq!(c.server.token.expose(), "s3cret");
+        assert!(c.server.tls.enabled && c.server.tcp_mux);
+        assert_eq!(c.tunnels.len(), 1);
+        assert_eq!(c.tunnels[0].name, "web");
+        assert_eq!(c.tunnels[0].local_addr, "127.0.0.1:8080");
+        assert!(
+            matches!(&c.tunnels[0].kind, TunnelKind::Http { subdomain: Some(s), .. } if s == "myapp")
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_mask_secrets() {
+        let cases: &[(&str, &str)] = &[
+            ("BURROW_SERVER_ADDR", "nohost"),
+            ("BURROW_SERVER_ADDR", "host:0"),
+            ("BURROW_SERVER_ADDR", "host:70000"),
+            ("BURROW_SERVER_ADDR", ":7000"),
+            ("BURROW_TLS", "maybe"),
+            ("BURROW_TCP_MUX", "2"),
+            ("BURROW_TLS_PIN", "abc"),
+            ("BURROW_TLS_CA", "/nonexistent/ca.pem"),
+            ("BURROW_TLS_SERVER_NAME", "a b"),
+            ("BURROW_SUBDOMAIN", "not_a.label"),
+            ("BURROW_PROXY_ADDR", "localhost"),
+            ("BURROW_PROXY_ADDR", "127.0.0.1:0"),
+            ("BURROW_CONFIG", "/nonexistent/frpc.toml"),
+            ("BURROW_LOG", "burrow=[["),
+        ];
+        for (k, v) in cases {
+            let mut e = env(&base());
+            e.insert(k.to_string(), v.to_string());
+            let err = load(&e, &Overrides::default()).unwrap_err();
+            assert_eq!(&err.source_name, k, "{k}={v}: {err}");
+            assert!(err.to_string().contains("Example:"), "{err}");
+            assert!(!err.to_string().contains("s3cret"));
+        }
+    }
+
+    #[test]
+    fn missing_pieces_are_named() {
+        let err = load(&env(&[("BURROW_SUBDOMAIN", "x")]), &Overrides::default()).unwrap_err();
+        assert_eq!(err.source_name, "BURROW_SERVER_ADDR");
+        let err = load(
+            &env(&[("BURROW_SERVER_ADDR", "h:1")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.source_name, "BURROW_SUBDOMAIN");
+        let mut e = env(&base());
+        e.insert("BURROW_PROXY_ADDR".into(), "off".into());
+        assert_eq!(
+            load(&e, &Overrides::default()).unwrap_err().source_name,
+            "BURROW_PROXY_ADDR"
+        );
+        let mut e = env(&base());
+        e.insert("BURROW_TLS".into(), "off".into());
+        e.insert("BURROW_TLS_PIN".into(), "00".repeat(32));
+        assert_eq!(
+            load(&e, &Overrides::default()).unwrap_err().source_name,
+            "BURROW_TLS"
+        );
+    }
+
+    #[test]
+    fn pins_accept_colons_and_case() {
+        let hexs = "AB".repeat(32);
+        assert_eq!(parse_pin("P", &hexs).unwrap(), [0xab; 32]);
+        let colons = vec!["ab"; 32].join(":");
+        assert_eq!(parse_pin("P", &colons).unwrap(), [0xab; 32]);
+        assert!(parse_pin("P", &"ab".repeat(31)).is_err());
+    }
+
+    #[test]
+    fn ipv6_server_addresses() {
+        assert_eq!(
+            parse_host_port("X", "[::1]:7000", "").unwrap(),
+            ("::1".to_string(), 7000)
+        );
+        assert!(parse_host_port("X", "::1:7000", "").is_ok());
+        assert!(parse_host_port("X", "a:b:7000", "").is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        let c = load(&env(&base()), &Overrides::default()).unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+}

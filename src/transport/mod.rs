@@ -1,0 +1,67 @@
+//! Transports: how burrow opens an frp connection to frps.
+//!
+//! One trait, [`Transport`], yields an `AsyncRead + AsyncWrite` stream per frp connection (the
+//! control connection, then one per work connection). Implementations stack, one file each:
+//! [`tcp::TcpTransport`] dials, [`tls::TlsTransport`] wraps any transport's streams in TLS, and
+//! [`mux::MuxTransport`] opens yamux streams inside one established stream. Without `tcp_mux` the
+//! client uses TCP(+TLS) directly, one connection per frp connection; with it, one TCP(+TLS)
+//! connection carries a yamux session and every frp connection is a stream in it.
+
+pub mod mux;
+pub mod tcp;
+pub mod tls;
+
+use std::io;
+
+use futures::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A bidirectional byte stream.
+pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncStream for T {}
+
+/// A boxed stream, so that stacked transports need not be generic all the way up.
+pub type BoxStream = Box<dyn AsyncStream>;
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// TCP connect failed (refused, unreachable, name not found).
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The address dialled.
+        addr: String,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// TCP connect did not complete in time.
+    #[error("connecting to {addr} timed out after {secs} s")]
+    ConnectTimeout {
+        /// The address dialled.
+        addr: String,
+        /// The timeout.
+        secs: u64,
+    },
+    /// The TLS handshake failed or the certificate was refused.
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Tls {
+        /// The server.
+        addr: String,
+        /// What rustls said.
+        #[source]
+        source: io::Error,
+    },
+    /// The yamux session is gone.
+    #[error("the multiplexed connection to frps is closed")]
+    MuxClosed,
+    /// yamux refused to open a stream.
+    #[error("yamux: {0}")]
+    Mux(#[from] yamux::ConnectionError),
+}
+
+/// Opens frp connections to one frps.
+pub trait Transport: Send + Sync {
+    /// Opens one frp connection.
+    fn connect(&self) -> BoxFuture<'_, Result<BoxStream, TransportError>>;
+}

@@ -1,0 +1,540 @@
+//! Real peers for the integration tests: frps 0.65.0 (fetched by resources/fetch-frp.sh), local
+//! HTTP/TCP services on loopback, and the burrow binary itself with its JSON event stream.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+
+pub const TOKEN: &str = "test-frp-token-5f1e";
+
+/// Directory with the pinned frps/frpc; fetches them with the project's script when missing.
+pub fn frp_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("resources/fetch-frp.sh");
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
+            Ok(o) => panic!(
+                "frps 0.65.0 is needed and {} failed ({}); run it by hand to see why",
+                script.display(),
+                o.status
+            ),
+            Err(e) => panic!(
+                "frps 0.65.0 is needed and {} could not run: {e}",
+                script.display()
+            ),
+        }
+    })
+    .clone()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// frps settings for one test.
+#[derive(Clone)]
+pub struct FrpsOpts {
+    pub tcp_mux: bool,
+    pub tls_force: bool,
+    pub token: String,
+    pub extra: String,
+}
+
+impl Default for FrpsOpts {
+    fn default() -> Self {
+        Self {
+            tcp_mux: true,
+            tls_force: false,
+            token: TOKEN.into(),
+            extra: String::new(),
+        }
+    }
+}
+
+/// A real frps on loopback; killed when dropped.
+pub struct Frps {
+    pub bind_port: u16,
+    pub vhost_port: u16,
+    pub dir: tempdir::TempDir,
+    opts: FrpsOpts,
+    child: Option<Child>,
+}
+
+pub const SUBDOMAIN_HOST: &str = "burrow.test";
+
+impl Frps {
+    pub async fn start(opts: FrpsOpts) -> Frps {
+        let mut f = Frps {
+            bind_port: free_port(),
+            vhost_port: free_port(),
+            dir: tempdir::TempDir::new(),
+            opts,
+            child: None,
+        };
+        f.launch().await;
+        f
+    }
+
+    async fn launch(&mut self) {
+        let cfg = format!(
+            "bindAddr = \"127.0.0.1\"\nbindPort = {}\nvhostHTTPPort = {}\nsubDomainHost = \"{SUBDOMAIN_HOST}\"\nauth.token = \"{}\"\ntransport.tcpMux = {}\ntransport.tls.force = {}\nlog.to = \"{}\"\nlog.level = \"debug\"\n{}\n",
+            self.bind_port,
+            self.vhost_port,
+            self.opts.token,
+            self.opts.tcp_mux,
+            self.opts.tls_force,
+            self.dir.path().join("frps.log").display(),
+            self.opts.extra
+        );
+        let path = self.dir.path().join("frps.toml");
+        std::fs::write(&path, cfg).unwrap();
+        let child = Command::new(frp_dir().join("frps"))
+            .arg("-c")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn frps");
+        self.child = Some(child);
+        wait_port(self.bind_port).await;
+        wait_port(self.vhost_port).await;
+    }
+
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.launch().await;
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("frps.log")).unwrap_or_default()
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.bind_port)
+    }
+}
+
+pub async fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "port {port} did not open within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Minimal temporary directory (removed on drop).
+pub mod tempdir {
+    use std::path::{Path, PathBuf};
+    pub struct TempDir(PathBuf);
+    impl TempDir {
+        pub fn new() -> Self {
+            let p = std::env::temp_dir().join(format!(
+                "burrow-test-{}-{}",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A local HTTP/1.1 server (hyper) answering `hello <path>`; counts accepted connections.
+pub struct HttpUpstream {
+    pub addr: SocketAddr,
+    pub conns: Arc<AtomicUsize>,
+}
+
+pub async fn http_upstream() -> HttpUpstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let body = format!(
+                            "hello {}",
+                            req.uri()
+                                .path_and_query()
+                                .map(|p| p.as_str())
+                                .unwrap_or("/")
+                        );
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from(body),
+                        )))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    HttpUpstream { addr, conns }
+}
+
+/// A local TCP service: `E` echoes until EOF; `U<n:u64>` reads n bytes and answers their SHA-256;
+/// `D<n:u64>` sends n pseudo-random bytes (seeded by n) and closes.
+pub async fn tcp_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut cmd = [0u8; 1];
+                if s.read_exact(&mut cmd).await.is_err() {
+                    return;
+                }
+                match cmd[0] {
+                    b'E' => {
+                        let (mut r, mut w) = s.split();
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
+                        let _ = w.shutdown().await;
+                    }
+                    b'U' => {
+                        let n = s.read_u64().await.unwrap();
+                        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+                        let mut left = n;
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while left > 0 {
+                            let k = s
+                                .read(&mut buf[..(left.min(65536) as usize)])
+                                .await
+                                .unwrap();
+                            assert!(k > 0, "upload ended early");
+                            sha2::Digest::update(&mut h, &buf[..k]);
+                            left -= k as u64;
+                        }
+                        let d = sha2::Digest::finalize(h);
+                        s.write_all(&d).await.unwrap();
+                        s.shutdown().await.unwrap();
+                    }
+                    b'D' => {
+                        let n = s.read_u64().await.unwrap();
+                        let mut g = Pattern::new(n);
+                        let mut left = n;
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while left > 0 {
+                            let k = left.min(buf.len() as u64) as usize;
+                            g.fill(&mut buf[..k]);
+                            if s.write_all(&buf[..k]).await.is_err() {
+                                return;
+                            }
+                            left -= k as u64;
+                        }
+                        let _ = s.shutdown().await;
+                    }
+                    _ => {}
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Deterministic pseudo-random bytes (xorshift), cheap enough for hundreds of MiB.
+pub struct Pattern(u64);
+impl Pattern {
+    pub fn new(seed: u64) -> Self {
+        Pattern(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1)
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            let b = self.0.to_le_bytes();
+            chunk.copy_from_slice(&b[..chunk.len()]);
+        }
+    }
+}
+
+/// An HTTP/1.1 client connection to frps' vhost port for `host`.
+pub struct VhostClient {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl VhostClient {
+    pub async fn connect(vhost_port: u16, host: &str) -> VhostClient {
+        let s = TcpStream::connect(("127.0.0.1", vhost_port)).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        VhostClient {
+            sender,
+            host: host.into(),
+        }
+    }
+
+    pub async fn get(&mut self, path: &str) -> (u16, String) {
+        self.sender
+            .ready()
+            .await
+            .expect("connection to frps usable");
+        let req = hyper::Request::get(path)
+            .header("host", &self.host)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = self
+            .sender
+            .send_request(req)
+            .await
+            .expect("request through frps");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+/// GET through frps on a fresh connection.
+pub async fn vhost_get(vhost_port: u16, host: &str, path: &str) -> (u16, String) {
+    VhostClient::connect(vhost_port, host).await.get(path).await
+}
+
+/// Retries `vhost_get` until it answers 200 or the deadline passes.
+pub async fn vhost_get_ok(vhost_port: u16, host: &str, path: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = tokio::time::timeout(Duration::from_secs(5), async {
+            match TcpStream::connect(("127.0.0.1", vhost_port)).await {
+                Ok(_) => Some(vhost_get(vhost_port, host, path).await),
+                Err(_) => None,
+            }
+        })
+        .await;
+        if let Ok(Some((200, body))) = r {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no 200 for {host}{path} within {within:?}: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The burrow binary under test, with its stdout events collected.
+pub struct Burrow {
+    pub child: Child,
+    events: Arc<Mutex<Vec<Value>>>,
+    raw: Arc<Mutex<String>>,
+    stdin: Option<tokio::process::ChildStdin>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Burrow {
+    pub fn spawn(env: &[(&str, &str)]) -> Burrow {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_burrow"));
+        cmd.env_clear();
+        for k in ["PATH", "HOME"] {
+            if let Ok(v) = std::env::var(k) {
+                cmd.env(k, v);
+            }
+        }
+        cmd.env("BURROW_LOG", "debug");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn burrow");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let raw = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().unwrap();
+        let (ev, rw) = (events.clone(), raw.clone());
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(out).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                rw.lock().unwrap().push_str(&format!("{line}\n"));
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+                assert!(
+                    v.get("event").is_some() && v.get("ts").is_some(),
+                    "event without event/ts: {line}"
+                );
+                ev.lock().unwrap().push(v);
+            }
+        });
+        let err = child.stderr.take().unwrap();
+        let rw = raw.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(err).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                rw.lock().unwrap().push_str(&format!("[stderr] {line}\n"));
+            }
+        });
+        let stdin = child.stdin.take();
+        Burrow {
+            child,
+            events,
+            raw,
+            stdin,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Everything burrow wrote on stdout and stderr so far.
+    pub fn output(&self) -> String {
+        self.raw.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, event: &str) -> usize {
+        self.events().iter().filter(|e| e["event"] == event).count()
+    }
+
+    /// Waits for the `nth` (0-based) event named `event`.
+    pub async fn wait_nth(&self, event: &str, nth: usize, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(v) = self
+                .events()
+                .into_iter()
+                .filter(|e| e["event"] == event)
+                .nth(nth)
+            {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {event:?} #{nth} within {within:?}; output so far:\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn wait(&self, event: &str, within: Duration) -> Value {
+        self.wait_nth(event, 0, within).await
+    }
+
+    pub async fn send(&mut self, line: &str) {
+        let s = self.stdin.as_mut().expect("stdin open");
+        s.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+        s.flush().await.unwrap();
+    }
+
+    /// Closes stdin (the host going away) and waits for the exit code.
+    pub async fn close_stdin_and_wait(&mut self, within: Duration) -> i32 {
+        self.stdin = None;
+        self.wait_exit(within).await
+    }
+
+    pub async fn wait_exit(&mut self, within: Duration) -> i32 {
+        let status = tokio::time::timeout(within, self.child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "burrow did not exit within {within:?}; output:\n{}",
+                    self.output()
+                )
+            })
+            .unwrap();
+        // Give the stdout reader a moment to drain the last lines.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status.code().unwrap_or(-1)
+    }
+
+    /// Asserts that no secret appears anywhere in burrow's output.
+    pub fn assert_no_secret(&self, secrets: &[&str]) {
+        let out = self.output();
+        for s in secrets {
+            assert!(
+                !out.contains(s),
+                "secret {s:?} leaked into burrow's output:\n{out}"
+            );
+        }
+    }
+}
+
+/// A TCP relay in front of a server that counts the connections it forwards.
+pub struct CountingRelay {
+    pub port: u16,
+    pub conns: Arc<AtomicUsize>,
+}
+
+pub async fn counting_relay(target: u16) -> CountingRelay {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut t) = TcpStream::connect(("127.0.0.1", target)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut s, &mut t).await;
+                }
+            });
+        }
+    });
+    CountingRelay { port, conns }
+}
+
+pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
