@@ -1,0 +1,117 @@
+//! A hostile "server": burrow must report `protocol_error` / `tls_failed`, retry, and never panic.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const T: Duration = Duration::from_secs(15);
+
+fn frame(ty: u8, len: i64, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![ty];
+    v.extend_from_slice(&len.to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+/// Listens, reads the client's first frame (Login), answers `reply`, then closes.
+async fn hostile(reply: Vec<u8>, read_login: bool) -> (u16, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let n = Arc::new(AtomicUsize::new(0));
+    let c = n.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else { return };
+            c.fetch_add(1, Ordering::SeqCst);
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                if read_login {
+                    let mut hdr = [0u8; 9];
+                    if s.read_exact(&mut hdr).await.is_err() {
+                        return;
+                    }
+                    assert_eq!(hdr[0], b'o', "first frame is Login");
+                    let len = i64::from_be_bytes(hdr[1..].try_into().unwrap());
+                    let mut body = vec![0u8; len as usize];
+                    s.read_exact(&mut body).await.unwrap();
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    assert_eq!(v["client_spec"], serde_json::json!({}));
+                } else {
+                    let mut buf = [0u8; 512];
+                    let _ = s.read(&mut buf).await;
+                }
+                let _ = s.write_all(&reply).await;
+                let _ = s.shutdown().await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            });
+        }
+    });
+    (port, n)
+}
+
+async fn expect_retried_error(reply: Vec<u8>, tls: bool, code: &str) {
+    let (port, conns) = hostile(reply, !tls).await;
+    let mut b = Burrow::spawn(&[
+        ("BURROW_SERVER_ADDR", &format!("127.0.0.1:{port}")),
+        ("BURROW_SERVER_TOKEN", TOKEN),
+        ("BURROW_SUBDOMAIN", "x"),
+        ("BURROW_TLS", if tls { "on" } else { "off" }),
+        ("BURROW_TCP_MUX", "off"),
+    ]);
+    let err = b.wait("error", T).await;
+    assert_eq!(err["code"], code, "{err}");
+    assert_eq!(err["fatal"], false);
+    assert!(!err["hint"].as_str().unwrap_or_default().is_empty());
+    b.wait_nth("reconnecting", 1, T).await;
+    assert!(conns.load(Ordering::SeqCst) >= 2, "burrow retried");
+    assert_eq!(b.count("connected"), 0);
+    assert_eq!(b.close_stdin_and_wait(Duration::from_secs(5)).await, 0, "clean exit, no panic");
+    assert!(!b.output().contains("panicked"), "{}", b.output());
+    b.assert_no_secret(&[TOKEN]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_length() {
+    expect_retried_error(frame(b'1', 10241, b"{}"), false, "protocol_error").await;
+    expect_retried_error(frame(b'1', i64::MAX, b""), false, "protocol_error").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_json() {
+    expect_retried_error(frame(b'1', 9, b"{not json"), false, "protocol_error").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_type_byte() {
+    expect_retried_error(frame(b'Z', 2, b"{}"), false, "protocol_error").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_frame() {
+    expect_retried_error(frame(b'1', 100, b"{\"version\""), false, "protocol_error").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_instead_of_tls() {
+    expect_retried_error(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".to_vec(), true, "tls_failed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_address_is_server_unreachable_and_retried() {
+    let port = free_port();
+    let mut b = Burrow::spawn(&[("BURROW_SERVER_ADDR", &format!("127.0.0.1:{port}")), ("BURROW_SERVER_TOKEN", TOKEN), ("BURROW_SUBDOMAIN", "x")]);
+    let err = b.wait("error", T).await;
+    assert_eq!(err["code"], "server_unreachable");
+    assert_eq!(err["fatal"], false);
+    let r = b.wait_nth("reconnecting", 2, T).await;
+    assert_eq!(r["attempt"], 3);
+    // Said once, not once per attempt.
+    assert_eq!(b.count("error"), 1);
+    assert_eq!(b.close_stdin_and_wait(Duration::from_secs(5)).await, 0);
+}
