@@ -27,7 +27,9 @@ async fn hostile(reply: Vec<u8>, read_login: bool) -> (u16, Arc<AtomicUsize>) {
     let c = n.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             c.fetch_add(1, Ordering::SeqCst);
             let reply = reply.clone();
             tokio::spawn(async move {
@@ -71,7 +73,11 @@ async fn expect_retried_error(reply: Vec<u8>, tls: bool, code: &str) {
     b.wait_nth("reconnecting", 1, T).await;
     assert!(conns.load(Ordering::SeqCst) >= 2, "burrow retried");
     assert_eq!(b.count("connected"), 0);
-    assert_eq!(b.close_stdin_and_wait(Duration::from_secs(5)).await, 0, "clean exit, no panic");
+    assert_eq!(
+        b.close_stdin_and_wait(Duration::from_secs(5)).await,
+        0,
+        "clean exit, no panic"
+    );
     assert!(!b.output().contains("panicked"), "{}", b.output());
     b.assert_no_secret(&[TOKEN]);
 }
@@ -99,13 +105,22 @@ async fn truncated_frame() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_instead_of_tls() {
-    expect_retried_error(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".to_vec(), true, "tls_failed").await;
+    expect_retried_error(
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        true,
+        "tls_failed",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_address_is_server_unreachable_and_retried() {
     let port = free_port();
-    let mut b = Burrow::spawn(&[("BURROW_SERVER_ADDR", &format!("127.0.0.1:{port}")), ("BURROW_SERVER_TOKEN", TOKEN), ("BURROW_SUBDOMAIN", "x")]);
+    let mut b = Burrow::spawn(&[
+        ("BURROW_SERVER_ADDR", &format!("127.0.0.1:{port}")),
+        ("BURROW_SERVER_TOKEN", TOKEN),
+        ("BURROW_SUBDOMAIN", "x"),
+    ]);
     let err = b.wait("error", T).await;
     assert_eq!(err["code"], "server_unreachable");
     assert_eq!(err["fatal"], false);
