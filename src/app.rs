@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::Client;
 use crate::config::Config;
 use crate::events::{ErrorCode, Events};
+use crate::proxy::Proxy;
 
 /// Why burrow is stopping; the first reason wins.
 #[derive(Clone, Default)]
@@ -31,11 +32,38 @@ impl StopReason {
 
 /// Runs burrow until it is told to stop or fails fatally; returns the exit code.
 pub async fn run(config: Config, events: Events) -> i32 {
-    events.emit(
-        "starting",
-        json!({"version": env!("CARGO_PKG_VERSION"), "mode": "native"}),
-    );
-    let client = match Client::new(&config, events.clone()) {
+    events.emit("starting", json!({"version": env!("CARGO_PKG_VERSION"), "mode": "native"}));
+    let proxy = match config.proxy_addr {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.to_string());
+                if !addr.ip().is_loopback() {
+                    events.warning("proxy_not_loopback", &format!("the reverse proxy listens on {bound}, reachable from other machines; use 127.0.0.1 unless that is intended"));
+                }
+                let proxy = Proxy::new(config.routes.clone());
+                tokio::spawn(proxy.clone().serve(listener));
+                events.emit("proxy_ready", json!({"addr": bound, "routes": proxy.snapshot()}));
+                Some(proxy)
+            }
+            Err(e) => {
+                let (code, hint) = if e.kind() == std::io::ErrorKind::AddrInUse {
+                    (
+                        ErrorCode::PortInUse,
+                        format!(
+                            "another program listens on {addr}; stop it or set BURROW_PROXY_ADDR to a free address"
+                        ),
+                    )
+                } else {
+                    (ErrorCode::Internal, "check BURROW_PROXY_ADDR".to_string())
+                };
+                events.error(code, &format!("cannot listen on {addr}: {e}"), &hint, true);
+                events.emit("stopped", json!({"reason": code.as_str()}));
+                return code.exit_code();
+            }
+        },
+    };
+    let client = match Client::new(&config, events.clone(), proxy) {
         Ok(c) => c,
         Err(e) => {
             events.error(
@@ -56,10 +84,7 @@ pub async fn run(config: Config, events: Events) -> i32 {
     let result = client.run(shutdown.clone()).await;
     match result {
         Ok(()) => {
-            events.emit(
-                "stopped",
-                json!({"reason": reason.get().unwrap_or("shutdown")}),
-            );
+            events.emit("stopped", json!({"reason": reason.get().unwrap_or("shutdown")}));
             0
         }
         Err(fatal) => {
@@ -74,10 +99,7 @@ fn watch_signals(reason: StopReason, token: CancellationToken) {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
+            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
                 tracing::warn!("cannot install signal handlers; stop burrow through stdin instead");
                 return;
             };

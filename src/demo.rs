@@ -56,9 +56,7 @@ async fn run_in(frps: &Path, dir: &Path) -> Result<(), String> {
     )
     .map_err(|e| format!("cannot write {}: {e}", cfg.display()))?;
 
-    say(&format!(
-        "1/4  starting frps 0.65.0 on 127.0.0.1:{bind_port} (http vhost port {vhost_port})"
-    ));
+    say(&format!("1/4  starting frps 0.65.0 on 127.0.0.1:{bind_port} (http vhost port {vhost_port})"));
     let mut frps_child = tokio::process::Command::new(frps)
         .arg("-c")
         .arg(&cfg)
@@ -79,12 +77,7 @@ async fn run_in(frps: &Path, dir: &Path) -> Result<(), String> {
             port: bind_port,
             token: Secret::new(token),
             user: String::new(),
-            tls: TlsConfig {
-                enabled: true,
-                ca_file: None,
-                pin: None,
-                server_name: None,
-            },
+            tls: TlsConfig { enabled: true, ca_file: None, pin: None, server_name: None },
             tcp_mux: true,
             pool_count: 1,
             metas: BTreeMap::new(),
@@ -106,11 +99,12 @@ async fn run_in(frps: &Path, dir: &Path) -> Result<(), String> {
             use_compression: false,
         }],
         proxy_addr: None,
+        routes: crate::proxy::Routes::parse(crate::proxy::routes::DEFAULT_ROUTES).expect("default routes"),
         log_filter: "info".into(),
     };
     let events = Events::silent();
     let mut rx = events.subscribe();
-    let client = Client::new(&config, events).map_err(|e| e.to_string())?;
+    let client = Client::new(&config, events, None).map_err(|e| e.to_string())?;
     let shutdown = CancellationToken::new();
     let token2 = shutdown.clone();
     let client_task = tokio::spawn(async move { client.run(token2).await });
@@ -128,27 +122,15 @@ async fn run_in(frps: &Path, dir: &Path) -> Result<(), String> {
         }
     };
     say(&format!("     tunnel up: {url}"));
-    let host = url
-        .trim_start_matches("http://")
-        .split(':')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let host = url.trim_start_matches("http://").split(':').next().unwrap_or_default().to_string();
     let (status, body) = fetch(vhost_port, &host).await?;
     say(&format!(
         "4/4  fetched {url} through frps: HTTP {status}, \"{}\"",
-        body.lines()
-            .find(|l| l.contains("<h1>"))
-            .unwrap_or(&body)
-            .trim()
+        body.lines().find(|l| l.contains("<h1>")).unwrap_or(&body).trim()
     ));
     say("");
-    say(&format!(
-        "Open {url}/ in a browser (*.localhost names resolve to this machine), or:"
-    ));
-    say(&format!(
-        "  curl -H 'Host: {host}' http://127.0.0.1:{vhost_port}/"
-    ));
+    say(&format!("Open {url}/ in a browser (*.localhost names resolve to this machine), or:"));
+    say(&format!("  curl -H 'Host: {host}' http://127.0.0.1:{vhost_port}/"));
     say("Press Ctrl-C to stop; frps, the sample app and the tunnel stop with burrow.");
 
     tokio::select! {
@@ -185,18 +167,13 @@ fn find_frps(dir: Option<PathBuf>) -> Result<PathBuf, String> {
             let d = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
             return Ok(d.join("frps"));
         }
-        return Err(format!(
-            "{} failed; run it by hand to see why",
-            script.display()
-        ));
+        return Err(format!("{} failed; run it by hand to see why", script.display()));
     }
     Err(format!("frps 0.65.0 not found in {candidates:?}; run resources/fetch-frp.sh from burrow's source tree, or pass --frp-dir"))
 }
 
 async fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| format!("no free loopback port: {e}"))?;
+    let l = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("no free loopback port: {e}"))?;
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
@@ -211,25 +188,21 @@ async fn wait_port(port: u16) -> Result<(), String> {
 }
 
 async fn sample_app() -> Result<SocketAddr, String> {
-    let l = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
+    let l = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let addr = l.local_addr().map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    |req: hyper::Request<hyper::body::Incoming>| async move {
-                        let page = format!(
+                let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    let page = format!(
                         "<!doctype html><html><head><title>burrow demo</title></head><body>\n<h1>Hello from your local app, through burrow.</h1>\n<p>You asked for {}.</p>\n</body></html>\n",
                         req.uri().path()
                     );
-                        let resp = hyper::Response::builder()
-                            .header("content-type", "text/html; charset=utf-8")
-                            .body(Full::new(Bytes::from(page)));
-                        Ok::<_, hyper::http::Error>(resp.expect("static response"))
-                    },
-                );
+                    let resp = hyper::Response::builder()
+                        .header("content-type", "text/html; charset=utf-8")
+                        .body(Full::new(Bytes::from(page)));
+                    Ok::<_, hyper::http::Error>(resp.expect("static response"))
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
                     .await;
@@ -243,24 +216,12 @@ async fn fetch(vhost_port: u16, host: &str) -> Result<(u16, String), String> {
     let s = TcpStream::connect(("127.0.0.1", vhost_port))
         .await
         .map_err(|e| format!("cannot reach frps' vhost port: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
-        .await
-        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let req = hyper::Request::get("/")
-        .header("host", host)
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| e.to_string())?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("request through frps failed: {e}"))?;
+    let req = hyper::Request::get("/").header("host", host).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| format!("request through frps failed: {e}"))?;
     let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }

@@ -90,24 +90,12 @@ impl Events {
 
     /// Events written to any writer (tests, or a file).
     pub fn to_writer(out: Box<dyn Write + Send>, format: Format) -> Self {
-        Self {
-            inner: Arc::new(Mutex::new(Sink {
-                out: Some(out),
-                subscribers: Vec::new(),
-            })),
-            format,
-        }
+        Self { inner: Arc::new(Mutex::new(Sink { out: Some(out), subscribers: Vec::new() })), format }
     }
 
     /// Events that go nowhere but to subscribers.
     pub fn silent() -> Self {
-        Self {
-            inner: Arc::new(Mutex::new(Sink {
-                out: None,
-                subscribers: Vec::new(),
-            })),
-            format: Format::Json,
-        }
+        Self { inner: Arc::new(Mutex::new(Sink { out: None, subscribers: Vec::new() })), format: Format::Json }
     }
 
     /// A live copy of every event from now on (admin API, demo).
@@ -128,9 +116,7 @@ impl Events {
         obj.insert("event".into(), Value::String(event.into()));
         obj.insert(
             "ts".into(),
-            Value::String(
-                humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            ),
+            Value::String(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()),
         );
         if let Value::Object(f) = fields {
             obj.extend(f);
@@ -153,10 +139,7 @@ impl Events {
 
     /// Emits an `error` event.
     pub fn error(&self, code: ErrorCode, message: &str, hint: &str, fatal: bool) {
-        self.emit(
-            "error",
-            json!({"code": code.as_str(), "message": message, "hint": hint, "fatal": fatal}),
-        );
+        self.emit("error", json!({"code": code.as_str(), "message": message, "hint": hint, "fatal": fatal}));
     }
 
     /// Emits a `warning` event.
@@ -217,10 +200,7 @@ mod tests {
         ev.emit("tunnel_up", json!({"name": "web", "url": "http://a.b"}));
         ev.error(ErrorCode::AuthFailed, "m", "h", true);
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines[0]["event"], "tunnel_up");
         assert_eq!(lines[0]["name"], "web");
         assert!(humantime::parse_rfc3339(lines[0]["ts"].as_str().unwrap()).is_ok());
@@ -241,9 +221,6 @@ mod tests {
         assert_eq!(ErrorCode::AuthFailed.exit_code(), 3);
         assert_eq!(ErrorCode::PortInUse.exit_code(), 4);
         assert_eq!(ErrorCode::ProtocolError.exit_code(), 1);
-        assert_eq!(
-            serde_json::to_value(ErrorCode::TlsFailed).unwrap(),
-            "tls_failed"
-        );
+        assert_eq!(serde_json::to_value(ErrorCode::TlsFailed).unwrap(), "tls_failed");
     }
 }

@@ -9,6 +9,7 @@ mod config;
 mod demo;
 mod events;
 mod layers;
+mod proxy;
 mod transport;
 
 use std::path::PathBuf;
@@ -55,11 +56,7 @@ fn main() {
             std::process::exit(code);
         }
     };
-    let format = if cli.no_json && !cli.json {
-        Format::Human
-    } else {
-        Format::Json
-    };
+    let format = if cli.no_json && !cli.json { Format::Human } else { Format::Json };
 
     match cli.command {
         Some(Command::Version) => {
@@ -79,9 +76,7 @@ fn main() {
 
     let events = Events::stdout(format);
     let env = config::process_env();
-    let overrides = config::Overrides {
-        config_file: cli.config,
-    };
+    let overrides = config::Overrides { config_file: cli.config };
     let config = match config::load(&env, &overrides) {
         Ok(c) => c,
         Err(e) => {
@@ -105,10 +100,7 @@ fn main() {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("burrow: cannot start the async runtime: {e}");
@@ -119,8 +111,8 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn init_tracing(filter: &str) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -34,10 +34,7 @@ async fn bad_values_exit_2_naming_the_variable() {
             .lines()
             .find(|l| l.starts_with("[stderr] burrow:"))
             .unwrap_or_else(|| panic!("no message for {k}: {out}"));
-        assert!(
-            stderr_line.contains(k) && stderr_line.contains("Example:"),
-            "{stderr_line}"
-        );
+        assert!(stderr_line.contains(k) && stderr_line.contains("Example:"), "{stderr_line}");
         let evs = b.events();
         assert_eq!(evs[0]["code"], "config_invalid");
         assert_eq!(evs.last().unwrap()["event"], "stopped");
@@ -57,24 +54,15 @@ async fn bad_config_file_names_the_key() {
 
 #[test]
 fn version_prints_name_and_version_first() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_burrow"))
-        .arg("version")
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_burrow")).arg("version").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(
-        text.lines().next().unwrap(),
-        format!("burrow {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(text.lines().next().unwrap(), format!("burrow {}", env!("CARGO_PKG_VERSION")));
     assert!(text.contains("v1"));
 }
 
 #[test]
 fn unknown_flag_is_usage_error_2() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_burrow"))
-        .arg("--frobnicate")
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_burrow")).arg("--frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }

@@ -73,11 +73,7 @@ async fn expect_retried_error(reply: Vec<u8>, tls: bool, code: &str) {
     b.wait_nth("reconnecting", 1, T).await;
     assert!(conns.load(Ordering::SeqCst) >= 2, "burrow retried");
     assert_eq!(b.count("connected"), 0);
-    assert_eq!(
-        b.close_stdin_and_wait(Duration::from_secs(5)).await,
-        0,
-        "clean exit, no panic"
-    );
+    assert_eq!(b.close_stdin_and_wait(Duration::from_secs(5)).await, 0, "clean exit, no panic");
     assert!(!b.output().contains("panicked"), "{}", b.output());
     b.assert_no_secret(&[TOKEN]);
 }
@@ -105,12 +101,7 @@ async fn truncated_frame() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_instead_of_tls() {
-    expect_retried_error(
-        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".to_vec(),
-        true,
-        "tls_failed",
-    )
-    .await;
+    expect_retried_error(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".to_vec(), true, "tls_failed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

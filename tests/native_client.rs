@@ -12,24 +12,16 @@ use tokio::net::TcpStream;
 
 const T: Duration = Duration::from_secs(15);
 
-fn env_for(
-    frps: &Frps,
-    sub: &str,
-    local: std::net::SocketAddr,
-    tls: bool,
-    mux: bool,
-) -> Vec<(String, String)> {
-    vec![
+fn env_for(frps: &Frps, sub: &str, local: std::net::SocketAddr, tls: bool, mux: bool) -> Vec<(String, String)> {
+    let mut env = vec![
         ("BURROW_SERVER_ADDR".into(), frps.addr()),
         ("BURROW_SERVER_TOKEN".into(), TOKEN.into()),
         ("BURROW_SUBDOMAIN".into(), sub.into()),
-        ("BURROW_PROXY_ADDR".into(), local.to_string()),
         ("BURROW_TLS".into(), if tls { "on" } else { "off" }.into()),
-        (
-            "BURROW_TCP_MUX".into(),
-            if mux { "on" } else { "off" }.into(),
-        ),
-    ]
+        ("BURROW_TCP_MUX".into(), if mux { "on" } else { "off" }.into()),
+    ];
+    env.extend(route_all_to(local));
+    env
 }
 
 fn spawn(env: &[(String, String)]) -> Burrow {
@@ -48,28 +40,15 @@ async fn http_tunnel_serves_keep_alive_requests_on_one_work_conn() {
     let ev = b.wait("tunnel_up", T).await;
     assert_eq!(ev["name"], "web");
     assert_eq!(ev["type"], "http");
-    assert_eq!(
-        ev["url"],
-        format!("http://app.{SUBDOMAIN_HOST}:{}", frps.vhost_port)
-    );
+    assert_eq!(ev["url"], format!("http://app.{SUBDOMAIN_HOST}:{}", frps.vhost_port));
     let host = format!("app.{SUBDOMAIN_HOST}");
     let mut c = VhostClient::connect(frps.vhost_port, &host).await;
     for i in 0..5 {
-        assert_eq!(
-            c.get(&format!("/item/{i}?q=1")).await,
-            (200, format!("hello /item/{i}?q=1"))
-        );
+        assert_eq!(c.get(&format!("/item/{i}?q=1")).await, (200, format!("hello /item/{i}?q=1")));
     }
     // frps reuses the idle work connection for sequential requests: one local connection served all.
-    assert_eq!(
-        up.conns.load(Ordering::SeqCst),
-        1,
-        "sequential requests should share one work connection"
-    );
-    assert!(b
-        .events()
-        .iter()
-        .any(|e| e["event"] == "warning" && e["code"] == "tls_unverified"));
+    assert_eq!(up.conns.load(Ordering::SeqCst), 1, "sequential requests should share one work connection");
+    assert!(b.events().iter().any(|e| e["event"] == "warning" && e["code"] == "tls_unverified"));
     assert_eq!(b.close_stdin_and_wait(Duration::from_secs(5)).await, 0);
     let evs = b.events();
     assert_eq!(evs.last().unwrap()["event"], "stopped");
@@ -99,40 +78,20 @@ async fn exercise_transport(frps: &Frps, tls: bool, mux: bool) {
     );
     let b = Burrow::spawn(&[("BURROW_CONFIG", cfg.to_str().unwrap())]);
     let c = b.wait("connected", T).await;
-    let want = format!(
-        "{}{}",
-        if tls { "tls" } else { "tcp" },
-        if mux { "+yamux" } else { "" }
-    );
+    let want = format!("{}{}", if tls { "tls" } else { "tcp" }, if mux { "+yamux" } else { "" });
     assert_eq!(c["transport"], want);
     b.wait_nth("tunnel_up", 1, T).await;
-    let tcp_ev = b
-        .events()
-        .into_iter()
-        .find(|e| e["event"] == "tunnel_up" && e["name"] == "echo")
-        .unwrap();
+    let tcp_ev = b.events().into_iter().find(|e| e["event"] == "tunnel_up" && e["name"] == "echo").unwrap();
     assert_eq!(tcp_ev["remote_addr"], format!("127.0.0.1:{remote_port}"));
     let host = format!("m{}{}.{SUBDOMAIN_HOST}", tls as u8, mux as u8);
-    assert_eq!(
-        vhost_get(frps.vhost_port, &host, "/x").await,
-        (200, "hello /x".to_string())
-    );
-    let mut s = TcpStream::connect(("127.0.0.1", remote_port))
-        .await
-        .unwrap();
-    let msg: Vec<u8> = b"E"
-        .iter()
-        .copied()
-        .chain((0..100_000u32).map(|i| (i % 10) as u8 + b'0'))
-        .collect();
+    assert_eq!(vhost_get(frps.vhost_port, &host, "/x").await, (200, "hello /x".to_string()));
+    let mut s = TcpStream::connect(("127.0.0.1", remote_port)).await.unwrap();
+    let msg: Vec<u8> = b"E".iter().copied().chain((0..100_000u32).map(|i| (i % 10) as u8 + b'0')).collect();
     // frps closes both sides when either side's copy ends (golib io.Join), so a half-close does
     // not cross frp: read the echo back before closing.
     let (mut r, mut w) = s.split();
     let mut back = vec![0u8; msg.len() - 1];
-    let (wr, rd) = tokio::join!(
-        w.write_all(&msg),
-        tokio::time::timeout(T, r.read_exact(&mut back))
-    );
+    let (wr, rd) = tokio::join!(w.write_all(&msg), tokio::time::timeout(T, r.read_exact(&mut back)));
     wr.unwrap();
     rd.expect("echo in time").unwrap();
     assert!(
@@ -147,11 +106,7 @@ async fn exercise_transport(frps: &Frps, tls: bool, mux: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transport_matrix_with_encryption_and_compression() {
     for mux in [true, false] {
-        let frps = Frps::start(FrpsOpts {
-            tcp_mux: mux,
-            ..Default::default()
-        })
-        .await;
+        let frps = Frps::start(FrpsOpts { tcp_mux: mux, ..Default::default() }).await;
         for tls in [true, false] {
             exercise_transport(&frps, tls, mux).await;
         }
@@ -160,11 +115,7 @@ async fn transport_matrix_with_encryption_and_compression() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_force_server_works_with_tls_and_refuses_plain() {
-    let frps = Frps::start(FrpsOpts {
-        tls_force: true,
-        ..Default::default()
-    })
-    .await;
+    let frps = Frps::start(FrpsOpts { tls_force: true, ..Default::default() }).await;
     exercise_transport(&frps, true, true).await;
     // Plain TCP to a tls.force frps: closed before LoginResp, reported with a hint, retried.
     let up = http_upstream().await;
@@ -172,10 +123,7 @@ async fn tls_force_server_works_with_tls_and_refuses_plain() {
     let err = b.wait("error", T).await;
     assert_eq!(err["code"], "protocol_error");
     assert_eq!(err["fatal"], false);
-    assert!(
-        err["hint"].as_str().unwrap().contains("BURROW_TLS"),
-        "{err}"
-    );
+    assert!(err["hint"].as_str().unwrap().contains("BURROW_TLS"), "{err}");
     b.wait_nth("reconnecting", 1, T).await;
     assert_eq!(b.close_stdin_and_wait(Duration::from_secs(5)).await, 0);
 }
@@ -195,9 +143,7 @@ async fn integrity_64_mib_each_way() {
     b.wait("tunnel_up", T).await;
     const N: u64 = 64 << 20;
     let upload = async {
-        let mut s = TcpStream::connect(("127.0.0.1", remote_port))
-            .await
-            .unwrap();
+        let mut s = TcpStream::connect(("127.0.0.1", remote_port)).await.unwrap();
         s.write_all(b"U").await.unwrap();
         s.write_u64(N).await.unwrap();
         let mut g = Pattern::new(7);
@@ -216,9 +162,7 @@ async fn integrity_64_mib_each_way() {
         assert_eq!(got[..], h.finalize()[..], "upload SHA-256");
     };
     let download = async {
-        let mut s = TcpStream::connect(("127.0.0.1", remote_port))
-            .await
-            .unwrap();
+        let mut s = TcpStream::connect(("127.0.0.1", remote_port)).await.unwrap();
         s.write_all(b"D").await.unwrap();
         s.write_u64(N).await.unwrap();
         let mut h = Sha256::new();
@@ -244,11 +188,9 @@ async fn integrity_64_mib_each_way() {
         }
         assert_eq!(h.finalize(), want.finalize(), "download SHA-256");
     };
-    tokio::time::timeout(Duration::from_secs(120), async {
-        tokio::join!(upload, download)
-    })
-    .await
-    .expect("64 MiB each way within 120 s");
+    tokio::time::timeout(Duration::from_secs(120), async { tokio::join!(upload, download) })
+        .await
+        .expect("64 MiB each way within 120 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,10 +208,7 @@ async fn two_hundred_concurrent_http_connections() {
         })
         .collect();
     for (i, t) in tasks.into_iter().enumerate() {
-        let r = tokio::time::timeout(Duration::from_secs(60), t)
-            .await
-            .expect("answer in time")
-            .unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(60), t).await.expect("answer in time").unwrap();
         assert_eq!(r, (200, format!("hello /c/{i}")));
     }
 }
@@ -280,39 +219,28 @@ async fn wrong_token_is_fatal_after_exactly_one_login() {
     let relay = counting_relay(frps.bind_port).await;
     let up = http_upstream().await;
     let wrong = "wrong-token-c0ffee";
+    let routes = format!("/=http://{}", up.addr);
     let mut b = Burrow::spawn(&[
         ("BURROW_SERVER_ADDR", &format!("127.0.0.1:{}", relay.port)),
         ("BURROW_SERVER_TOKEN", wrong),
         ("BURROW_SUBDOMAIN", "denied"),
-        ("BURROW_PROXY_ADDR", &up.addr.to_string()),
+        ("BURROW_ROUTES", &routes),
     ]);
     assert_eq!(b.wait_exit(T).await, 3);
-    let errors: Vec<_> = b
-        .events()
-        .into_iter()
-        .filter(|e| e["event"] == "error")
-        .collect();
+    let errors: Vec<_> = b.events().into_iter().filter(|e| e["event"] == "error").collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0]["code"], "auth_failed");
     assert_eq!(errors[0]["fatal"], true);
     assert_eq!(b.events().last().unwrap()["event"], "stopped");
     assert_eq!(b.count("reconnecting"), 0);
-    assert_eq!(
-        relay.conns.load(Ordering::SeqCst),
-        1,
-        "exactly one login attempt"
-    );
+    assert_eq!(relay.conns.load(Ordering::SeqCst), 1, "exactly one login attempt");
     b.assert_no_secret(&[wrong, TOKEN]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_after_frps_restart_with_the_same_url() {
     for mux in [true, false] {
-        let mut frps = Frps::start(FrpsOpts {
-            tcp_mux: mux,
-            ..Default::default()
-        })
-        .await;
+        let mut frps = Frps::start(FrpsOpts { tcp_mux: mux, ..Default::default() }).await;
         let up = http_upstream().await;
         let b = spawn(&env_for(&frps, "back", up.addr, true, mux));
         let first = b.wait("tunnel_up", T).await;
@@ -326,51 +254,23 @@ async fn reconnects_after_frps_restart_with_the_same_url() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         frps.restart().await;
         let back_at = Instant::now();
-        assert_eq!(
-            vhost_get_ok(frps.vhost_port, &host, "/after", Duration::from_secs(10)).await,
-            "hello /after"
-        );
+        assert_eq!(vhost_get_ok(frps.vhost_port, &host, "/after", Duration::from_secs(10)).await, "hello /after");
         assert!(back_at.elapsed() < Duration::from_secs(10));
         let second = b.wait_nth("tunnel_up", 1, T).await;
-        assert_eq!(
-            second["url"], first["url"],
-            "same public URL after reconnect"
-        );
+        assert_eq!(second["url"], first["url"], "same public URL after reconnect");
         // Order per the contract: tunnel_down, reconnecting…, connected, tunnel_up.
-        let names: Vec<String> = b
-            .events()
-            .iter()
-            .map(|e| e["event"].as_str().unwrap().to_string())
-            .collect();
+        let names: Vec<String> = b.events().iter().map(|e| e["event"].as_str().unwrap().to_string()).collect();
         let down_i = names.iter().position(|n| n == "tunnel_down").unwrap();
         let rec_i = names.iter().position(|n| n == "reconnecting").unwrap();
-        let conn2_i = names
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| *n == "connected")
-            .nth(1)
-            .unwrap()
-            .0;
-        let up2_i = names
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| *n == "tunnel_up")
-            .nth(1)
-            .unwrap()
-            .0;
-        assert!(
-            down_i < rec_i && rec_i < conn2_i && conn2_i < up2_i,
-            "{names:?}"
-        );
+        let conn2_i = names.iter().enumerate().filter(|(_, n)| *n == "connected").nth(1).unwrap().0;
+        let up2_i = names.iter().enumerate().filter(|(_, n)| *n == "tunnel_up").nth(1).unwrap().0;
+        assert!(down_i < rec_i && rec_i < conn2_i && conn2_i < up2_i, "{names:?}");
         let delays: Vec<u64> = b
             .events()
             .iter()
             .filter(|e| e["event"] == "reconnecting")
             .map(|e| e["delay_ms"].as_u64().unwrap())
             .collect();
-        assert!(
-            delays.windows(2).all(|w| w[1] >= w[0]),
-            "delays grow: {delays:?}"
-        );
+        assert!(delays.windows(2).all(|w| w[1] >= w[0]), "delays grow: {delays:?}");
     }
 }

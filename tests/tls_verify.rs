@@ -22,9 +22,7 @@ fn pki() -> (Pki, String) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "burrow test CA");
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "burrow test CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let leaf_key = rcgen::KeyPair::generate().unwrap();
     let leaf = rcgen::CertificateParams::new(vec!["frps.test".to_string()])
@@ -35,19 +33,9 @@ fn pki() -> (Pki, String) {
     let cert = write_file(dir.path(), "frps.crt", &leaf.pem());
     let key = write_file(dir.path(), "frps.key", &leaf_key.serialize_pem());
     let leaf_sha256 = hex(&Sha256::digest(leaf.der()));
-    let extra = format!(
-        "transport.tls.certFile = \"{}\"\ntransport.tls.keyFile = \"{}\"\n",
-        cert.display(),
-        key.display()
-    );
-    (
-        Pki {
-            dir,
-            ca_pem,
-            leaf_sha256,
-        },
-        extra,
-    )
+    let extra =
+        format!("transport.tls.certFile = \"{}\"\ntransport.tls.keyFile = \"{}\"\n", cert.display(), key.display());
+    (Pki { dir, ca_pem, leaf_sha256 }, extra)
 }
 
 fn hex(b: &[u8]) -> String {
@@ -57,12 +45,12 @@ fn hex(b: &[u8]) -> String {
 async fn run_case(frps_port: u16, extra_env: &[(&str, &str)]) -> Burrow {
     let up = http_upstream().await;
     let addr = format!("127.0.0.1:{frps_port}");
-    let local = up.addr.to_string();
+    let routes = format!("/=http://{}", up.addr);
     let mut env = vec![
         ("BURROW_SERVER_ADDR", addr.as_str()),
         ("BURROW_SERVER_TOKEN", TOKEN),
         ("BURROW_SUBDOMAIN", "tls"),
-        ("BURROW_PROXY_ADDR", local.as_str()),
+        ("BURROW_ROUTES", routes.as_str()),
     ];
     env.extend_from_slice(extra_env);
     let b = Burrow::spawn(&env);
@@ -73,11 +61,7 @@ async fn run_case(frps_port: u16, extra_env: &[(&str, &str)]) -> Burrow {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pin_and_ca_verification() {
     let (pki, extra) = pki();
-    let frps = Frps::start(FrpsOpts {
-        extra,
-        ..Default::default()
-    })
-    .await;
+    let frps = Frps::start(FrpsOpts { extra, ..Default::default() }).await;
     let _keep = &pki.dir;
 
     // Pin match (upper case, colon separated, as `openssl x509 -fingerprint` prints it).
@@ -91,23 +75,12 @@ async fn pin_and_ca_verification() {
         .join(":");
     let mut b = run_case(frps.bind_port, &[("BURROW_TLS_PIN", &colons)]).await;
     b.wait("tunnel_up", T).await;
-    assert_eq!(
-        b.count("warning"),
-        0,
-        "verified TLS gives no tls_unverified warning"
-    );
+    assert_eq!(b.count("warning"), 0, "verified TLS gives no tls_unverified warning");
     assert_eq!(b.close_stdin_and_wait(Duration::from_secs(5)).await, 0);
 
     // CA match with the certificate's name.
     let ca = pki.ca_pem.to_str().unwrap().to_string();
-    let mut b = run_case(
-        frps.bind_port,
-        &[
-            ("BURROW_TLS_CA", &ca),
-            ("BURROW_TLS_SERVER_NAME", "frps.test"),
-        ],
-    )
-    .await;
+    let mut b = run_case(frps.bind_port, &[("BURROW_TLS_CA", &ca), ("BURROW_TLS_SERVER_NAME", "frps.test")]).await;
     b.wait("tunnel_up", T).await;
     assert_eq!(b.close_stdin_and_wait(Duration::from_secs(5)).await, 0);
 
@@ -116,10 +89,7 @@ async fn pin_and_ca_verification() {
     let wrong_pin = "00".repeat(32);
     for env in [
         vec![("BURROW_TLS_PIN", wrong_pin.as_str())],
-        vec![
-            ("BURROW_TLS_CA", ca.as_str()),
-            ("BURROW_TLS_SERVER_NAME", "other.test"),
-        ],
+        vec![("BURROW_TLS_CA", ca.as_str()), ("BURROW_TLS_SERVER_NAME", "other.test")],
         vec![("BURROW_TLS_CA", ca.as_str())],
     ] {
         let before = relay.conns.load(Ordering::SeqCst);

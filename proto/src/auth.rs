@@ -37,10 +37,7 @@ mod tests {
 
     #[test]
     fn privilege_key_matches_real_frpc() {
-        assert_eq!(
-            privilege_key("secret", 1795670360),
-            "277fc2e21bb6fafe69511ad261707af4"
-        );
+        assert_eq!(privilege_key("secret", 1795670360), "277fc2e21bb6fafe69511ad261707af4");
     }
 
     #[test]
@@ -51,9 +48,6 @@ mod tests {
 
     #[test]
     fn key_matches_real_frp() {
-        assert_eq!(
-            derive_key("secret"),
-            *b"\x8a\x69\x21\x5e\x54\xac\xa5\x0e\x54\xf7\x38\xde\x61\x1a\x87\xf9"
-        );
+        assert_eq!(derive_key("secret"), *b"\x8a\x69\x21\x5e\x54\xac\xa5\x0e\x54\xf7\x38\xde\x61\x1a\x87\xf9");
     }
 }

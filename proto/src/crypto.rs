@@ -19,10 +19,7 @@ pub struct Encryptor {
 impl Encryptor {
     /// An encryptor with a caller-chosen IV (random in production, fixed in tests).
     pub fn new(key: &[u8; BLOCK], iv: [u8; BLOCK]) -> Self {
-        Self {
-            iv: Some(iv),
-            cipher: cfb_mode::BufEncryptor::new(key.into(), &iv.into()),
-        }
+        Self { iv: Some(iv), cipher: cfb_mode::BufEncryptor::new(key.into(), &iv.into()) }
     }
 
     /// The IV, the first time it is asked for; `None` once it has been taken.
@@ -47,12 +44,7 @@ pub struct Decryptor {
 impl Decryptor {
     /// A decryptor that will read the IV from the stream.
     pub fn new(key: &[u8; BLOCK]) -> Self {
-        Self {
-            key: *key,
-            iv: [0; BLOCK],
-            iv_len: 0,
-            cipher: None,
-        }
+        Self { key: *key, iv: [0; BLOCK], iv_len: 0, cipher: None }
     }
 
     /// Decrypts `data` in place and returns the offset where plaintext starts: bytes before it
@@ -67,10 +59,7 @@ impl Decryptor {
             if self.iv_len < BLOCK {
                 return start;
             }
-            self.cipher = Some(cfb_mode::BufDecryptor::new(
-                (&self.key).into(),
-                (&self.iv).into(),
-            ));
+            self.cipher = Some(cfb_mode::BufDecryptor::new((&self.key).into(), (&self.iv).into()));
         }
         if let Some(c) = &mut self.cipher {
             c.decrypt(&mut data[start..]);

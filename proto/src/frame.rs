@@ -117,9 +117,7 @@ pub enum FrameError {
 /// Encodes one frame. Fails, without output, when the body exceeds [`MAX_BODY_LEN`].
 pub fn encode(ty: MsgType, body: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {
     if body.len() > MAX_BODY_LEN {
-        return Err(FrameError::TooLong {
-            len: body.len() as u64,
-        });
+        return Err(FrameError::TooLong { len: body.len() as u64 });
     }
     out.reserve(HEADER_LEN + body.len());
     out.push(ty as u8);
@@ -178,8 +176,7 @@ impl FrameDecoder {
             if self.header_len < HEADER_LEN {
                 return Ok((used, None));
             }
-            let ty = MsgType::from_byte(self.header[0])
-                .ok_or(FrameError::UnknownType(self.header[0]))?;
+            let ty = MsgType::from_byte(self.header[0]).ok_or(FrameError::UnknownType(self.header[0]))?;
             let len = i64::from_be_bytes(self.header[1..].try_into().expect("8 bytes"));
             if len < 0 {
                 return Err(FrameError::NegativeLength(len));
@@ -197,10 +194,7 @@ impl FrameDecoder {
         if self.body.len() < self.body_len {
             return Ok((used, None));
         }
-        let frame = Frame {
-            ty: self.ty.take().expect("header parsed"),
-            body: std::mem::take(&mut self.body),
-        };
+        let frame = Frame { ty: self.ty.take().expect("header parsed"), body: std::mem::take(&mut self.body) };
         self.header_len = 0;
         self.body_len = 0;
         Ok((used, Some(frame)))
@@ -230,23 +224,14 @@ mod tests {
             let bytes = enc(ty, b"{}");
             let (used, frame) = FrameDecoder::new().decode(&bytes).unwrap();
             assert_eq!(used, bytes.len());
-            assert_eq!(
-                frame,
-                Some(Frame {
-                    ty,
-                    body: b"{}".to_vec()
-                })
-            );
+            assert_eq!(frame, Some(Frame { ty, body: b"{}".to_vec() }));
         }
         assert_eq!(MsgType::ALL.len(), 18);
     }
 
     #[test]
     fn one_byte_at_a_time_equals_all_at_once() {
-        let mut stream = enc(
-            MsgType::LoginResp,
-            br#"{"version":"0.65.0","run_id":"89eac65ac89360e8"}"#,
-        );
+        let mut stream = enc(MsgType::LoginResp, br#"{"version":"0.65.0","run_id":"89eac65ac89360e8"}"#);
         stream.extend(enc(MsgType::ReqWorkConn, b"{}"));
         stream.extend(enc(MsgType::Pong, b""));
         let mut dec = FrameDecoder::new();
@@ -298,42 +283,27 @@ mod tests {
         assert!(encode(MsgType::NewProxy, &body, &mut Vec::new()).is_ok());
         let body = vec![b' '; MAX_BODY_LEN + 1];
         let mut out = Vec::new();
-        assert_eq!(
-            encode(MsgType::NewProxy, &body, &mut out),
-            Err(FrameError::TooLong { len: 10241 })
-        );
+        assert_eq!(encode(MsgType::NewProxy, &body, &mut out), Err(FrameError::TooLong { len: 10241 }));
         assert!(out.is_empty());
 
         let mut hdr = vec![b'1'];
         hdr.extend_from_slice(&10241i64.to_be_bytes());
-        assert_eq!(
-            FrameDecoder::new().decode(&hdr),
-            Err(FrameError::TooLong { len: 10241 })
-        );
+        assert_eq!(FrameDecoder::new().decode(&hdr), Err(FrameError::TooLong { len: 10241 }));
         let mut hdr = vec![b'1'];
         hdr.extend_from_slice(&i64::MAX.to_be_bytes());
-        assert!(matches!(
-            FrameDecoder::new().decode(&hdr),
-            Err(FrameError::TooLong { .. })
-        ));
+        assert!(matches!(FrameDecoder::new().decode(&hdr), Err(FrameError::TooLong { .. })));
     }
 
     #[test]
     fn hostile_headers_are_errors() {
         let mut hdr = vec![b'1'];
         hdr.extend_from_slice(&(-1i64).to_be_bytes());
-        assert_eq!(
-            FrameDecoder::new().decode(&hdr),
-            Err(FrameError::NegativeLength(-1))
-        );
+        assert_eq!(FrameDecoder::new().decode(&hdr), Err(FrameError::NegativeLength(-1)));
         // A TLS record, an HTTP answer and the v2 magic are not v1 frames.
         for first in [0x16u8, b'H', b'F', 0x00, 0xff] {
             let mut bytes = vec![first];
             bytes.extend_from_slice(&[0u8; 8]);
-            assert_eq!(
-                FrameDecoder::new().decode(&bytes),
-                Err(FrameError::UnknownType(first))
-            );
+            assert_eq!(FrameDecoder::new().decode(&bytes), Err(FrameError::UnknownType(first)));
         }
     }
 

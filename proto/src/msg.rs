@@ -411,11 +411,8 @@ mod tests {
 
     #[test]
     fn empty_messages_are_empty_objects() {
-        for m in [
-            Message::ReqWorkConn(ReqWorkConn {}),
-            Message::Ping(Ping::default()),
-            Message::Pong(Pong::default()),
-        ] {
+        for m in [Message::ReqWorkConn(ReqWorkConn {}), Message::Ping(Ping::default()), Message::Pong(Pong::default())]
+        {
             assert_eq!(m.body(), b"{}");
             round_trip(m);
         }
@@ -434,10 +431,7 @@ mod tests {
             run_id: "r".into(),
             client_id: "c".into(),
             metas: [("a".into(), "b".into())].into(),
-            client_spec: ClientSpec {
-                ty: "ssh-tunnel".into(),
-                always_auth_pass: true,
-            },
+            client_spec: ClientSpec { ty: "ssh-tunnel".into(), always_auth_pass: true },
             pool_count: 5,
         }));
         round_trip(Message::LoginResp(LoginResp {
@@ -461,14 +455,8 @@ mod tests {
             remote_addr: "app.example.test:8080".into(),
             error: String::new(),
         }));
-        round_trip(Message::CloseProxy(CloseProxy {
-            proxy_name: "web".into(),
-        }));
-        round_trip(Message::NewWorkConn(NewWorkConn {
-            run_id: "r".into(),
-            privilege_key: "k".into(),
-            timestamp: 1,
-        }));
+        round_trip(Message::CloseProxy(CloseProxy { proxy_name: "web".into() }));
+        round_trip(Message::NewWorkConn(NewWorkConn { run_id: "r".into(), privilege_key: "k".into(), timestamp: 1 }));
         round_trip(Message::StartWorkConn(StartWorkConn {
             proxy_name: "t".into(),
             src_addr: "127.0.0.1".into(),
@@ -477,13 +465,8 @@ mod tests {
             dst_port: 6000,
             error: String::new(),
         }));
-        round_trip(Message::Ping(Ping {
-            privilege_key: "k".into(),
-            timestamp: 9,
-        }));
-        round_trip(Message::Pong(Pong {
-            error: "bad".into(),
-        }));
+        round_trip(Message::Ping(Ping { privilege_key: "k".into(), timestamp: 9 }));
+        round_trip(Message::Pong(Pong { error: "bad".into() }));
     }
 
     #[test]
@@ -502,18 +485,13 @@ mod tests {
             })
         );
         // Unknown fields (newer servers) are ignored; Go's \u003c escapes are understood.
-        let newer =
-            br#"{"version":"0.70.1","run_id":"ab","future_field":[1,2],"error":"\u003cx\u003e"}"#;
+        let newer = br#"{"version":"0.70.1","run_id":"ab","future_field":[1,2],"error":"\u003cx\u003e"}"#;
         let mut bytes = Vec::new();
         frame::encode(MsgType::LoginResp, newer, &mut bytes).unwrap();
         let (m, _) = Message::decode(&bytes).unwrap().unwrap();
         assert_eq!(
             m,
-            Message::LoginResp(LoginResp {
-                version: "0.70.1".into(),
-                run_id: "ab".into(),
-                error: "<x>".into()
-            })
+            Message::LoginResp(LoginResp { version: "0.70.1".into(), run_id: "ab".into(), error: "<x>".into() })
         );
     }
 
@@ -531,19 +509,13 @@ mod tests {
             let mut bytes = Vec::new();
             frame::encode(*ty, body, &mut bytes).unwrap();
             assert!(
-                matches!(
-                    Message::decode(&bytes),
-                    Err(MessageError::Json { .. } | MessageError::NotObject(_))
-                ),
+                matches!(Message::decode(&bytes), Err(MessageError::Json { .. } | MessageError::NotObject(_))),
                 "{ty} {body:?}"
             );
         }
         let mut bytes = Vec::new();
         frame::encode(MsgType::UdpPacket, b"{}", &mut bytes).unwrap();
-        assert!(matches!(
-            Message::decode(&bytes),
-            Err(MessageError::Unsupported(MsgType::UdpPacket))
-        ));
+        assert!(matches!(Message::decode(&bytes), Err(MessageError::Unsupported(MsgType::UdpPacket))));
         assert!(matches!(
             Message::decode(b"Z\0\0\0\0\0\0\0\0"),
             Err(MessageError::Frame(FrameError::UnknownType(b'Z')))
@@ -557,9 +529,6 @@ mod tests {
             custom_domains: (0..1000).map(|i| format!("host-{i}.example.com")).collect(),
             ..Default::default()
         };
-        assert!(matches!(
-            Message::NewProxy(np).to_bytes(),
-            Err(FrameError::TooLong { .. })
-        ));
+        assert!(matches!(Message::NewProxy(np).to_bytes(), Err(FrameError::TooLong { .. })));
     }
 }

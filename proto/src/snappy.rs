@@ -61,11 +61,7 @@ impl Default for Compressor {
 impl Compressor {
     /// A compressor that has written nothing yet.
     pub fn new() -> Self {
-        Self {
-            started: false,
-            encoder: snap::raw::Encoder::new(),
-            scratch: Vec::new(),
-        }
+        Self { started: false, encoder: snap::raw::Encoder::new(), scratch: Vec::new() }
     }
 
     /// Appends the framing of `data` to `out`: the stream identifier before the first chunk, then
@@ -80,12 +76,8 @@ impl Compressor {
         }
         for block in data.chunks(MAX_BLOCK) {
             let crc = masked_crc(block);
-            self.scratch
-                .resize(snap::raw::max_compress_len(block.len()), 0);
-            let n = self
-                .encoder
-                .compress(block, &mut self.scratch)
-                .unwrap_or(usize::MAX);
+            self.scratch.resize(snap::raw::max_compress_len(block.len()), 0);
+            let n = self.encoder.compress(block, &mut self.scratch).unwrap_or(usize::MAX);
             // Go stores the block when compression saves less than 12.5%.
             let (ty, payload) = if n < block.len() - block.len() / 8 {
                 (CHUNK_COMPRESSED, &self.scratch[..n])
@@ -118,12 +110,7 @@ impl Default for Decompressor {
 impl Decompressor {
     /// A decompressor expecting the stream identifier.
     pub fn new() -> Self {
-        Self {
-            started: false,
-            buf: Vec::new(),
-            skip: 0,
-            decoder: snap::raw::Decoder::new(),
-        }
+        Self { started: false, buf: Vec::new(), skip: 0, decoder: snap::raw::Decoder::new() }
     }
 
     /// Bytes of a partial chunk held back, at most one chunk (≈ 75 KiB).
@@ -159,11 +146,7 @@ impl Decompressor {
             }
             match ty {
                 CHUNK_COMPRESSED | CHUNK_UNCOMPRESSED => {
-                    let max = if ty == CHUNK_COMPRESSED {
-                        snap::raw::max_compress_len(MAX_BLOCK)
-                    } else {
-                        MAX_BLOCK
-                    };
+                    let max = if ty == CHUNK_COMPRESSED { snap::raw::max_compress_len(MAX_BLOCK) } else { MAX_BLOCK };
                     if len < 4 || len - 4 > max {
                         return Err(SnappyError::BadChunkLength(len));
                     }
@@ -208,8 +191,7 @@ impl Decompressor {
                 let data = &body[4..];
                 let start = out.len();
                 if ty == CHUNK_COMPRESSED {
-                    let n = snap::raw::decompress_len(data)
-                        .map_err(|e| SnappyError::Corrupt(e.to_string()))?;
+                    let n = snap::raw::decompress_len(data).map_err(|e| SnappyError::Corrupt(e.to_string()))?;
                     if n > MAX_BLOCK {
                         return Err(SnappyError::BadChunkLength(n));
                     }
@@ -268,10 +250,7 @@ mod tests {
         c.compress(&data[150_000..], &mut wire);
         assert!(wire.len() < 20_000);
         assert_eq!(wire[10], CHUNK_COMPRESSED);
-        assert_eq!(
-            wire.windows(10).filter(|w| w == STREAM_IDENTIFIER).count(),
-            1
-        );
+        assert_eq!(wire.windows(10).filter(|w| w == STREAM_IDENTIFIER).count(), 1);
         for step in [1, 7, 4096, 1 << 20] {
             assert_eq!(decompress_all(&wire, step).unwrap(), data);
         }
@@ -292,29 +271,18 @@ mod tests {
     fn corrupt_streams_are_errors() {
         let mut wire = Vec::new();
         Compressor::new().compress(b"some data to protect", &mut wire);
-        assert_eq!(
-            decompress_all(&wire[10..], 100),
-            Err(SnappyError::MissingStreamIdentifier)
-        );
+        assert_eq!(decompress_all(&wire[10..], 100), Err(SnappyError::MissingStreamIdentifier));
         let mut bad = wire.clone();
         *bad.last_mut().unwrap() ^= 1;
         assert_eq!(decompress_all(&bad, 100), Err(SnappyError::Checksum));
         let mut reserved = STREAM_IDENTIFIER.to_vec();
         reserved.extend_from_slice(&[0x02, 0, 0, 0]);
-        assert_eq!(
-            decompress_all(&reserved, 100),
-            Err(SnappyError::ReservedChunk(2))
-        );
+        assert_eq!(decompress_all(&reserved, 100), Err(SnappyError::ReservedChunk(2)));
         let mut huge = STREAM_IDENTIFIER.to_vec();
         huge.extend_from_slice(&[0x01, 0xff, 0xff, 0xff]);
-        assert!(matches!(
-            decompress_all(&huge, 100),
-            Err(SnappyError::BadChunkLength(_))
-        ));
+        assert!(matches!(decompress_all(&huge, 100), Err(SnappyError::BadChunkLength(_))));
         let mut garbage = STREAM_IDENTIFIER.to_vec();
-        garbage.extend_from_slice(&[
-            0x00, 0x0a, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        ]);
+        garbage.extend_from_slice(&[0x00, 0x0a, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
         assert!(decompress_all(&garbage, 100).is_err());
     }
 

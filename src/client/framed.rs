@@ -34,11 +34,7 @@ pub async fn read_msg<R: AsyncRead + Unpin + ?Sized>(r: &mut R) -> Result<Messag
     while have < HEADER_LEN {
         let n = r.read(&mut header[have..]).await?;
         if n == 0 {
-            return Err(if have == 0 {
-                ReadError::Closed
-            } else {
-                ReadError::Truncated
-            });
+            return Err(if have == 0 { ReadError::Closed } else { ReadError::Truncated });
         }
         have += n;
     }
@@ -67,9 +63,7 @@ pub async fn read_msg<R: AsyncRead + Unpin + ?Sized>(r: &mut R) -> Result<Messag
 
 /// Writes one message and flushes it.
 pub async fn write_msg<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, msg: &Message) -> io::Result<()> {
-    let bytes = msg
-        .to_bytes()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let bytes = msg.to_bytes().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     w.write_all(&bytes).await?;
     w.flush().await
 }
@@ -81,19 +75,13 @@ mod tests {
 
     #[tokio::test]
     async fn reads_exactly_one_message() {
-        let mut bytes = Message::LoginResp(LoginResp {
-            version: "0.65.0".into(),
-            run_id: "ab".into(),
-            error: String::new(),
-        })
-        .to_bytes()
-        .unwrap();
+        let mut bytes =
+            Message::LoginResp(LoginResp { version: "0.65.0".into(), run_id: "ab".into(), error: String::new() })
+                .to_bytes()
+                .unwrap();
         bytes.extend_from_slice(b"encrypted-tail");
         let mut r = &bytes[..];
-        assert!(matches!(
-            read_msg(&mut r).await.unwrap(),
-            Message::LoginResp(_)
-        ));
+        assert!(matches!(read_msg(&mut r).await.unwrap(), Message::LoginResp(_)));
         assert_eq!(r, b"encrypted-tail");
     }
 
@@ -103,24 +91,12 @@ mod tests {
         assert!(matches!(read_msg(&mut empty).await, Err(ReadError::Closed)));
         let bytes = Message::Pong(Pong::default()).to_bytes().unwrap();
         let mut cut = &bytes[..bytes.len() - 1];
-        assert!(matches!(
-            read_msg(&mut cut).await,
-            Err(ReadError::Truncated)
-        ));
+        assert!(matches!(read_msg(&mut cut).await, Err(ReadError::Truncated)));
         let mut cut = &bytes[..4];
-        assert!(matches!(
-            read_msg(&mut cut).await,
-            Err(ReadError::Truncated)
-        ));
+        assert!(matches!(read_msg(&mut cut).await, Err(ReadError::Truncated)));
         let mut huge: &[u8] = b"1\x7f\xff\xff\xff\xff\xff\xff\xff";
-        assert!(matches!(
-            read_msg(&mut huge).await,
-            Err(ReadError::Protocol(_))
-        ));
+        assert!(matches!(read_msg(&mut huge).await, Err(ReadError::Protocol(_))));
         let mut tls: &[u8] = b"\x16\x03\x01\x00\x10garbage";
-        assert!(matches!(
-            read_msg(&mut tls).await,
-            Err(ReadError::Protocol(_))
-        ));
+        assert!(matches!(read_msg(&mut tls).await, Err(ReadError::Protocol(_))));
     }
 }

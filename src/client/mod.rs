@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ServerConfig, TunnelConfig};
 use crate::events::{ErrorCode, Events};
+use crate::proxy::Proxy;
 use crate::transport::tls::{self, TlsSetupError};
 
 /// A failure that ends burrow.
@@ -39,6 +40,8 @@ pub(crate) struct Tunnel {
     pub config: TunnelConfig,
     /// The name on the wire (`user.name` when a user is set).
     pub wire_name: String,
+    /// Served by the in-process proxy instead of a loopback connection.
+    pub in_process: bool,
 }
 
 /// What every task of the client shares.
@@ -49,10 +52,9 @@ pub(crate) struct Shared {
     pub events: Events,
     /// PBKDF2 key of the token, derived once.
     pub key: [u8; 16],
-    pub tls: Option<(
-        Arc<rustls::ClientConfig>,
-        rustls::pki_types::ServerName<'static>,
-    )>,
+    pub tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
+    /// The in-process reverse proxy, for tunnels whose local target is its address.
+    pub proxy: Option<Arc<Proxy>>,
 }
 
 impl Shared {
@@ -77,14 +79,13 @@ pub struct Client {
 }
 
 impl Client {
-    /// Prepares a client; fails when the TLS settings cannot be used.
-    pub fn new(config: &Config, events: Events) -> Result<Self, TlsSetupError> {
+    /// Prepares a client; fails when the TLS settings cannot be used. Tunnels whose local target
+    /// is the address of `proxy` are served by it in-process.
+    pub fn new(config: &Config, events: Events, proxy: Option<Arc<Proxy>>) -> Result<Self, TlsSetupError> {
         let server = config.server.clone();
         let tls = if server.tls.enabled {
-            let cfg = tls::client_config(&tls::Verification {
-                ca_file: server.tls.ca_file.as_deref(),
-                pin: server.tls.pin,
-            })?;
+            let cfg =
+                tls::client_config(&tls::Verification { ca_file: server.tls.ca_file.as_deref(), pin: server.tls.pin })?;
             let name = tls::server_name(&server.host, server.tls.server_name.as_deref())?;
             Some((cfg, name))
         } else {
@@ -94,30 +95,16 @@ impl Client {
             .tunnels
             .iter()
             .map(|t| Tunnel {
-                wire_name: if server.user.is_empty() {
-                    t.name.clone()
-                } else {
-                    format!("{}.{}", server.user, t.name)
-                },
+                wire_name: if server.user.is_empty() { t.name.clone() } else { format!("{}.{}", server.user, t.name) },
                 config: t.clone(),
+                in_process: proxy.is_some()
+                    && matches!(t.kind, crate::config::TunnelKind::Http { .. })
+                    && config.proxy_addr.is_some_and(|a| t.local_addr.parse::<std::net::SocketAddr>().ok() == Some(a)),
             })
             .collect();
-        let by_wire_name = tunnels
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.wire_name.clone(), i))
-            .collect();
+        let by_wire_name = tunnels.iter().enumerate().map(|(i, t)| (t.wire_name.clone(), i)).collect();
         let key = burrow_proto::auth::derive_key(server.token.expose());
-        Ok(Self {
-            shared: Arc::new(Shared {
-                server,
-                tunnels,
-                by_wire_name,
-                events,
-                key,
-                tls,
-            }),
-        })
+        Ok(Self { shared: Arc::new(Shared { server, tunnels, by_wire_name, events, key, tls, proxy }) })
     }
 
     /// Runs until `shutdown` is cancelled (`Ok`) or a failure that must not be retried (`Err`).
@@ -156,11 +143,11 @@ impl Client {
                 last_error = Some(message.clone());
             }
             let delay = backoff(failures);
-            tracing::info!(
-                "session ended ({message}); reconnecting in {} ms",
-                delay.as_millis()
+            tracing::info!("session ended ({message}); reconnecting in {} ms", delay.as_millis());
+            events.emit(
+                "reconnecting",
+                json!({"attempt": failures, "delay_ms": delay.as_millis() as u64, "reason": message}),
             );
-            events.emit("reconnecting", json!({"attempt": failures, "delay_ms": delay.as_millis() as u64, "reason": message}));
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.cancelled() => return Ok(()),
@@ -171,9 +158,7 @@ impl Client {
 
 /// Capped exponential backoff with ±10% jitter: 0.5 s, 1 s, 2 s, … 20 s.
 pub fn backoff(attempt: u32) -> Duration {
-    let base = 500u64
-        .saturating_mul(1u64 << attempt.saturating_sub(1).min(16))
-        .min(20_000);
+    let base = 500u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(16)).min(20_000);
     let jitter = rand::random::<f64>() * 0.2 - 0.1;
     Duration::from_millis((base as f64 * (1.0 + jitter)) as u64)
 }

@@ -70,17 +70,15 @@ impl SessionError {
     pub fn code(&self) -> ErrorCode {
         match self {
             SessionError::Transport(TransportError::Tls { .. }) => ErrorCode::TlsFailed,
-            SessionError::Transport(
-                TransportError::Connect { .. } | TransportError::ConnectTimeout { .. },
-            ) => ErrorCode::ServerUnreachable,
-            SessionError::Transport(_) => ErrorCode::ProtocolError,
-            SessionError::Rejected(_) | SessionError::PongError(_) => ErrorCode::AuthFailed,
-            SessionError::ClosedBeforeLogin
-            | SessionError::LoginTimeout
-            | SessionError::Protocol(_) => ErrorCode::ProtocolError,
-            SessionError::Closed | SessionError::HeartbeatTimeout | SessionError::Io(_) => {
+            SessionError::Transport(TransportError::Connect { .. } | TransportError::ConnectTimeout { .. }) => {
                 ErrorCode::ServerUnreachable
             }
+            SessionError::Transport(_) => ErrorCode::ProtocolError,
+            SessionError::Rejected(_) | SessionError::PongError(_) => ErrorCode::AuthFailed,
+            SessionError::ClosedBeforeLogin | SessionError::LoginTimeout | SessionError::Protocol(_) => {
+                ErrorCode::ProtocolError
+            }
+            SessionError::Closed | SessionError::HeartbeatTimeout | SessionError::Io(_) => ErrorCode::ServerUnreachable,
         }
     }
 
@@ -120,10 +118,7 @@ fn go_os_arch() -> (&'static str, &'static str) {
 }
 
 pub(super) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// Aborts a task when dropped, so nothing of a session outlives it by accident.
@@ -159,10 +154,7 @@ pub(super) async fn run(
     };
     for t in &shared.tunnels {
         if states.get(&t.wire_name).is_some_and(|s| s.up) {
-            shared.events.emit(
-                "tunnel_down",
-                json!({"name": t.config.name, "reason": reason}),
-            );
+            shared.events.emit("tunnel_down", json!({"name": t.config.name, "reason": reason}));
         }
     }
     result
@@ -181,26 +173,17 @@ async fn serve(
     // The transport stack for this session.
     let tcp = TcpTransport::new(server.host.clone(), server.port);
     let base: Arc<dyn Transport> = match &shared.tls {
-        Some((cfg, name)) => Arc::new(TlsTransport::new(
-            tcp,
-            cfg.clone(),
-            name.clone(),
-            addr.clone(),
-        )),
+        Some((cfg, name)) => Arc::new(TlsTransport::new(tcp, cfg.clone(), name.clone(), addr.clone())),
         None => Arc::new(tcp),
     };
-    let (conns, mut driver): (Arc<dyn Transport>, Option<tokio::task::JoinHandle<_>>) =
-        if server.tcp_mux {
-            let io = base.connect().await?;
-            let (mux, drive) = MuxTransport::client(io);
-            (Arc::new(mux), Some(tokio::spawn(drive)))
-        } else {
-            (base, None)
-        };
-    let _driver_guard = driver
-        .as_ref()
-        .map(|d| d.abort_handle())
-        .map(AbortHandleGuard);
+    let (conns, mut driver): (Arc<dyn Transport>, Option<tokio::task::JoinHandle<_>>) = if server.tcp_mux {
+        let io = base.connect().await?;
+        let (mux, drive) = MuxTransport::client(io);
+        (Arc::new(mux), Some(tokio::spawn(drive)))
+    } else {
+        (base, None)
+    };
+    let _driver_guard = driver.as_ref().map(|d| d.abort_handle()).map(AbortHandleGuard);
 
     // Login, in plaintext (TLS aside).
     let mut control = conns.connect().await?;
@@ -225,12 +208,7 @@ async fn serve(
     let resp = match tokio::time::timeout(LOGIN_TIMEOUT, read_msg(&mut control)).await {
         Err(_) => return Err(SessionError::LoginTimeout),
         Ok(Ok(Message::LoginResp(r))) => r,
-        Ok(Ok(other)) => {
-            return Err(SessionError::Protocol(format!(
-                "expected LoginResp, got {}",
-                other.msg_type()
-            )))
-        }
+        Ok(Ok(other)) => return Err(SessionError::Protocol(format!("expected LoginResp, got {}", other.msg_type()))),
         Ok(Err(ReadError::Protocol(e))) => return Err(SessionError::Protocol(e.to_string())),
         Ok(Err(e)) => {
             tracing::debug!("reading LoginResp failed: {e}");
@@ -241,17 +219,15 @@ async fn serve(
         return Err(SessionError::Rejected(resp.error));
     }
     if resp.run_id.is_empty() {
-        return Err(SessionError::Protocol(
-            "LoginResp carries neither run_id nor error".into(),
-        ));
+        return Err(SessionError::Protocol("LoginResp carries neither run_id nor error".into()));
     }
     *run_id = resp.run_id;
     *logged_in = true;
-    tracing::info!(
-        "logged in to frps {} at {addr} (run id {run_id})",
-        resp.version
+    tracing::info!("logged in to frps {} at {addr} (run id {run_id})", resp.version);
+    shared.events.emit(
+        "connected",
+        json!({"server": addr, "transport": shared.transport_name(), "mode": "native", "server_version": resp.version}),
     );
-    shared.events.emit("connected", json!({"server": addr, "transport": shared.transport_name(), "mode": "native", "server_version": resp.version}));
 
     // From here on the control connection is AES-CFB in both directions.
     let (rd, wr) = tokio::io::split(CryptoStream::new(control, &shared.key));
@@ -375,10 +351,7 @@ fn ping(shared: &Shared) -> Ping {
     // Keys in heartbeats are only checked by frps with auth.additionalScopes = ["HeartBeats"];
     // sending them always is harmless and makes such servers work without configuration.
     let ts = unix_now();
-    Ping {
-        privilege_key: burrow_proto::auth::privilege_key(shared.server.token.expose(), ts),
-        timestamp: ts,
-    }
+    Ping { privilege_key: burrow_proto::auth::privilege_key(shared.server.token.expose(), ts), timestamp: ts }
 }
 
 fn new_proxy(t: &Tunnel) -> NewProxy {
@@ -406,10 +379,7 @@ fn new_proxy(t: &Tunnel) -> NewProxy {
             m.locations = locations.clone();
             m.host_header_rewrite = host_header_rewrite.clone().unwrap_or_default();
             m.http_user = http_user.clone().unwrap_or_default();
-            m.http_pwd = http_password
-                .as_ref()
-                .map(|p| p.expose().to_string())
-                .unwrap_or_default();
+            m.http_pwd = http_password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
             m.headers = request_headers.clone();
             m.response_headers = response_headers.clone();
         }
@@ -420,13 +390,11 @@ fn new_proxy(t: &Tunnel) -> NewProxy {
 
 fn proxy_hint(error: &str) -> String {
     if error.contains("already exists") {
-        "another client holds this tunnel name on frps; pick another name or subdomain (burrow retries every 30 s)".into()
+        "another client holds this tunnel name on frps; pick another name or subdomain (burrow retries every 30 s)"
+            .into()
     } else if error.contains("port") {
         "choose another remotePort, or 0 to let frps pick one (burrow retries every 30 s)".into()
-    } else if error.contains("subdomain")
-        || error.contains("vhost")
-        || error.contains("router config conflict")
-    {
+    } else if error.contains("subdomain") || error.contains("vhost") || error.contains("router config conflict") {
         "the server's vhost settings do not allow this tunnel (subDomainHost, vhostHTTPPort, or the domain is taken); burrow retries every 30 s".into()
     } else {
         "burrow retries every 30 s".into()
@@ -438,33 +406,19 @@ fn tunnel_up(shared: &Shared, t: &Tunnel, remote_addr: &str) {
     let name = &t.config.name;
     match &t.config.kind {
         TunnelKind::Http { .. } => {
-            let first = remote_addr
-                .split(',')
-                .map(str::trim)
-                .find(|s| !s.is_empty());
+            let first = remote_addr.split(',').map(str::trim).find(|s| !s.is_empty());
             let url = first.map(|h| format!("http://{h}"));
-            tracing::info!(
-                "tunnel {name} is up at {}",
-                url.as_deref().unwrap_or("(no public host)")
-            );
-            shared.events.emit(
-                "tunnel_up",
-                json!({"name": name, "type": "http", "url": url, "mode": "native"}),
-            );
+            tracing::info!("tunnel {name} is up at {}", url.as_deref().unwrap_or("(no public host)"));
+            shared.events.emit("tunnel_up", json!({"name": name, "type": "http", "url": url, "mode": "native"}));
         }
         TunnelKind::Tcp { .. } => {
             let port = remote_addr.rsplit(':').next().unwrap_or_default();
             let host = &shared.server.host;
-            let remote = if host.contains(':') {
-                format!("[{host}]:{port}")
-            } else {
-                format!("{host}:{port}")
-            };
+            let remote = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
             tracing::info!("tunnel {name} is up at {remote}");
-            shared.events.emit(
-                "tunnel_up",
-                json!({"name": name, "type": "tcp", "remote_addr": remote, "mode": "native"}),
-            );
+            shared
+                .events
+                .emit("tunnel_up", json!({"name": name, "type": "tcp", "remote_addr": remote, "mode": "native"}));
         }
     }
 }

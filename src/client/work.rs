@@ -50,11 +50,7 @@ pub enum WorkError {
 /// Opens one work connection and waits (indefinitely: frps pools it) for its user connection;
 /// then hands it to a task of its own, so a pooled connection in use outlives the session that
 /// opened it where the transport allows (without tcp_mux).
-pub(super) async fn open(
-    conns: Arc<dyn Transport>,
-    shared: Arc<Shared>,
-    run_id: String,
-) -> Result<(), WorkError> {
+pub(super) async fn open(conns: Arc<dyn Transport>, shared: Arc<Shared>, run_id: String) -> Result<(), WorkError> {
     let mut conn = conns.connect().await?;
     let ts = super::session::unix_now();
     let hello = NewWorkConn {
@@ -71,17 +67,17 @@ pub(super) async fn open(
     if !start.error.is_empty() {
         return Err(WorkError::Refused(start.error));
     }
-    let tunnel = shared
-        .tunnel(&start.proxy_name)
-        .cloned()
-        .ok_or_else(|| WorkError::UnknownProxy(start.proxy_name.clone()))?;
-    tracing::debug!(
-        "user {}:{} on tunnel {}",
-        start.src_addr,
-        start.src_port,
-        tunnel.config.name
-    );
+    let tunnel =
+        shared.tunnel(&start.proxy_name).cloned().ok_or_else(|| WorkError::UnknownProxy(start.proxy_name.clone()))?;
+    tracing::debug!("user {}:{} on tunnel {}", start.src_addr, start.src_port, tunnel.config.name);
     let key = shared.key;
+    if let (true, Some(proxy)) = (tunnel.in_process, shared.proxy.clone()) {
+        // Straight into the proxy's HTTP server: no loopback connection, no second copy loop.
+        let c = &tunnel.config;
+        let stream = wrap_work_conn(conn, c.use_encryption.then_some(&key), c.use_compression);
+        tokio::spawn(proxy.serve_connection(stream, crate::proxy::Origin::Tunnel));
+        return Ok(());
+    }
     tokio::spawn(async move {
         if let Err(e) = pipe(conn, &tunnel, &key).await {
             tracing::debug!("tunnel {} connection ended: {e}", tunnel.config.name);
@@ -93,25 +89,17 @@ pub(super) async fn open(
 async fn pipe(conn: BoxStream, tunnel: &Tunnel, key: &[u8; 16]) -> io::Result<()> {
     let c = &tunnel.config;
     let mut remote = wrap_work_conn(conn, c.use_encryption.then_some(key), c.use_compression);
-    let local = match tokio::time::timeout(LOCAL_CONNECT_TIMEOUT, TcpStream::connect(&c.local_addr))
-        .await
-    {
+    let local = match tokio::time::timeout(LOCAL_CONNECT_TIMEOUT, TcpStream::connect(&c.local_addr)).await {
         Ok(Ok(s)) => s,
         res => {
             let err = match res {
                 Ok(Err(e)) => e,
                 _ => io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
             };
-            tracing::warn!(
-                "tunnel {}: local service at {} is not answering: {err}",
-                c.name,
-                c.local_addr
-            );
+            tracing::warn!("tunnel {}: local service at {} is not answering: {err}", c.name, c.local_addr);
             if matches!(c.kind, TunnelKind::Http { .. }) {
-                let body = format!(
-                    "burrow: the local service of tunnel {} at {} is not answering\n",
-                    c.name, c.local_addr
-                );
+                let body =
+                    format!("burrow: the local service of tunnel {} at {} is not answering\n", c.name, c.local_addr);
                 let resp = format!(
                     "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()

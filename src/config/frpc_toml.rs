@@ -154,19 +154,8 @@ impl FrpcFile {
         Ok(f)
     }
 
-    fn key_err(
-        &self,
-        key: &str,
-        value: impl Into<String>,
-        problem: impl Into<String>,
-        example: &str,
-    ) -> ConfigError {
-        ConfigError::new(
-            format!("{}: {key}", self.path.display()),
-            value,
-            problem,
-            example.to_string(),
-        )
+    fn key_err(&self, key: &str, value: impl Into<String>, problem: impl Into<String>, example: &str) -> ConfigError {
+        ConfigError::new(format!("{}: {key}", self.path.display()), value, problem, example.to_string())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -182,16 +171,16 @@ impl FrpcFile {
         }
         if let Some(p) = &self.transport.protocol {
             if p != "tcp" {
-                return Err(self.key_err("transport.protocol", p.clone(), "burrow's native client speaks frp over TCP only (kcp, quic, websocket and wss need frpc)", "transport.protocol = \"tcp\""));
+                return Err(self.key_err(
+                    "transport.protocol",
+                    p.clone(),
+                    "burrow's native client speaks frp over TCP only (kcp, quic, websocket and wss need frpc)",
+                    "transport.protocol = \"tcp\"",
+                ));
             }
         }
         if self.server_port == Some(0) {
-            return Err(self.key_err(
-                "serverPort",
-                "0",
-                "the port must be from 1 to 65535",
-                "serverPort = 7000",
-            ));
+            return Err(self.key_err("serverPort", "0", "the port must be from 1 to 65535", "serverPort = 7000"));
         }
         if let Some(a) = &self.server_addr {
             if a.is_empty() || a.contains(['/', ' ']) {
@@ -263,9 +252,7 @@ impl FrpcFile {
             if p.local_port.is_none() || p.local_port == Some(0) {
                 return Err(self.key_err(
                     &key("localPort"),
-                    p.local_port
-                        .map(|v| v.to_string())
-                        .unwrap_or_else(|| "(unset)".into()),
+                    p.local_port.map(|v| v.to_string()).unwrap_or_else(|| "(unset)".into()),
                     "every proxy needs a localPort from 1 to 65535",
                     "localPort = 8080",
                 ));
@@ -314,11 +301,7 @@ impl FrpcFile {
             .iter()
             .map(|p| {
                 let ip = p.local_ip.clone().unwrap_or_else(|| "127.0.0.1".into());
-                let host = if ip.contains(':') {
-                    format!("[{ip}]")
-                } else {
-                    ip
-                };
+                let host = if ip.contains(':') { format!("[{ip}]") } else { ip };
                 let kind = if p.ty == "http" {
                     TunnelKind::Http {
                         subdomain: p.subdomain.clone(),
@@ -331,9 +314,7 @@ impl FrpcFile {
                         response_headers: p.response_headers.set.clone(),
                     }
                 } else {
-                    TunnelKind::Tcp {
-                        remote_port: p.remote_port.unwrap_or(0),
-                    }
+                    TunnelKind::Tcp { remote_port: p.remote_port.unwrap_or(0) }
                 };
                 TunnelConfig {
                     name: p.name.clone(),
@@ -350,12 +331,7 @@ impl FrpcFile {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count())
-        .unwrap_or(0)
-        + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
     (line, col)
 }
 
@@ -414,21 +390,13 @@ transport.useCompression = true
             port: 7000,
             token: Secret::default(),
             user: String::new(),
-            tls: super::super::TlsConfig {
-                enabled: true,
-                ca_file: None,
-                pin: None,
-                server_name: None,
-            },
+            tls: super::super::TlsConfig { enabled: true, ca_file: None, pin: None, server_name: None },
             tcp_mux: true,
             pool_count: 1,
             metas: BTreeMap::new(),
         };
         assert!(f.apply_server(&mut s));
-        assert_eq!(
-            (s.host.as_str(), s.port, s.user.as_str(), s.token.expose()),
-            ("127.0.0.1", 7001, "alice", "tok")
-        );
+        assert_eq!((s.host.as_str(), s.port, s.user.as_str(), s.token.expose()), ("127.0.0.1", 7001, "alice", "tok"));
         assert!(!s.tcp_mux && !s.tls.enabled);
         assert_eq!(s.pool_count, 3);
         assert_eq!(s.metas.get("k").map(String::as_str), Some("v"));
@@ -437,20 +405,11 @@ transport.useCompression = true
         assert_eq!(t[0].local_addr, "127.0.0.1:5002");
         assert!(t[0].use_encryption && !t[0].use_compression);
         match &t[0].kind {
-            TunnelKind::Http {
-                subdomain,
-                custom_domains,
-                locations,
-                request_headers,
-                ..
-            } => {
+            TunnelKind::Http { subdomain, custom_domains, locations, request_headers, .. } => {
                 assert_eq!(subdomain.as_deref(), Some("app"));
                 assert_eq!(custom_domains, &["a.example.com"]);
                 assert_eq!(locations.len(), 2);
-                assert_eq!(
-                    request_headers.get("x-from").map(String::as_str),
-                    Some("frp")
-                );
+                assert_eq!(request_headers.get("x-from").map(String::as_str), Some("frp"));
             }
             k => panic!("{k:?}"),
         }

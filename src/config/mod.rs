@@ -56,12 +56,7 @@ impl ConfigError {
         problem: impl Into<String>,
         example: impl Into<String>,
     ) -> Self {
-        Self {
-            source_name: source_name.into(),
-            value: value.into(),
-            problem: problem.into(),
-            example: example.into(),
-        }
+        Self { source_name: source_name.into(), value: value.into(), problem: problem.into(), example: example.into() }
     }
 }
 
@@ -180,6 +175,8 @@ pub struct Config {
     pub tunnels: Vec<TunnelConfig>,
     /// Listen address of the in-process reverse proxy; `None` when `off`.
     pub proxy_addr: Option<SocketAddr>,
+    /// The proxy's route table (`BURROW_ROUTES`).
+    pub routes: crate::proxy::Routes,
     /// `BURROW_LOG`.
     pub log_filter: String,
 }
@@ -201,9 +198,7 @@ pub type Env = BTreeMap<String, String>;
 
 /// The `BURROW_*` variables of this process.
 pub fn process_env() -> Env {
-    std::env::vars()
-        .filter(|(k, _)| k.starts_with("BURROW_"))
-        .collect()
+    std::env::vars().filter(|(k, _)| k.starts_with("BURROW_")).collect()
 }
 
 fn get<'a>(env: &'a Env, key: &str) -> Option<&'a str> {
@@ -215,26 +210,15 @@ pub fn parse_bool(name: &str, v: &str) -> Result<bool, ConfigError> {
     match v.trim().to_ascii_lowercase().as_str() {
         "on" | "true" | "1" | "yes" => Ok(true),
         "off" | "false" | "0" | "no" => Ok(false),
-        _ => Err(ConfigError::new(
-            name,
-            v,
-            "expected on, off, true, false, 1 or 0",
-            format!("{name}=on"),
-        )),
+        _ => Err(ConfigError::new(name, v, "expected on, off, true, false, 1 or 0", format!("{name}=on"))),
     }
 }
 
 /// Parses `host:port` (`[v6]:port` for IPv6).
 pub fn parse_host_port(name: &str, v: &str, example: &str) -> Result<(String, u16), ConfigError> {
     let bad = |problem: &str| ConfigError::new(name, v, problem, format!("{name}={example}"));
-    let (host, port) = v
-        .trim()
-        .rsplit_once(':')
-        .ok_or_else(|| bad("expected host:port"))?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let (host, port) = v.trim().rsplit_once(':').ok_or_else(|| bad("expected host:port"))?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
     if host.is_empty()
         || host.contains(['/', ' '])
         || (host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err())
@@ -251,13 +235,15 @@ fn parse_port(s: &str) -> Option<u16> {
 
 /// Parses a SHA-256 pin: 64 hex digits, any case, colons allowed.
 pub fn parse_pin(name: &str, v: &str) -> Result<[u8; 32], ConfigError> {
-    let hexs: String = v
-        .chars()
-        .filter(|c| *c != ':' && !c.is_whitespace())
-        .collect();
+    let hexs: String = v.chars().filter(|c| *c != ':' && !c.is_whitespace()).collect();
     let mut out = [0u8; 32];
     hex::decode_to_slice(&hexs, &mut out).map_err(|_| {
-        ConfigError::new(name, v, "expected the SHA-256 of the server certificate's DER bytes: 64 hex digits, colons allowed", format!("{name}=5f:3c:…:9a (openssl x509 -in cert.pem -outform der | sha256sum)"))
+        ConfigError::new(
+            name,
+            v,
+            "expected the SHA-256 of the server certificate's DER bytes: 64 hex digits, colons allowed",
+            format!("{name}=5f:3c:…:9a (openssl x509 -in cert.pem -outform der | sha256sum)"),
+        )
     })?;
     Ok(out)
 }
@@ -289,10 +275,7 @@ fn parse_socket_addr(name: &str, v: &str) -> Result<SocketAddr, ConfigError> {
 
 /// Resolves the configuration from the environment, an optional frpc TOML file and the flags.
 pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
-    let file_path = flags
-        .config_file
-        .clone()
-        .or_else(|| get(env, "BURROW_CONFIG").map(PathBuf::from));
+    let file_path = flags.config_file.clone().or_else(|| get(env, "BURROW_CONFIG").map(PathBuf::from));
     let file = match &file_path {
         Some(p) => Some(FrpcFile::load(p)?),
         None => None,
@@ -304,12 +287,7 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
         port: 7000,
         token: Secret::default(),
         user: String::new(),
-        tls: TlsConfig {
-            enabled: true,
-            ca_file: None,
-            pin: None,
-            server_name: None,
-        },
+        tls: TlsConfig { enabled: true, ca_file: None, pin: None, server_name: None },
         tcp_mux: true,
         pool_count: 1,
         metas: BTreeMap::new(),
@@ -362,11 +340,7 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
         server.tls.server_name = Some(v.to_string());
     }
     if (server.tls.ca_file.is_some() || server.tls.pin.is_some()) && !server.tls.enabled {
-        let var = if server.tls.pin.is_some() {
-            "BURROW_TLS_PIN"
-        } else {
-            "BURROW_TLS_CA"
-        };
+        let var = if server.tls.pin.is_some() { "BURROW_TLS_PIN" } else { "BURROW_TLS_CA" };
         return Err(ConfigError::new(
             "BURROW_TLS",
             "off",
@@ -392,7 +366,12 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
     if tunnels.is_empty() {
         // No [[proxies]]: the default http tunnel, which exposes the local web stack.
         let subdomain = get(env, "BURROW_SUBDOMAIN").ok_or_else(|| {
-            ConfigError::new("BURROW_SUBDOMAIN", "(unset)", "the default http tunnel needs a subdomain (or give an frpc config file with [[proxies]])", "BURROW_SUBDOMAIN=myapp")
+            ConfigError::new(
+                "BURROW_SUBDOMAIN",
+                "(unset)",
+                "the default http tunnel needs a subdomain (or give an frpc config file with [[proxies]])",
+                "BURROW_SUBDOMAIN=myapp",
+            )
         })?;
         validate_subdomain("BURROW_SUBDOMAIN", subdomain)?;
         let target = proxy_addr.ok_or_else(|| {
@@ -417,14 +396,22 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
     } else if let Some(v) = get(env, "BURROW_SUBDOMAIN") {
         // The environment names the subdomain of the first http tunnel, overriding the file.
         validate_subdomain("BURROW_SUBDOMAIN", v)?;
-        if let Some(TunnelKind::Http { subdomain, .. }) = tunnels
-            .iter_mut()
-            .map(|t| &mut t.kind)
-            .find(|k| matches!(k, TunnelKind::Http { .. }))
+        if let Some(TunnelKind::Http { subdomain, .. }) =
+            tunnels.iter_mut().map(|t| &mut t.kind).find(|k| matches!(k, TunnelKind::Http { .. }))
         {
             *subdomain = Some(v.to_string());
         }
     }
+
+    let routes_spec = get(env, "BURROW_ROUTES").unwrap_or(crate::proxy::routes::DEFAULT_ROUTES);
+    let routes = crate::proxy::Routes::parse(routes_spec).map_err(|e| {
+        ConfigError::new(
+            "BURROW_ROUTES",
+            routes_spec,
+            format!("{e}; routes are prefix=http://host:port, comma-separated"),
+            format!("BURROW_ROUTES={}", crate::proxy::routes::DEFAULT_ROUTES),
+        )
+    })?;
 
     let log_filter = get(env, "BURROW_LOG").unwrap_or("info").to_string();
     if tracing_subscriber::EnvFilter::try_new(&log_filter).is_err() {
@@ -436,12 +423,7 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
         ));
     }
 
-    Ok(Config {
-        server,
-        tunnels,
-        proxy_addr,
-        log_filter,
-    })
+    Ok(Config { server, tunnels, proxy_addr, routes, log_filter })
 }
 
 fn validate_subdomain(name: &str, v: &str) -> Result<(), ConfigError> {
@@ -453,7 +435,12 @@ fn validate_subdomain(name: &str, v: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(ConfigError::new(name, v, "a subdomain is one DNS label: letters, digits and inner hyphens, at most 63 characters", format!("{name}=myapp")))
+        Err(ConfigError::new(
+            name,
+            v,
+            "a subdomain is one DNS label: letters, digits and inner hyphens, at most 63 characters",
+            format!("{name}=myapp"),
+        ))
     }
 }
 
@@ -462,10 +449,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Env {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn base() -> Vec<(&'static str, &'static str)> {
@@ -486,9 +470,7 @@ mod tests {
         assert_eq!(c.tunnels.len(), 1);
         assert_eq!(c.tunnels[0].name, "web");
         assert_eq!(c.tunnels[0].local_addr, "127.0.0.1:8080");
-        assert!(
-            matches!(&c.tunnels[0].kind, TunnelKind::Http { subdomain: Some(s), .. } if s == "myapp")
-        );
+        assert!(matches!(&c.tunnels[0].kind, TunnelKind::Http { subdomain: Some(s), .. } if s == "myapp"));
     }
 
     #[test]
@@ -508,6 +490,9 @@ mod tests {
             ("BURROW_PROXY_ADDR", "127.0.0.1:0"),
             ("BURROW_CONFIG", "/nonexistent/frpc.toml"),
             ("BURROW_LOG", "burrow=[["),
+            ("BURROW_ROUTES", "/api=https://127.0.0.1:8000"),
+            ("BURROW_ROUTES", "/api=http://127.0.0.1"),
+            ("BURROW_ROUTES", "/=http://127.0.0.1:0"),
         ];
         for (k, v) in cases {
             let mut e = env(&base());
@@ -523,25 +508,15 @@ mod tests {
     fn missing_pieces_are_named() {
         let err = load(&env(&[("BURROW_SUBDOMAIN", "x")]), &Overrides::default()).unwrap_err();
         assert_eq!(err.source_name, "BURROW_SERVER_ADDR");
-        let err = load(
-            &env(&[("BURROW_SERVER_ADDR", "h:1")]),
-            &Overrides::default(),
-        )
-        .unwrap_err();
+        let err = load(&env(&[("BURROW_SERVER_ADDR", "h:1")]), &Overrides::default()).unwrap_err();
         assert_eq!(err.source_name, "BURROW_SUBDOMAIN");
         let mut e = env(&base());
         e.insert("BURROW_PROXY_ADDR".into(), "off".into());
-        assert_eq!(
-            load(&e, &Overrides::default()).unwrap_err().source_name,
-            "BURROW_PROXY_ADDR"
-        );
+        assert_eq!(load(&e, &Overrides::default()).unwrap_err().source_name, "BURROW_PROXY_ADDR");
         let mut e = env(&base());
         e.insert("BURROW_TLS".into(), "off".into());
         e.insert("BURROW_TLS_PIN".into(), "00".repeat(32));
-        assert_eq!(
-            load(&e, &Overrides::default()).unwrap_err().source_name,
-            "BURROW_TLS"
-        );
+        assert_eq!(load(&e, &Overrides::default()).unwrap_err().source_name, "BURROW_TLS");
     }
 
     #[test]
@@ -555,10 +530,7 @@ mod tests {
 
     #[test]
     fn ipv6_server_addresses() {
-        assert_eq!(
-            parse_host_port("X", "[::1]:7000", "").unwrap(),
-            ("::1".to_string(), 7000)
-        );
+        assert_eq!(parse_host_port("X", "[::1]:7000", "").unwrap(), ("::1".to_string(), 7000));
         assert!(parse_host_port("X", "::1:7000", "").is_ok());
         assert!(parse_host_port("X", "a:b:7000", "").is_err());
     }

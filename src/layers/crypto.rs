@@ -21,21 +21,12 @@ impl<S> CryptoStream<S> {
     /// Wraps `inner`; the writing IV is fresh random bytes.
     pub fn new(inner: S, key: &[u8; BLOCK]) -> Self {
         let iv: [u8; BLOCK] = rand::random();
-        Self {
-            inner,
-            enc: Encryptor::new(key, iv),
-            dec: Decryptor::new(key),
-            out: Pending::default(),
-        }
+        Self { inner, enc: Encryptor::new(key, iv), dec: Decryptor::new(key), out: Pending::default() }
     }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for CryptoStream<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
             let before = buf.filled().len();
@@ -61,11 +52,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for CryptoStream<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for CryptoStream<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         ready!(this.out.poll_drain(&mut this.inner, cx))?;
         let n = data.len().min(MAX_WRITE);
@@ -114,11 +101,7 @@ mod tests {
         let mut wire = Vec::new();
         b.read_to_end(&mut wire).await.unwrap();
         writer.await.unwrap();
-        assert_eq!(
-            wire.len(),
-            data.len() + 16,
-            "IV then ciphertext, nothing else"
-        );
+        assert_eq!(wire.len(), data.len() + 16, "IV then ciphertext, nothing else");
         // Decrypting the raw wire with the proto decryptor gives the data back.
         let mut dec = Decryptor::new(&key);
         let start = dec.decrypt(&mut wire);

@@ -34,11 +34,7 @@ impl Pending {
     }
 
     /// Writes out everything pending; `Ready(Ok)` means the buffer is empty.
-    fn poll_drain<S: AsyncWrite + Unpin>(
-        &mut self,
-        inner: &mut S,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_drain<S: AsyncWrite + Unpin>(&mut self, inner: &mut S, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.pos < self.buf.len() {
             let n = ready!(Pin::new(&mut *inner).poll_write(cx, &self.buf[self.pos..]))?;
             if n == 0 {

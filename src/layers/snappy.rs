@@ -38,11 +38,7 @@ impl<S> SnappyStream<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for SnappyStream<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
             if this.plain_pos < this.plain.len() {
@@ -73,11 +69,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for SnappyStream<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for SnappyStream<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         ready!(this.out.poll_drain(&mut this.inner, cx))?;
         let n = data.len().min(MAX_WRITE);
@@ -113,9 +105,7 @@ mod tests {
         let (a, b) = tokio::io::duplex(1000);
         let mut w = SnappyStream::new(super::super::CryptoStream::new(a, &key));
         let mut r = SnappyStream::new(super::super::CryptoStream::new(b, &key));
-        let data: Vec<u8> = (0..300_000u32)
-            .map(|i| if i % 3 == 0 { b'a' } else { (i % 7) as u8 })
-            .collect();
+        let data: Vec<u8> = (0..300_000u32).map(|i| if i % 3 == 0 { b'a' } else { (i % 7) as u8 }).collect();
         let send = data.clone();
         tokio::spawn(async move {
             w.write_all(&send).await.unwrap();
@@ -135,9 +125,6 @@ mod tests {
         drop(a);
         let mut r = SnappyStream::new(b);
         let mut got = Vec::new();
-        assert_eq!(
-            r.read_to_end(&mut got).await.unwrap_err().kind(),
-            io::ErrorKind::UnexpectedEof
-        );
+        assert_eq!(r.read_to_end(&mut got).await.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
     }
 }

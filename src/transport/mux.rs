@@ -98,10 +98,7 @@ impl Transport for MuxTransport {
     fn connect(&self) -> BoxFuture<'_, Result<BoxStream, TransportError>> {
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();
-            self.open
-                .send(tx)
-                .await
-                .map_err(|_| TransportError::MuxClosed)?;
+            self.open.send(tx).await.map_err(|_| TransportError::MuxClosed)?;
             let stream = rx.await.map_err(|_| TransportError::MuxClosed)??;
             Ok(Box::new(stream.compat()) as BoxStream)
         })

@@ -20,10 +20,7 @@ pub struct TcpTransport {
 impl TcpTransport {
     /// A transport to `host:port` (`host` is a name or an IP address, without brackets).
     pub fn new(host: impl Into<String>, port: u16) -> Self {
-        Self {
-            host: host.into(),
-            port,
-        }
+        Self { host: host.into(), port }
     }
 
     fn addr(&self) -> String {
@@ -40,10 +37,7 @@ impl TcpTransport {
         let connect = TcpStream::connect((self.host.as_str(), self.port));
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
-            .map_err(|_| TransportError::ConnectTimeout {
-                addr: addr.clone(),
-                secs: CONNECT_TIMEOUT.as_secs(),
-            })?
+            .map_err(|_| TransportError::ConnectTimeout { addr: addr.clone(), secs: CONNECT_TIMEOUT.as_secs() })?
             .map_err(|source| TransportError::Connect { addr, source })?;
         let _ = stream.set_nodelay(true);
         Ok(stream)

@@ -91,12 +91,7 @@ impl ServerCertVerifier for FrpVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -105,18 +100,11 @@ impl ServerCertVerifier for FrpVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -126,32 +114,22 @@ pub fn client_config(v: &Verification<'_>) -> Result<Arc<rustls::ClientConfig>, 
     let webpki = match v.ca_file {
         None => None,
         Some(path) => {
-            let bad = |reason: String| TlsSetupError::CaFile {
-                path: path.display().to_string(),
-                reason,
-            };
+            let bad = |reason: String| TlsSetupError::CaFile { path: path.display().to_string(), reason };
             let mut roots = rustls::RootCertStore::empty();
             let certs = CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?;
             for cert in certs {
-                roots
-                    .add(cert.map_err(|e| bad(e.to_string()))?)
-                    .map_err(|e| bad(e.to_string()))?;
+                roots.add(cert.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
             }
             if roots.is_empty() {
                 return Err(bad("it holds no PEM certificate".into()));
             }
-            let verifier =
-                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()
-                    .map_err(|e| bad(e.to_string()))?;
+            let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| bad(e.to_string()))?;
             Some(verifier)
         }
     };
-    let verifier = FrpVerifier {
-        pin: v.pin,
-        webpki,
-        provider: provider.clone(),
-    };
+    let verifier = FrpVerifier { pin: v.pin, webpki, provider: provider.clone() };
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
@@ -161,10 +139,7 @@ pub fn client_config(v: &Verification<'_>) -> Result<Arc<rustls::ClientConfig>, 
 }
 
 /// The name to verify and, for DNS names only, to send as SNI.
-pub fn server_name(
-    host: &str,
-    configured: Option<&str>,
-) -> Result<ServerName<'static>, TlsSetupError> {
+pub fn server_name(host: &str, configured: Option<&str>) -> Result<ServerName<'static>, TlsSetupError> {
     let name = configured.unwrap_or(host);
     ServerName::try_from(name.to_string()).map_err(|_| TlsSetupError::ServerName(name.to_string()))
 }
@@ -182,18 +157,8 @@ pub struct TlsTransport<T> {
 
 impl<T: Transport> TlsTransport<T> {
     /// TLS over `inner`, verifying as `config` says, for the server `name`.
-    pub fn new(
-        inner: T,
-        config: Arc<rustls::ClientConfig>,
-        name: ServerName<'static>,
-        addr: String,
-    ) -> Self {
-        Self {
-            inner,
-            connector: TlsConnector::from(config),
-            name,
-            addr,
-        }
+    pub fn new(inner: T, config: Arc<rustls::ClientConfig>, name: ServerName<'static>, addr: String) -> Self {
+        Self { inner, connector: TlsConnector::from(config), name, addr }
     }
 }
 
@@ -206,15 +171,9 @@ impl<T: Transport> Transport for TlsTransport<T> {
                 .await
                 .map_err(|_| TransportError::Tls {
                     addr: self.addr.clone(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "no TLS answer within 10 s",
-                    ),
+                    source: std::io::Error::new(std::io::ErrorKind::TimedOut, "no TLS answer within 10 s"),
                 })?
-                .map_err(|source| TransportError::Tls {
-                    addr: self.addr.clone(),
-                    source,
-                })?;
+                .map_err(|source| TransportError::Tls { addr: self.addr.clone(), source })?;
             Ok(Box::new(tls) as BoxStream)
         })
     }

@@ -23,10 +23,7 @@ pub fn frp_dir() -> PathBuf {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("resources/fetch-frp.sh");
-        let out = std::process::Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output();
+        let out = std::process::Command::new("bash").arg(&script).stderr(Stdio::inherit()).output();
         match out {
             Ok(o) if o.status.success() => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
             Ok(o) => panic!(
@@ -34,21 +31,14 @@ pub fn frp_dir() -> PathBuf {
                 script.display(),
                 o.status
             ),
-            Err(e) => panic!(
-                "frps 0.65.0 is needed and {} could not run: {e}",
-                script.display()
-            ),
+            Err(e) => panic!("frps 0.65.0 is needed and {} could not run: {e}", script.display()),
         }
     })
     .clone()
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// frps settings for one test.
@@ -62,12 +52,7 @@ pub struct FrpsOpts {
 
 impl Default for FrpsOpts {
     fn default() -> Self {
-        Self {
-            tcp_mux: true,
-            tls_force: false,
-            token: TOKEN.into(),
-            extra: String::new(),
-        }
+        Self { tcp_mux: true, tls_force: false, token: TOKEN.into(), extra: String::new() }
     }
 }
 
@@ -84,13 +69,8 @@ pub const SUBDOMAIN_HOST: &str = "burrow.test";
 
 impl Frps {
     pub async fn start(opts: FrpsOpts) -> Frps {
-        let mut f = Frps {
-            bind_port: free_port(),
-            vhost_port: free_port(),
-            dir: tempdir::TempDir::new(),
-            opts,
-            child: None,
-        };
+        let mut f =
+            Frps { bind_port: free_port(), vhost_port: free_port(), dir: tempdir::TempDir::new(), opts, child: None };
         f.launch().await;
         f
     }
@@ -145,10 +125,7 @@ impl Frps {
 pub async fn wait_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "port {port} did not open within 10 s"
-        );
+        assert!(Instant::now() < deadline, "port {port} did not open within 10 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -159,11 +136,7 @@ pub mod tempdir {
     pub struct TempDir(PathBuf);
     impl TempDir {
         pub fn new() -> Self {
-            let p = std::env::temp_dir().join(format!(
-                "burrow-test-{}-{}",
-                std::process::id(),
-                rand::random::<u64>()
-            ));
+            let p = std::env::temp_dir().join(format!("burrow-test-{}-{}", std::process::id(), rand::random::<u64>()));
             std::fs::create_dir_all(&p).unwrap();
             TempDir(p)
         }
@@ -196,20 +169,10 @@ pub async fn http_upstream() -> HttpUpstream {
             };
             c.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    |req: hyper::Request<hyper::body::Incoming>| async move {
-                        let body = format!(
-                            "hello {}",
-                            req.uri()
-                                .path_and_query()
-                                .map(|p| p.as_str())
-                                .unwrap_or("/")
-                        );
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                            Bytes::from(body),
-                        )))
-                    },
-                );
+                let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    let body = format!("hello {}", req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
                     .await;
@@ -246,10 +209,7 @@ pub async fn tcp_upstream() -> SocketAddr {
                         let mut left = n;
                         let mut buf = vec![0u8; 64 * 1024];
                         while left > 0 {
-                            let k = s
-                                .read(&mut buf[..(left.min(65536) as usize)])
-                                .await
-                                .unwrap();
+                            let k = s.read(&mut buf[..(left.min(65536) as usize)]).await.unwrap();
                             assert!(k > 0, "upload ended early");
                             sha2::Digest::update(&mut h, &buf[..k]);
                             left -= k as u64;
@@ -307,30 +267,15 @@ pub struct VhostClient {
 impl VhostClient {
     pub async fn connect(vhost_port: u16, host: &str) -> VhostClient {
         let s = TcpStream::connect(("127.0.0.1", vhost_port)).await.unwrap();
-        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
-            .await
-            .unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s)).await.unwrap();
         tokio::spawn(conn);
-        VhostClient {
-            sender,
-            host: host.into(),
-        }
+        VhostClient { sender, host: host.into() }
     }
 
     pub async fn get(&mut self, path: &str) -> (u16, String) {
-        self.sender
-            .ready()
-            .await
-            .expect("connection to frps usable");
-        let req = hyper::Request::get(path)
-            .header("host", &self.host)
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let resp = self
-            .sender
-            .send_request(req)
-            .await
-            .expect("request through frps");
+        self.sender.ready().await.expect("connection to frps usable");
+        let req = hyper::Request::get(path).header("host", &self.host).body(Full::new(Bytes::new())).unwrap();
+        let resp = self.sender.send_request(req).await.expect("request through frps");
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
@@ -356,10 +301,7 @@ pub async fn vhost_get_ok(vhost_port: u16, host: &str, path: &str, within: Durat
         if let Ok(Some((200, body))) = r {
             return body;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no 200 for {host}{path} within {within:?}: {r:?}"
-        );
+        assert!(Instant::now() < deadline, "no 200 for {host}{path} within {within:?}: {r:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -383,13 +325,14 @@ impl Burrow {
             }
         }
         cmd.env("BURROW_LOG", "debug");
+        // Never the default 127.0.0.1:8080: tests run in parallel.
+        if !env.iter().any(|(k, _)| *k == "BURROW_PROXY_ADDR") {
+            cmd.env("BURROW_PROXY_ADDR", format!("127.0.0.1:{}", free_port()));
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let mut child = cmd.spawn().expect("spawn burrow");
         let events = Arc::new(Mutex::new(Vec::new()));
         let raw = Arc::new(Mutex::new(String::new()));
@@ -399,12 +342,9 @@ impl Burrow {
             let mut lines = tokio::io::BufReader::new(out).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 rw.lock().unwrap().push_str(&format!("{line}\n"));
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
-                assert!(
-                    v.get("event").is_some() && v.get("ts").is_some(),
-                    "event without event/ts: {line}"
-                );
+                let v: Value =
+                    serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+                assert!(v.get("event").is_some() && v.get("ts").is_some(), "event without event/ts: {line}");
                 ev.lock().unwrap().push(v);
             }
         });
@@ -417,16 +357,7 @@ impl Burrow {
             }
         });
         let stdin = child.stdin.take();
-        Burrow {
-            child,
-            events,
-            raw,
-            stdin,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }
+        Burrow { child, events, raw, stdin, env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
     }
 
     pub fn events(&self) -> Vec<Value> {
@@ -446,12 +377,7 @@ impl Burrow {
     pub async fn wait_nth(&self, event: &str, nth: usize, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(v) = self
-                .events()
-                .into_iter()
-                .filter(|e| e["event"] == event)
-                .nth(nth)
-            {
+            if let Some(v) = self.events().into_iter().filter(|e| e["event"] == event).nth(nth) {
                 return v;
             }
             assert!(
@@ -482,12 +408,7 @@ impl Burrow {
     pub async fn wait_exit(&mut self, within: Duration) -> i32 {
         let status = tokio::time::timeout(within, self.child.wait())
             .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "burrow did not exit within {within:?}; output:\n{}",
-                    self.output()
-                )
-            })
+            .unwrap_or_else(|_| panic!("burrow did not exit within {within:?}; output:\n{}", self.output()))
             .unwrap();
         // Give the stdout reader a moment to drain the last lines.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -498,10 +419,7 @@ impl Burrow {
     pub fn assert_no_secret(&self, secrets: &[&str]) {
         let out = self.output();
         for s in secrets {
-            assert!(
-                !out.contains(s),
-                "secret {s:?} leaked into burrow's output:\n{out}"
-            );
+            assert!(!out.contains(s), "secret {s:?} leaked into burrow's output:\n{out}");
         }
     }
 }
@@ -531,6 +449,14 @@ pub async fn counting_relay(target: u16) -> CountingRelay {
         }
     });
     CountingRelay { port, conns }
+}
+
+/// Environment that sends everything the in-process proxy gets to `upstream`.
+pub fn route_all_to(upstream: std::net::SocketAddr) -> Vec<(String, String)> {
+    vec![
+        ("BURROW_PROXY_ADDR".into(), format!("127.0.0.1:{}", free_port())),
+        ("BURROW_ROUTES".into(), format!("/=http://{upstream}")),
+    ]
 }
 
 pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {

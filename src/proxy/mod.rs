@@ -1,0 +1,399 @@
+//! The in-process reverse proxy: one local URL for the app's three servers.
+//!
+//! A hyper HTTP/1.1 server with the route table of [`routes`] (`/api/alt` → backend, `/api` → vibe
+//! app, the rest → frontend by default). It serves connections from its loopback listener and —
+//! with no loopback hop — the tunnel's work streams, which the native client hands over after
+//! `StartWorkConn` and any encryption/compression layers. Each such stream is a persistent
+//! keep-alive HTTP/1.1 connection, as frps' reverse proxy expects.
+//!
+//! Bodies stream in both directions with backpressure and are never buffered whole; upgrades
+//! (WebSocket or any HTTP/1.1 `Upgrade`) become raw byte pipes after the upstream's `101`. Headers
+//! are handled as careful reverse proxies do: hop-by-hop headers (and those named by `Connection`)
+//! are dropped, `X-Forwarded-For/-Proto/-Host` appended or set, `Host` preserved unless a route
+//! asks for the upstream's. Upstream connections are pooled (keep-alive). A dead upstream is an
+//! immediate 502 naming it; a slow one, a 504.
+
+pub mod routes;
+pub mod stats;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+
+pub use routes::Routes;
+use stats::{CountingBody, Direction, RouteStats};
+
+/// How long an upstream may take to connect.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an upstream may take to start its response (frps' own vhost timeout is 60 s).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest request head (request line + headers); larger is 431, a longer URI 414.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+type ReqBody = CountingBody<Incoming>;
+/// The proxy's response body: streamed from an upstream, or a short local answer.
+pub type RespBody = Either<CountingBody<Incoming>, Full<Bytes>>;
+
+/// Where a connection comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Origin {
+    /// A client of the loopback listener.
+    Local(SocketAddr),
+    /// A tunnel work stream: frps already set `X-Forwarded-*` for the public client.
+    Tunnel,
+}
+
+/// The reverse proxy.
+pub struct Proxy {
+    routes: Routes,
+    stats: Vec<Arc<RouteStats>>,
+    client: Client<HttpConnector, ReqBody>,
+}
+
+impl Proxy {
+    /// A proxy for `routes`.
+    pub fn new(routes: Routes) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        let stats = routes.all().iter().map(|_| Arc::new(RouteStats::default())).collect();
+        Arc::new(Self { routes, stats, client })
+    }
+
+    /// The routes, longest prefix first.
+    pub fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
+    /// Counters per route, as JSON.
+    pub fn snapshot(&self) -> Value {
+        Value::Array(
+            self.routes
+                .all()
+                .iter()
+                .zip(&self.stats)
+                .map(|(r, s)| {
+                    let mut v = s.snapshot();
+                    v["prefix"] = json!(r.prefix);
+                    v["upstream"] = json!(format!("http://{}", r.authority()));
+                    v["name"] = json!(r.name);
+                    v
+                })
+                .collect(),
+        )
+    }
+
+    /// Serves the loopback listener until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("proxy accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let this = self.clone();
+            tokio::spawn(async move { this.serve_connection(stream, Origin::Local(peer)).await });
+        }
+    }
+
+    /// Serves one connection (a local client, or a tunnel work stream) as persistent HTTP/1.1.
+    pub async fn serve_connection<S>(self: Arc<Self>, io: S, origin: Origin)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let svc = hyper::service::service_fn(move |req| {
+            let this = self.clone();
+            async move { Ok::<_, Infallible>(this.handle(req, origin).await) }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder.max_buf_size(MAX_HEAD).keep_alive(true).timer(TokioTimer::new());
+        if matches!(origin, Origin::Local(_)) {
+            // Slow-loris guard for local clients; frps manages its own idle work connections.
+            builder.header_read_timeout(Duration::from_secs(30));
+        }
+        if let Err(e) = builder.serve_connection(TokioIo::new(io), svc).with_upgrades().await {
+            tracing::debug!("proxy connection ended: {e}");
+        }
+    }
+
+    async fn handle(&self, mut req: Request<Incoming>, origin: Origin) -> Response<RespBody> {
+        let wants_json = wants_json(req.headers());
+        let (idx, route) = match self.routes.select(req.uri().path()) {
+            Ok(Some(r)) => (self.routes.all().iter().position(|x| std::ptr::eq(x, r)).expect("route of this table"), r),
+            Ok(None) => {
+                return local_error(
+                    StatusCode::NOT_FOUND,
+                    "no_route",
+                    &format!("no route serves {}", req.uri().path()),
+                    wants_json,
+                )
+            }
+            Err(e) => {
+                return local_error(StatusCode::BAD_REQUEST, "bad_path", &format!("{e}; request refused"), wants_json)
+            }
+        };
+        let stats = self.stats[idx].clone();
+        stats.requests.fetch_add(1, Relaxed);
+
+        let upgrade = is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        parts.uri = match Uri::try_from(format!("http://{}{pq}", route.authority())) {
+            Ok(u) => u,
+            Err(_) => {
+                return local_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_uri",
+                    "the request target cannot be forwarded",
+                    wants_json,
+                )
+            }
+        };
+        let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(&mut parts.headers);
+        if let (true, Some(v)) = (upgrade, upgrade_value) {
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, v);
+        }
+        forwarded_headers(&mut parts.headers, origin);
+        if route.rewrite_host {
+            if let Ok(v) = HeaderValue::from_str(&route.authority()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+        parts.version = http::Version::HTTP_11;
+        let upstream_req = Request::from_parts(parts, CountingBody::new(body, stats.clone(), Direction::In));
+
+        let mut resp = match tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(upstream_req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                stats.upstream_errors.fetch_add(1, Relaxed);
+                stats.record_status(502);
+                let what = if e.is_connect() { "is not answering" } else { "closed the connection before answering" };
+                tracing::warn!("{} at {} {what}: {e}", route.name, route.authority());
+                return local_error(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unreachable",
+                    &format!("{} at {} {what}", route.name, route.authority()),
+                    wants_json,
+                );
+            }
+            Err(_) => {
+                stats.upstream_errors.fetch_add(1, Relaxed);
+                stats.record_status(504);
+                return local_error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    &format!(
+                        "{} at {} did not answer within {} s",
+                        route.name,
+                        route.authority(),
+                        RESPONSE_TIMEOUT.as_secs()
+                    ),
+                    wants_json,
+                );
+            }
+        };
+        stats.record_status(resp.status().as_u16());
+
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                let stats = stats.clone();
+                tokio::spawn(async move {
+                    let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) else {
+                        return;
+                    };
+                    stats.websockets_open.fetch_add(1, Relaxed);
+                    let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
+                    if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                        stats.bytes_in.fetch_add(up, Relaxed);
+                        stats.bytes_out.fetch_add(down, Relaxed);
+                    }
+                    stats.websockets_open.fetch_sub(1, Relaxed);
+                });
+                let (parts, _) = resp.into_parts();
+                return Response::from_parts(parts, Either::Right(Full::new(Bytes::new())));
+            }
+        }
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Response::from_parts(parts, Either::Left(CountingBody::new(body, stats, Direction::Out)))
+    }
+}
+
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
+}
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus those `Connection` names.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    ] {
+        h.remove(n);
+    }
+}
+
+fn forwarded_headers(h: &mut HeaderMap, origin: Origin) {
+    match origin {
+        Origin::Local(peer) => {
+            let ip = peer.ip().to_string();
+            let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+                _ => ip,
+            };
+            if let Ok(v) = HeaderValue::from_str(&xff) {
+                h.insert("x-forwarded-for", v);
+            }
+            h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+            if let Some(host) = h.get(header::HOST).cloned() {
+                h.insert("x-forwarded-host", host);
+            }
+        }
+        Origin::Tunnel => {
+            // frps has appended the public client to X-Forwarded-For and set Proto and Host; keep
+            // them, and fill in only what is missing.
+            if !h.contains_key("x-forwarded-proto") {
+                h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+            }
+            if !h.contains_key("x-forwarded-host") {
+                if let Some(host) = h.get(header::HOST).cloned() {
+                    h.insert("x-forwarded-host", host);
+                }
+            }
+        }
+    }
+}
+
+fn wants_json(h: &HeaderMap) -> bool {
+    h.get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json") && !a.contains("text/html"))
+}
+
+/// A short answer of the proxy itself: HTML for browsers, JSON for API clients.
+fn local_error(status: StatusCode, code: &str, message: &str, json: bool) -> Response<RespBody> {
+    let (ctype, body) = if json {
+        ("application/json", json!({"error": {"code": code, "message": message}}).to_string())
+    } else {
+        let esc = message.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        let title = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
+        ("text/html; charset=utf-8", format!("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n<body><h1>{title}</h1>\n<p>{esc}.</p>\n<p><small>burrow</small></p></body></html>\n"))
+    };
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-secret-hop".parse().unwrap());
+        h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("x-keep", "yes".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_locally_and_kept_from_frps() {
+        let mut h = HeaderMap::new();
+        h.insert("host", "app.example".parse().unwrap());
+        h.insert("x-forwarded-for", "203.0.113.7".parse().unwrap());
+        forwarded_headers(&mut h, Origin::Local("127.0.0.1:5555".parse().unwrap()));
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "app.example");
+        let mut h = HeaderMap::new();
+        h.insert("host", "app.example".parse().unwrap());
+        h.insert("x-forwarded-for", "203.0.113.7".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        forwarded_headers(&mut h, Origin::Tunnel);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "app.example");
+    }
+
+    #[test]
+    fn upgrade_detection_needs_both_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("upgrade", "websocket".parse().unwrap());
+        assert!(!is_upgrade(&h));
+        h.insert("connection", "keep-alive, Upgrade".parse().unwrap());
+        assert!(is_upgrade(&h));
+    }
+
+    #[test]
+    fn error_bodies_follow_accept() {
+        let mut h = HeaderMap::new();
+        h.insert("accept", "application/json".parse().unwrap());
+        assert!(wants_json(&h));
+        h.insert("accept", "text/html,application/xhtml+xml,application/json;q=0.9".parse().unwrap());
+        assert!(!wants_json(&h));
+        let r = local_error(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unreachable",
+            "frontend at 127.0.0.1:5002 is not answering",
+            false,
+        );
+        assert_eq!(r.status(), 502);
+        assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+    }
+}

@@ -1,0 +1,283 @@
+//! The route table: path prefix → upstream, segment-aligned, longest prefix wins.
+//!
+//! Path policy (decided, not normalised silently): a request path containing a dot-segment (`.` or
+//! `..`, literal or percent-encoded), an encoded slash or backslash (`%2F`, `%5C`), a backslash or
+//! a NUL is **rejected with 400**. Such paths are how a request aimed at one upstream sneaks into
+//! another (`/api/../api/alt`, `/api%2Falt`) when an upstream decodes or resolves them after the
+//! proxy has routed; with them refused, the path burrow routes on is the path every upstream sees.
+//! Repeated slashes are merged for routing only (`//api/alt` routes like `/api/alt`); the path is
+//! forwarded unchanged.
+
+use std::fmt;
+
+/// One route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Segment-aligned path prefix, `/` or `/a/b` (no trailing slash).
+    pub prefix: String,
+    /// Upstream host (name or IP, without brackets).
+    pub host: String,
+    /// Upstream port.
+    pub port: u16,
+    /// How errors name this upstream ("frontend", "backend", …).
+    pub name: String,
+    /// Send the upstream's `host:port` as `Host` instead of the client's.
+    pub rewrite_host: bool,
+}
+
+impl Route {
+    /// `host:port` of the upstream (IPv6 bracketed).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        self.prefix == "/"
+            || path == self.prefix
+            || (path.starts_with(&self.prefix) && path.as_bytes()[self.prefix.len()] == b'/')
+    }
+}
+
+/// Default `BURROW_ROUTES`.
+pub const DEFAULT_ROUTES: &str = "/api/alt=http://127.0.0.1:5003,/api=http://127.0.0.1:8000,/=http://127.0.0.1:5002";
+
+/// A route table, longest prefix first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routes(Vec<Route>);
+
+/// Why a route spec is invalid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteError {
+    /// The offending entry.
+    pub entry: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "route {:?}: {}", self.entry, self.problem)
+    }
+}
+
+/// Why a request path is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// `.` or `..` segment, literal or encoded.
+    DotSegment,
+    /// `%2F` or `%5C`.
+    EncodedSlash,
+    /// A backslash or NUL.
+    BadByte,
+}
+
+impl fmt::Display for PathError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PathError::DotSegment => "the path contains a '.' or '..' segment",
+            PathError::EncodedSlash => "the path contains an encoded slash or backslash (%2F, %5C)",
+            PathError::BadByte => "the path contains a backslash or NUL byte",
+        })
+    }
+}
+
+impl Routes {
+    /// Parses `prefix=http://host:port[;host=upstream][;name=label]`, comma-separated.
+    pub fn parse(spec: &str) -> Result<Routes, RouteError> {
+        let default_names = spec.trim() == DEFAULT_ROUTES;
+        let mut routes = Vec::new();
+        for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let err = |problem: &str| RouteError { entry: entry.to_string(), problem: problem.to_string() };
+            let mut parts = entry.split(';');
+            let head = parts.next().unwrap_or_default();
+            let (prefix, url) = head.split_once('=').ok_or_else(|| err("expected prefix=http://host:port"))?;
+            let prefix = prefix.trim();
+            if !prefix.starts_with('/')
+                || prefix.contains(['?', '#', '%', '\\', ' '])
+                || prefix.split('/').any(|s| s == "." || s == "..")
+            {
+                return Err(err("the prefix must be a plain path starting with /"));
+            }
+            let prefix = if prefix.len() > 1 { prefix.trim_end_matches('/').to_string() } else { prefix.to_string() };
+            let rest = url
+                .trim()
+                .strip_prefix("http://")
+                .ok_or_else(|| err("the upstream must be an http://host:port URL"))?;
+            let authority = rest.strip_suffix('/').unwrap_or(rest);
+            if authority.contains(['/', '@', '?', '#']) {
+                return Err(err("the upstream must be http://host:port with no path"));
+            }
+            let (host, port) = authority
+                .rsplit_once(':')
+                .ok_or_else(|| err("the upstream needs an explicit port: http://host:port"))?;
+            let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+            let port: u16 = port
+                .parse()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| err("the upstream port must be from 1 to 65535"))?;
+            if host.is_empty() {
+                return Err(err("the upstream needs a host"));
+            }
+            let mut route =
+                Route { name: format!("route {prefix}"), prefix, host: host.to_string(), port, rewrite_host: false };
+            if default_names {
+                route.name = match route.prefix.as_str() {
+                    "/api/alt" => "backend",
+                    "/api" => "vibe app",
+                    _ => "frontend",
+                }
+                .to_string();
+            }
+            for opt in parts {
+                match opt.trim().split_once('=') {
+                    Some(("host", "upstream")) => route.rewrite_host = true,
+                    Some(("host", "preserve")) => route.rewrite_host = false,
+                    Some(("name", n)) if !n.trim().is_empty() => route.name = n.trim().to_string(),
+                    _ => return Err(err("options are ;host=upstream, ;host=preserve and ;name=label")),
+                }
+            }
+            if routes.iter().any(|r: &Route| r.prefix == route.prefix) {
+                return Err(err("two routes have this prefix"));
+            }
+            routes.push(route);
+        }
+        if routes.is_empty() {
+            return Err(RouteError { entry: spec.to_string(), problem: "no routes".into() });
+        }
+        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        Ok(Routes(routes))
+    }
+
+    /// The routes, longest prefix first.
+    pub fn all(&self) -> &[Route] {
+        &self.0
+    }
+
+    /// The route for a request path (`None` when no route covers it: no `/` route).
+    pub fn select(&self, path: &str) -> Result<Option<&Route>, PathError> {
+        check_path(path)?;
+        let merged = merge_slashes(path);
+        Ok(self.0.iter().find(|r| r.matches(&merged)))
+    }
+}
+
+fn merge_slashes(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains("//") {
+        return path.into();
+    }
+    let mut out = String::with_capacity(path.len());
+    let mut prev = '\0';
+    for c in path.chars() {
+        if !(c == '/' && prev == '/') {
+            out.push(c);
+        }
+        prev = c;
+    }
+    out.into()
+}
+
+/// Applies the path policy of this module.
+pub fn check_path(path: &str) -> Result<(), PathError> {
+    if path.contains(['\\', '\0']) {
+        return Err(PathError::BadByte);
+    }
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
+        return Err(PathError::EncodedSlash);
+    }
+    for seg in lower.split('/') {
+        let decoded = seg.replace("%2e", ".");
+        if decoded == "." || decoded == ".." {
+            return Err(PathError::DotSegment);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port_for(routes: &Routes, path: &str) -> Option<u16> {
+        routes.select(path).unwrap().map(|r| r.port)
+    }
+
+    #[test]
+    fn segment_aligned_longest_prefix() {
+        let r = Routes::parse(DEFAULT_ROUTES).unwrap();
+        for (path, port) in [
+            ("/api/alt", 5003),
+            ("/api/alt/", 5003),
+            ("/api/alt/x/y", 5003),
+            ("/api/alternative", 8000),
+            ("/api", 8000),
+            ("/api/", 8000),
+            ("/api/v1/chat", 8000),
+            ("/apix", 5002),
+            ("/", 5002),
+            ("/index.html", 5002),
+            ("//api/alt/x", 5003),
+            ("/api//alt", 5003),
+        ] {
+            assert_eq!(port_for(&r, path), Some(port), "{path}");
+        }
+        assert_eq!(r.all()[0].name, "backend");
+        assert_eq!(r.all()[2].name, "frontend");
+    }
+
+    #[test]
+    fn dangerous_paths_are_refused() {
+        let r = Routes::parse(DEFAULT_ROUTES).unwrap();
+        for p in [
+            "/api/../api/alt",
+            "/api/./alt",
+            "/api/%2e%2e/alt",
+            "/api/%2E./alt",
+            "/..",
+            "/api/alt/..",
+            "/api%2Falt",
+            "/api%2falt/x",
+            "/api%5Calt",
+            "/api\\alt",
+            "/a%00b",
+        ] {
+            assert!(r.select(p).is_err(), "{p}");
+        }
+        // Dots inside names are fine.
+        assert_eq!(port_for(&r, "/api/alt/file.tar.gz"), Some(5003));
+        assert_eq!(port_for(&r, "/...x"), Some(5002));
+    }
+
+    #[test]
+    fn spec_errors_are_named() {
+        for bad in [
+            "/api",
+            "api=http://h:1",
+            "/a=https://h:1",
+            "/a=http://h",
+            "/a=http://h:0",
+            "/a=http://h:70000",
+            "/a=http://h:1/path",
+            "/a=http://:1",
+            "/a=http://h:1;bogus",
+            "/a=http://h:1,/a=http://h:2",
+            "",
+        ] {
+            assert!(Routes::parse(bad).is_err(), "{bad}");
+        }
+        let r = Routes::parse("/x/=http://[::1]:9000;host=upstream;name=docs").unwrap();
+        let route = &r.all()[0];
+        assert_eq!(
+            (route.prefix.as_str(), route.host.as_str(), route.port, route.rewrite_host, route.name.as_str()),
+            ("/x", "::1", 9000, true, "docs")
+        );
+        assert_eq!(route.authority(), "[::1]:9000");
+        // No "/" route: unmatched paths have no upstream.
+        assert_eq!(port_for(&r, "/y"), None);
+    }
+}
