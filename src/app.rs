@@ -14,6 +14,7 @@ use crate::client::Client;
 use crate::config::Config;
 use crate::events::{ErrorCode, Events};
 use crate::proxy::Proxy;
+use crate::status::Status;
 
 /// Why burrow is stopping; the first reason wins.
 #[derive(Clone, Default)]
@@ -79,7 +80,7 @@ pub async fn run(config: Config, events: Events) -> i32 {
     let shutdown = CancellationToken::new();
     let reason = StopReason::default();
     watch_signals(reason.clone(), shutdown.clone());
-    watch_stdin(reason.clone(), shutdown.clone(), events.clone());
+    watch_stdin(reason.clone(), shutdown.clone(), events.clone(), client.status());
 
     let result = client.run(shutdown.clone()).await;
     match result {
@@ -117,7 +118,7 @@ fn watch_signals(reason: StopReason, token: CancellationToken) {
     });
 }
 
-fn watch_stdin(reason: StopReason, token: CancellationToken, events: Events) {
+fn watch_stdin(reason: StopReason, token: CancellationToken, events: Events, status: Status) {
     tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         loop {
@@ -131,10 +132,11 @@ fn watch_stdin(reason: StopReason, token: CancellationToken, events: Events) {
                         reason.set("shutdown", &token);
                         return;
                     }
+                    Some(cmd) if cmd == "status" => events.emit("status", status.snapshot()),
                     Some(cmd) => events.error(
                         ErrorCode::Internal,
                         &format!("unknown command {cmd:?}"),
-                        "commands: {\"cmd\":\"shutdown\"}",
+                        "commands: {\"cmd\":\"status\"}, {\"cmd\":\"shutdown\"}",
                         false,
                     ),
                     None => events.error(

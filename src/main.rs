@@ -10,6 +10,7 @@ mod demo;
 mod events;
 mod layers;
 mod proxy;
+mod status;
 mod transport;
 
 use std::path::PathBuf;

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ServerConfig, TunnelConfig};
 use crate::events::{ErrorCode, Events};
 use crate::proxy::Proxy;
+use crate::status::Status;
 use crate::transport::tls::{self, TlsSetupError};
 
 /// A failure that ends burrow.
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
     /// The in-process reverse proxy, for tunnels whose local target is its address.
     pub proxy: Option<Arc<Proxy>>,
+    /// What the client is doing, for `status`.
+    pub status: Status,
 }
 
 impl Shared {
@@ -104,7 +107,14 @@ impl Client {
             .collect();
         let by_wire_name = tunnels.iter().enumerate().map(|(i, t)| (t.wire_name.clone(), i)).collect();
         let key = burrow_proto::auth::derive_key(server.token.expose());
-        Ok(Self { shared: Arc::new(Shared { server, tunnels, by_wire_name, events, key, tls, proxy }) })
+        let status =
+            Status::new(tunnels.iter().map(|t| (t.config.name.clone(), t.config.kind.type_name())), proxy.clone());
+        Ok(Self { shared: Arc::new(Shared { server, tunnels, by_wire_name, events, key, tls, proxy, status }) })
+    }
+
+    /// The live status board.
+    pub fn status(&self) -> Status {
+        self.shared.status.clone()
     }
 
     /// Runs until `shutdown` is cancelled (`Ok`) or a failure that must not be retried (`Err`).
@@ -120,6 +130,7 @@ impl Client {
         let mut failures: u32 = 0;
         let mut last_error: Option<String> = None;
         loop {
+            self.shared.status.set_state("connecting");
             let mut logged_in = false;
             let result = session::run(&self.shared, &mut run_id, &shutdown, &mut logged_in).await;
             let err = match result {
@@ -143,6 +154,7 @@ impl Client {
                 last_error = Some(message.clone());
             }
             let delay = backoff(failures);
+            self.shared.status.set_state("reconnecting");
             tracing::info!("session ended ({message}); reconnecting in {} ms", delay.as_millis());
             events.emit(
                 "reconnecting",

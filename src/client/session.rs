@@ -155,6 +155,7 @@ pub(super) async fn run(
     for t in &shared.tunnels {
         if states.get(&t.wire_name).is_some_and(|s| s.up) {
             shared.events.emit("tunnel_down", json!({"name": t.config.name, "reason": reason}));
+            shared.status.set_tunnel(&t.config.name, "down", None);
         }
     }
     result
@@ -228,6 +229,7 @@ async fn serve(
         "connected",
         json!({"server": addr, "transport": shared.transport_name(), "mode": "native", "server_version": resp.version}),
     );
+    shared.status.set_state("connected");
 
     // From here on the control connection is AES-CFB in both directions.
     let (rd, wr) = tokio::io::split(CryptoStream::new(control, &shared.key));
@@ -409,6 +411,7 @@ fn tunnel_up(shared: &Shared, t: &Tunnel, remote_addr: &str) {
             let first = remote_addr.split(',').map(str::trim).find(|s| !s.is_empty());
             let url = first.map(|h| format!("http://{h}"));
             tracing::info!("tunnel {name} is up at {}", url.as_deref().unwrap_or("(no public host)"));
+            shared.status.set_tunnel(name, "up", url.clone());
             shared.events.emit("tunnel_up", json!({"name": name, "type": "http", "url": url, "mode": "native"}));
         }
         TunnelKind::Tcp { .. } => {
@@ -419,6 +422,7 @@ fn tunnel_up(shared: &Shared, t: &Tunnel, remote_addr: &str) {
             shared
                 .events
                 .emit("tunnel_up", json!({"name": name, "type": "tcp", "remote_addr": remote, "mode": "native"}));
+            shared.status.set_tunnel(name, "up", Some(remote));
         }
     }
 }

@@ -41,8 +41,10 @@ use stats::{CountingBody, Direction, RouteStats};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an upstream may take to start its response (frps' own vhost timeout is 60 s).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Largest request head (request line + headers); larger is 431, a longer URI 414.
+/// Largest request head (request line + headers) the proxy forwards; larger is 431.
 pub const MAX_HEAD: usize = 64 * 1024;
+/// Longest request target; longer is 414.
+pub const MAX_URI: usize = 16 * 1024;
 
 type ReqBody = CountingBody<Incoming>;
 /// The proxy's response body: streamed from an upstream, or a short local answer.
@@ -130,7 +132,9 @@ impl Proxy {
             async move { Ok::<_, Infallible>(this.handle(req, origin).await) }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
-        builder.max_buf_size(MAX_HEAD).keep_alive(true).timer(TokioTimer::new());
+        // hyper's own read-buffer cap bounds memory per connection (past it hyper answers 431 by
+        // itself); the exact head limit is checked per request in `handle`.
+        builder.max_buf_size(2 * MAX_HEAD).keep_alive(true).timer(TokioTimer::new());
         if matches!(origin, Origin::Local(_)) {
             // Slow-loris guard for local clients; frps manages its own idle work connections.
             builder.header_read_timeout(Duration::from_secs(30));
@@ -142,6 +146,9 @@ impl Proxy {
 
     async fn handle(&self, mut req: Request<Incoming>, origin: Origin) -> Response<RespBody> {
         let wants_json = wants_json(req.headers());
+        if let Some(resp) = check_head(&req, wants_json) {
+            return resp;
+        }
         let (idx, route) = match self.routes.select(req.uri().path()) {
             Ok(Some(r)) => (self.routes.all().iter().position(|x| std::ptr::eq(x, r)).expect("route of this table"), r),
             Ok(None) => {
@@ -226,14 +233,21 @@ impl Proxy {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
                 let stats = stats.clone();
                 tokio::spawn(async move {
-                    let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) else {
-                        return;
+                    let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
+                        (Ok(c), Ok(u)) => (c, u),
+                        (c, u) => {
+                            tracing::warn!("upgrade failed: client {:?}, upstream {:?}", c.err(), u.err());
+                            return;
+                        }
                     };
                     stats.websockets_open.fetch_add(1, Relaxed);
                     let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
-                    if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-                        stats.bytes_in.fetch_add(up, Relaxed);
-                        stats.bytes_out.fetch_add(down, Relaxed);
+                    match tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                        Ok((up, down)) => {
+                            stats.bytes_in.fetch_add(up, Relaxed);
+                            stats.bytes_out.fetch_add(down, Relaxed);
+                        }
+                        Err(e) => tracing::debug!("upgraded connection ended: {e}"),
                     }
                     stats.websockets_open.fetch_sub(1, Relaxed);
                 });
@@ -245,6 +259,29 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         Response::from_parts(parts, Either::Left(CountingBody::new(body, stats, Direction::Out)))
     }
+}
+
+/// Refuses request heads over the limits: 414 for the target, 431 for the whole head.
+fn check_head<B>(req: &Request<B>, json: bool) -> Option<Response<RespBody>> {
+    let uri_len = req.uri().to_string().len();
+    if uri_len > MAX_URI {
+        return Some(local_error(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            &format!("the request target is longer than {} KiB", MAX_URI / 1024),
+            json,
+        ));
+    }
+    let head: usize = uri_len + req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
+    if head > MAX_HEAD {
+        return Some(local_error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            &format!("the request headers are larger than {} KiB", MAX_HEAD / 1024),
+            json,
+        ));
+    }
+    None
 }
 
 fn is_upgrade(h: &HeaderMap) -> bool {

@@ -464,3 +464,148 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
+
+/// A local app server like the desktop app's: an HTTP echo (`{name, method, uri, headers}` as JSON),
+/// `/sse` (5 server-sent events 200 ms apart), `POST /upload` (answers `{bytes, sha256}`),
+/// `/download?n=N` (N pattern bytes, streamed), and WebSocket echo on any path (close codes echoed).
+pub async fn app_upstream(name: &'static str) -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    use http_body_util::{combinators::BoxBody, StreamBody};
+    use hyper::body::Frame;
+    use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role, Message};
+
+    type B = BoxBody<Bytes, std::convert::Infallible>;
+    fn full(s: impl Into<Bytes>) -> B {
+        Full::new(s.into()).boxed()
+    }
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |mut req: hyper::Request<hyper::body::Incoming>| async move {
+                        let path = req.uri().path().to_string();
+                        if req.headers().contains_key("sec-websocket-key") {
+                            let key = req.headers()["sec-websocket-key"].as_bytes().to_vec();
+                            let up = hyper::upgrade::on(&mut req);
+                            tokio::spawn(async move {
+                                let io = hyper_util::rt::TokioIo::new(up.await.unwrap());
+                                let mut ws =
+                                    tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                                while let Some(Ok(m)) = ws.next().await {
+                                    match m {
+                                        Message::Text(t) => {
+                                            ws.send(Message::Text(format!("{name}:{t}"))).await.unwrap()
+                                        }
+                                        Message::Binary(b) => ws.send(Message::Binary(b)).await.unwrap(),
+                                        // tungstenite answers a close with the same code itself; keep
+                                        // polling so the answer is flushed.
+                                        Message::Close(_) => {}
+                                        _ => {}
+                                    }
+                                }
+                            });
+                            let resp = hyper::Response::builder()
+                                .status(101)
+                                .header("upgrade", "websocket")
+                                .header("connection", "Upgrade")
+                                .header("sec-websocket-accept", derive_accept_key(&key))
+                                .body(full(""))
+                                .unwrap();
+                            return Ok::<_, std::convert::Infallible>(resp);
+                        }
+                        if path.ends_with("/sse") {
+                            let stream = futures_util::stream::unfold(0u32, |i| async move {
+                                if i == 5 {
+                                    return None;
+                                }
+                                if i > 0 {
+                                    tokio::time::sleep(Duration::from_millis(200)).await;
+                                }
+                                Some((
+                                    Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(format!(
+                                        "data: {i}\n\n"
+                                    )))),
+                                    i + 1,
+                                ))
+                            });
+                            let resp = hyper::Response::builder()
+                                .header("content-type", "text/event-stream")
+                                .body(BodyExt::boxed(StreamBody::new(stream)))
+                                .unwrap();
+                            return Ok(resp);
+                        }
+                        if path.ends_with("/upload") {
+                            let mut body = req.into_body();
+                            let mut h = <sha2::Sha256 as sha2::Digest>::new();
+                            let mut n = 0u64;
+                            while let Some(f) = body.frame().await {
+                                if let Ok(d) = f.unwrap().into_data() {
+                                    n += d.len() as u64;
+                                    sha2::Digest::update(&mut h, &d);
+                                }
+                            }
+                            let hex: String = sha2::Digest::finalize(h).iter().map(|b| format!("{b:02x}")).collect();
+                            return Ok(hyper::Response::new(full(
+                                serde_json::json!({"bytes": n, "sha256": hex}).to_string(),
+                            )));
+                        }
+                        if path.ends_with("/download") {
+                            let n: u64 = req
+                                .uri()
+                                .query()
+                                .and_then(|q| q.strip_prefix("n="))
+                                .and_then(|v| v.parse().ok())
+                                .unwrap_or(0);
+                            let stream =
+                                futures_util::stream::unfold((Pattern::new(n), n), |(mut g, left)| async move {
+                                    if left == 0 {
+                                        return None;
+                                    }
+                                    let k = left.min(64 * 1024) as usize;
+                                    let mut buf = vec![0u8; k];
+                                    g.fill(&mut buf);
+                                    Some((
+                                        Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(buf))),
+                                        (g, left - k as u64),
+                                    ))
+                                });
+                            return Ok(hyper::Response::builder()
+                                .header("content-length", n.to_string())
+                                .body(BodyExt::boxed(StreamBody::new(stream)))
+                                .unwrap());
+                        }
+                        let headers: serde_json::Map<String, Value> = req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| (k.as_str().to_string(), Value::String(v.to_str().unwrap_or("").to_string())))
+                            .collect();
+                        let body = serde_json::json!({"name": name, "method": req.method().as_str(), "uri": req.uri().to_string(), "headers": headers});
+                        Ok(hyper::Response::builder()
+                            .header("content-type", "application/json")
+                            .body(full(body.to_string()))
+                            .unwrap())
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Resident set size of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
