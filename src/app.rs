@@ -36,14 +36,18 @@ pub async fn run(config: Config, events: Events) -> i32 {
     events.emit("starting", json!({"version": env!("CARGO_PKG_VERSION"), "mode": "native"}));
     let proxy = match config.proxy_addr {
         None => None,
-        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+        Some(addr) => match std::net::TcpListener::bind(addr) {
             Ok(listener) => {
                 let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.to_string());
                 if !addr.ip().is_loopback() {
                     events.warning("proxy_not_loopback", &format!("the reverse proxy listens on {bound}, reachable from other machines; use 127.0.0.1 unless that is intended"));
                 }
                 let proxy = Proxy::new(config.routes.clone());
-                tokio::spawn(proxy.clone().serve(listener));
+                if let Err(e) = proxy.spawn_workers(listener) {
+                    events.error(ErrorCode::Internal, &format!("cannot start the proxy: {e}"), "", true);
+                    events.emit("stopped", json!({"reason": "internal"}));
+                    return ErrorCode::Internal.exit_code();
+                }
                 events.emit("proxy_ready", json!({"addr": bound, "routes": proxy.snapshot()}));
                 Some(proxy)
             }

@@ -27,14 +27,13 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
-pub use routes::Routes;
+pub use routes::{Route, Routes};
 use stats::{CountingBody, Direction, RouteStats};
 
 /// How long an upstream may take to connect.
@@ -63,22 +62,27 @@ pub enum Origin {
 pub struct Proxy {
     routes: Routes,
     stats: Vec<Arc<RouteStats>>,
-    client: Client<HttpConnector, ReqBody>,
+}
+
+/// Upstream connections of one client connection, one keep-alive connection per route.
+///
+/// HTTP/1.1 serves a connection's requests one after another, so each client connection needs at
+/// most one upstream connection per route at a time. Keeping them with the client connection (as
+/// a per-connection keep-alive pool) avoids a shared pool's locking and checkout on every request;
+/// they close when the client connection does.
+type Upstreams = Arc<std::sync::Mutex<Vec<Option<SendRequest<ReqBody>>>>>;
+
+/// Why an upstream did not answer.
+enum UpstreamError {
+    Connect(std::io::Error),
+    Http(hyper::Error),
 }
 
 impl Proxy {
     /// A proxy for `routes`.
     pub fn new(routes: Routes) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
         let stats = routes.all().iter().map(|_| Arc::new(RouteStats::default())).collect();
-        Arc::new(Self { routes, stats, client })
+        Arc::new(Self { routes, stats })
     }
 
     /// The routes, longest prefix first.
@@ -104,7 +108,29 @@ impl Proxy {
         )
     }
 
-    /// Serves the loopback listener until the task is dropped.
+    /// Serves `listener` on one thread per core, each with a single-threaded runtime that
+    /// accepts from the shared socket. A client connection and its upstream connections then
+    /// live on one thread, as in nginx's worker model: no cross-thread wake-ups per request.
+    pub fn spawn_workers(self: &Arc<Self>, listener: std::net::TcpListener) -> std::io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+        for i in 0..workers {
+            let l = listener.try_clone()?;
+            let this = self.clone();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            std::thread::Builder::new().name(format!("burrow-proxy-{i}")).spawn(move || {
+                rt.block_on(async move {
+                    match TcpListener::from_std(l) {
+                        Ok(l) => this.serve(l).await,
+                        Err(e) => tracing::error!("proxy worker {i} cannot use the listener: {e}"),
+                    }
+                })
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Serves the listener until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -127,9 +153,11 @@ impl Proxy {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let upstreams: Upstreams = Arc::new(std::sync::Mutex::new(self.routes.all().iter().map(|_| None).collect()));
         let svc = hyper::service::service_fn(move |req| {
             let this = self.clone();
-            async move { Ok::<_, Infallible>(this.handle(req, origin).await) }
+            let upstreams = upstreams.clone();
+            async move { Ok::<_, Infallible>(this.handle(req, origin, &upstreams).await) }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         // hyper's own read-buffer cap bounds memory per connection (past it hyper answers 431 by
@@ -144,7 +172,7 @@ impl Proxy {
         }
     }
 
-    async fn handle(&self, mut req: Request<Incoming>, origin: Origin) -> Response<RespBody> {
+    async fn handle(&self, mut req: Request<Incoming>, origin: Origin, upstreams: &Upstreams) -> Response<RespBody> {
         let wants_json = wants_json(req.headers());
         if let Some(resp) = check_head(&req, wants_json) {
             return resp;
@@ -169,18 +197,26 @@ impl Proxy {
         let upgrade = is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        parts.uri = match Uri::try_from(format!("http://{}{pq}", route.authority())) {
-            Ok(u) => u,
-            Err(_) => {
-                return local_error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_uri",
-                    "the request target cannot be forwarded",
-                    wants_json,
-                )
+        // Origin-form on the upstream connection: only the path and query go on the wire.
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            match Uri::try_from(pq) {
+                Ok(u) => parts.uri = u,
+                Err(_) => {
+                    return local_error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_uri",
+                        "the request target cannot be forwarded",
+                        wants_json,
+                    )
+                }
             }
-        };
+        }
+        if !parts.headers.contains_key(header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(&route.authority()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
         let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
         strip_hop_by_hop(&mut parts.headers);
         if let (true, Some(v)) = (upgrade, upgrade_value) {
@@ -196,13 +232,17 @@ impl Proxy {
         parts.version = http::Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, CountingBody::new(body, stats.clone(), Direction::In));
 
-        let mut resp = match tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(upstream_req)).await {
+        let sent = send_upstream(route, idx, upstreams, upstream_req, upgrade);
+        let mut resp = match tokio::time::timeout(RESPONSE_TIMEOUT, sent).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 stats.upstream_errors.fetch_add(1, Relaxed);
                 stats.record_status(502);
-                let what = if e.is_connect() { "is not answering" } else { "closed the connection before answering" };
-                tracing::warn!("{} at {} {what}: {e}", route.name, route.authority());
+                let (what, detail) = match e {
+                    UpstreamError::Connect(e) => ("is not answering", e.to_string()),
+                    UpstreamError::Http(e) => ("closed the connection before answering", e.to_string()),
+                };
+                tracing::warn!("{} at {} {what}: {detail}", route.name, route.authority());
                 return local_error(
                     StatusCode::BAD_GATEWAY,
                     "upstream_unreachable",
@@ -261,9 +301,63 @@ impl Proxy {
     }
 }
 
+/// Sends `req` on this client connection's upstream connection for the route, opening one when
+/// there is none or it has closed. A request the connection did not take (it closed between
+/// requests) is retried once on a fresh connection; one it took is not, since it may have acted.
+async fn send_upstream(
+    route: &Route,
+    idx: usize,
+    upstreams: &Upstreams,
+    mut req: Request<ReqBody>,
+    upgrade: bool,
+) -> Result<Response<Incoming>, UpstreamError> {
+    let mut sender = upstreams.lock().unwrap_or_else(|e| e.into_inner())[idx].take();
+    for attempt in 0..2 {
+        let mut s = match sender.take() {
+            Some(s) if !s.is_closed() => s,
+            _ => connect_upstream(route).await?,
+        };
+        if s.ready().await.is_err() {
+            s = connect_upstream(route).await?;
+            s.ready().await.map_err(UpstreamError::Http)?;
+        }
+        match s.try_send_request(req).await {
+            Ok(resp) => {
+                // An upgraded connection belongs to the upgrade now.
+                if !(upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS) {
+                    upstreams.lock().unwrap_or_else(|e| e.into_inner())[idx] = Some(s);
+                }
+                return Ok(resp);
+            }
+            Err(mut e) => match e.take_message() {
+                Some(r) if attempt == 0 => req = r,
+                _ => return Err(UpstreamError::Http(e.into_error())),
+            },
+        }
+    }
+    unreachable!("the second attempt returns")
+}
+
+async fn connect_upstream(route: &Route) -> Result<SendRequest<ReqBody>, UpstreamError> {
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((route.host.as_str(), route.port)))
+        .await
+        .map_err(|_| UpstreamError::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")))?
+        .map_err(UpstreamError::Connect)?;
+    let _ = tcp.set_nodelay(true);
+    let (sender, conn) =
+        hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(tcp)).await.map_err(UpstreamError::Http)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!("upstream connection ended: {e}");
+        }
+    });
+    Ok(sender)
+}
+
 /// Refuses request heads over the limits: 414 for the target, 431 for the whole head.
 fn check_head<B>(req: &Request<B>, json: bool) -> Option<Response<RespBody>> {
-    let uri_len = req.uri().to_string().len();
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
+        + req.uri().authority().map_or(0, |a| a.as_str().len());
     if uri_len > MAX_URI {
         return Some(local_error(
             StatusCode::URI_TOO_LONG,

@@ -183,15 +183,25 @@ fn merge_slashes(path: &str) -> std::borrow::Cow<'_, str> {
 
 /// Applies the path policy of this module.
 pub fn check_path(path: &str) -> Result<(), PathError> {
-    if path.contains(['\\', '\0']) {
+    let bytes = path.as_bytes();
+    if bytes.iter().any(|&b| b == b'\\' || b == 0) {
         return Err(PathError::BadByte);
     }
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
-        return Err(PathError::EncodedSlash);
+    // The common case — no '%' and no dot-only segment — costs one scan and no allocation.
+    let has_pct = bytes.contains(&b'%');
+    if has_pct {
+        for w in bytes.windows(3).filter(|w| w[0] == b'%') {
+            let code = [w[1].to_ascii_lowercase(), w[2].to_ascii_lowercase()];
+            if matches!(&code, b"2f" | b"5c" | b"00") {
+                return Err(PathError::EncodedSlash);
+            }
+        }
     }
-    for seg in lower.split('/') {
-        let decoded = seg.replace("%2e", ".");
+    for seg in path.split('/') {
+        if seg.is_empty() || seg.len() > 6 || !(seg.starts_with('.') || seg.starts_with('%')) {
+            continue;
+        }
+        let decoded = if has_pct { seg.to_ascii_lowercase().replace("%2e", ".") } else { seg.to_string() };
         if decoded == "." || decoded == ".." {
             return Err(PathError::DotSegment);
         }
