@@ -1,8 +1,9 @@
 //! `burrow demo`: the whole path on loopback, in one command.
 //!
 //! It starts the pinned real frps (fetching it with `resources/fetch-frp.sh` when it is not cached),
-//! a small sample web app, and burrow's native client; prints the public URL; fetches it through
-//! frps; and keeps everything serving until Ctrl-C, when every process it started stops with it.
+//! a small sample web app, burrow's reverse proxy in front of it and burrow's native client; prints
+//! the public URL; fetches it through frps (frps → tunnel → proxy in-process → app); and keeps
+//! everything serving until Ctrl-C, when every process it started stops with it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::Client;
 use crate::config::{Config, Secret, ServerConfig, TlsConfig, TunnelConfig, TunnelKind};
 use crate::events::Events;
+use crate::proxy::{Proxy, Routes};
 
 const SUBDOMAIN_HOST: &str = "burrow.localhost";
 
@@ -69,7 +71,13 @@ async fn run_in(frps: &Path, dir: &Path) -> Result<(), String> {
     wait_port(bind_port).await?;
 
     let app = sample_app().await?;
-    say(&format!("2/4  sample web app listening on http://{app}"));
+    // The product path: the tunnel feeds burrow's reverse proxy in-process, which routes to the app.
+    let proxy_listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("no free loopback port: {e}"))?;
+    let proxy_addr = proxy_listener.local_addr().map_err(|e| e.to_string())?;
+    let routes = Routes::parse(&format!("/=http://{app};name=sample app")).map_err(|e| e.to_string())?;
+    let proxy = Proxy::new(routes.clone());
+    tokio::spawn(proxy.clone().serve(proxy_listener));
+    say(&format!("2/4  sample web app on http://{app}, behind burrow's reverse proxy on http://{proxy_addr}"));
 
     let config = Config {
         server: ServerConfig {
@@ -94,17 +102,17 @@ async fn run_in(frps: &Path, dir: &Path) -> Result<(), String> {
                 request_headers: BTreeMap::new(),
                 response_headers: BTreeMap::new(),
             },
-            local_addr: app.to_string(),
+            local_addr: proxy_addr.to_string(),
             use_encryption: false,
             use_compression: false,
         }],
-        proxy_addr: None,
-        routes: crate::proxy::Routes::parse(crate::proxy::routes::DEFAULT_ROUTES).expect("default routes"),
+        proxy_addr: Some(proxy_addr),
+        routes,
         log_filter: "info".into(),
     };
     let events = Events::silent();
     let mut rx = events.subscribe();
-    let client = Client::new(&config, events, None).map_err(|e| e.to_string())?;
+    let client = Client::new(&config, events, Some(proxy)).map_err(|e| e.to_string())?;
     let shutdown = CancellationToken::new();
     let token2 = shutdown.clone();
     let client_task = tokio::spawn(async move { client.run(token2).await });

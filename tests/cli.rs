@@ -66,3 +66,41 @@ fn unknown_flag_is_usage_error_2() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_burrow")).arg("--frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn demo_serves_the_public_url_and_stops_everything_on_ctrl_c() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = frp_dir();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_burrow"))
+        .args(["demo", "--frp-dir"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let fetched = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if l.starts_with("4/4") {
+                return l;
+            }
+        }
+        panic!("demo ended before fetching the URL");
+    })
+    .await
+    .expect("demo fetched its public URL within 30 s");
+    assert!(fetched.contains("HTTP 200") && fetched.contains("through burrow"), "{fetched}");
+    // The frps it started is a child of the demo.
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let frps_pid: u32 = children.split_whitespace().next().expect("frps runs as the demo's child").parse().unwrap();
+    assert!(std::fs::read_to_string(format!("/proc/{frps_pid}/cmdline")).unwrap().contains("frps"));
+    std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let gone = !std::path::Path::new(&format!("/proc/{frps_pid}")).exists()
+        || std::fs::read_to_string(format!("/proc/{frps_pid}/stat")).unwrap_or_default().contains(") Z ");
+    assert!(gone, "frps {frps_pid} outlived the demo");
+}
