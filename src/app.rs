@@ -36,7 +36,7 @@ pub async fn run(config: Config, events: Events) -> i32 {
     events.emit("starting", json!({"version": env!("CARGO_PKG_VERSION"), "mode": "native"}));
     let proxy = match config.proxy_addr {
         None => None,
-        Some(addr) => match std::net::TcpListener::bind(addr) {
+        Some(addr) => match crate::proxy::bind(addr) {
             Ok(listener) => {
                 let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.to_string());
                 if !addr.ip().is_loopback() {

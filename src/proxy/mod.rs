@@ -108,14 +108,30 @@ impl Proxy {
         )
     }
 
-    /// Serves `listener` on one thread per core, each with a single-threaded runtime that
-    /// accepts from the shared socket. A client connection and its upstream connections then
-    /// live on one thread, as in nginx's worker model: no cross-thread wake-ups per request.
+    /// Serves `listener` on one thread per core, each with a single-threaded runtime. A client
+    /// connection and its upstream connections then live on one thread, as in nginx's worker
+    /// model: no cross-thread wake-ups per request. On Linux each worker gets its own
+    /// `SO_REUSEPORT` socket on the same address, so the kernel spreads connections evenly;
+    /// elsewhere the workers accept from the one socket.
     pub fn spawn_workers(self: &Arc<Self>, listener: std::net::TcpListener) -> std::io::Result<()> {
         listener.set_nonblocking(true)?;
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+        let mut sockets = vec![listener];
+        #[cfg(target_os = "linux")]
+        {
+            let addr = sockets[0].local_addr()?;
+            let first = socket2::SockRef::from(&sockets[0]);
+            if first.reuse_port().unwrap_or(false) {
+                for _ in 1..workers {
+                    sockets.push(reuseport_listener(addr)?);
+                }
+            }
+        }
         for i in 0..workers {
-            let l = listener.try_clone()?;
+            let l = match sockets.get(i) {
+                Some(s) => s.try_clone()?,
+                None => sockets[0].try_clone()?,
+            };
             let this = self.clone();
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             std::thread::Builder::new().name(format!("burrow-proxy-{i}")).spawn(move || {
@@ -299,6 +315,31 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         Response::from_parts(parts, Either::Left(CountingBody::new(body, stats, Direction::Out)))
     }
+}
+
+/// Binds the proxy's address. On Linux with `SO_REUSEPORT`, so that each worker can bind its own
+/// socket to the same address (only processes of the same user can join such a group).
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    #[cfg(target_os = "linux")]
+    {
+        reuseport_listener(addr)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        std::net::TcpListener::bind(addr)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
 }
 
 /// Sends `req` on this client connection's upstream connection for the route, opening one when
