@@ -42,7 +42,7 @@ pub async fn run(config: Config, events: Events) -> i32 {
                 if !addr.ip().is_loopback() {
                     events.warning("proxy_not_loopback", &format!("the reverse proxy listens on {bound}, reachable from other machines; use 127.0.0.1 unless that is intended"));
                 }
-                let proxy = Proxy::new(config.routes.clone());
+                let proxy = Proxy::with_timeout(config.routes.clone(), config.upstream_timeout);
                 if let Err(e) = proxy.spawn_workers(listener) {
                     events.error(ErrorCode::Internal, &format!("cannot start the proxy: {e}"), "", true);
                     events.emit("stopped", json!({"reason": "internal"}));

@@ -108,6 +108,7 @@ async fn run_in(frps: &Path, dir: &Path) -> Result<(), String> {
         }],
         proxy_addr: Some(proxy_addr),
         routes,
+        upstream_timeout: crate::proxy::RESPONSE_TIMEOUT,
         log_filter: "info".into(),
     };
     let events = Events::silent();

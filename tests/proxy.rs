@@ -29,16 +29,24 @@ struct Stack {
 /// burrow with the app's three-route table over three real upstreams; no frps needed (the
 /// client retries in the background, the proxy serves regardless).
 async fn stack(extra_routes: &str) -> Stack {
+    stack_with(extra_routes, &[]).await
+}
+
+async fn stack_with(extra_routes: &str, extra_env: &[(&str, &str)]) -> Stack {
     let (backend, vibe, frontend) =
         (app_upstream("backend").await, app_upstream("vibe").await, app_upstream("frontend").await);
     let port = free_port();
     let routes = format!("/api/alt=http://{backend};name=backend,/api=http://{vibe};name=vibe app,/=http://{frontend};name=frontend{extra_routes}");
-    let b = Burrow::spawn(&[
-        ("BURROW_SERVER_ADDR", &format!("127.0.0.1:{}", free_port())),
+    let server = format!("127.0.0.1:{}", free_port());
+    let proxy_addr = format!("127.0.0.1:{port}");
+    let mut env = vec![
+        ("BURROW_SERVER_ADDR", server.as_str()),
         ("BURROW_SUBDOMAIN", "app"),
-        ("BURROW_PROXY_ADDR", &format!("127.0.0.1:{port}")),
-        ("BURROW_ROUTES", &routes),
-    ]);
+        ("BURROW_PROXY_ADDR", proxy_addr.as_str()),
+        ("BURROW_ROUTES", routes.as_str()),
+    ];
+    env.extend_from_slice(extra_env);
+    let b = Burrow::spawn(&env);
     let ready = b.wait("proxy_ready", T).await;
     assert_eq!(ready["addr"], format!("127.0.0.1:{port}"));
     Stack { burrow: b, port, backend, vibe, frontend }
@@ -72,6 +80,7 @@ async fn routes_and_headers() {
         ("/apix", "frontend"),
         ("/", "frontend"),
         ("//api/alt/merged", "backend"),
+        ("/api/%61lt/decoded", "backend"),
     ] {
         let (status, v) = get_json(s.port, path).await;
         assert_eq!(status, 200, "{path}");
@@ -299,15 +308,16 @@ async fn dead_upstream_is_an_immediate_502_naming_it() {
 async fn thousand_concurrent_keep_alive_requests() {
     let s = stack("").await;
     let port = s.port;
-    // 250 keep-alive connections, 4 requests each, all in flight together.
-    let tasks: Vec<_> = (0..250)
+    // 1,000 keep-alive connections with a request in flight on each at once, then a second
+    // request on each connection.
+    let tasks: Vec<_> = (0..1000)
         .map(|c| {
             tokio::spawn(async move {
                 let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
                 let (mut tx, conn) =
                     hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
                 tokio::spawn(conn);
-                for r in 0..4 {
+                for r in 0..2 {
                     let path = if r % 2 == 0 { format!("/api/alt/c{c}/r{r}") } else { format!("/page/c{c}/r{r}") };
                     tx.ready().await.unwrap();
                     let resp = tx
@@ -432,4 +442,59 @@ async fn per_route_counters_in_the_status_event() {
     let api = st["proxy"].as_array().unwrap().iter().find(|r| r["prefix"] == "/api").unwrap().clone();
     assert_eq!(api["websockets_open"], 0);
     assert!(api["bytes_in"].as_u64().unwrap() > 0 && api["bytes_out"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upstream_504_but_slow_upload_is_fine() {
+    let s = stack_with("", &[("BURROW_UPSTREAM_TIMEOUT", "1")]).await;
+    let start = Instant::now();
+    let req = hyper::Request::get("/api/slow")
+        .header("host", "a")
+        .header("accept", "application/json")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, _, body) = send(s.port, req).await;
+    assert_eq!(status, 504);
+    assert!(start.elapsed() < Duration::from_millis(2500), "{:?}", start.elapsed());
+    assert!(String::from_utf8_lossy(&body).contains("vibe app at"), "{}", String::from_utf8_lossy(&body));
+    // An upload slower than the timeout: the timer starts when the body has been sent.
+    let chunks = futures_util::stream::unfold(0u32, |i| async move {
+        if i == 5 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Some((Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(vec![1u8; 1000]))), i + 1))
+    });
+    let c = TcpStream::connect(("127.0.0.1", s.port)).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(c)).await.unwrap();
+    tokio::spawn(conn);
+    let resp = tx
+        .send_request(hyper::Request::post("/api/upload").header("host", "a").body(StreamBody::new(chunks)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(v["bytes"], 5000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_address_in_use_exits_4() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let server = format!("127.0.0.1:{}", free_port());
+    let addr = format!("127.0.0.1:{port}");
+    let mut b =
+        Burrow::spawn(&[("BURROW_SERVER_ADDR", &server), ("BURROW_SUBDOMAIN", "a"), ("BURROW_PROXY_ADDR", &addr)]);
+    assert_eq!(b.wait_exit(T).await, 4);
+    let err = b.events().into_iter().find(|e| e["event"] == "error").unwrap();
+    assert_eq!(err["code"], "port_in_use");
+    assert!(err["hint"].as_str().unwrap().contains("BURROW_PROXY_ADDR"));
+    drop(taken);
+    // Nor may a second burrow share a running burrow's proxy address.
+    let first =
+        Burrow::spawn(&[("BURROW_SERVER_ADDR", &server), ("BURROW_SUBDOMAIN", "a"), ("BURROW_PROXY_ADDR", &addr)]);
+    first.wait("proxy_ready", T).await;
+    let mut second =
+        Burrow::spawn(&[("BURROW_SERVER_ADDR", &server), ("BURROW_SUBDOMAIN", "a"), ("BURROW_PROXY_ADDR", &addr)]);
+    assert_eq!(second.wait_exit(T).await, 4);
 }

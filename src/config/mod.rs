@@ -177,6 +177,8 @@ pub struct Config {
     pub proxy_addr: Option<SocketAddr>,
     /// The proxy's route table (`BURROW_ROUTES`).
     pub routes: crate::proxy::Routes,
+    /// How long an upstream may take to answer (`BURROW_UPSTREAM_TIMEOUT`).
+    pub upstream_timeout: std::time::Duration,
     /// `BURROW_LOG`.
     pub log_filter: String,
 }
@@ -423,7 +425,22 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
         ));
     }
 
-    Ok(Config { server, tunnels, proxy_addr, routes, log_filter })
+    let upstream_timeout = match get(env, "BURROW_UPSTREAM_TIMEOUT") {
+        None => crate::proxy::RESPONSE_TIMEOUT,
+        Some(v) => match v.trim().parse::<f64>() {
+            Ok(secs) if secs > 0.0 && secs <= 86_400.0 => std::time::Duration::from_secs_f64(secs),
+            _ => {
+                return Err(ConfigError::new(
+                    "BURROW_UPSTREAM_TIMEOUT",
+                    v,
+                    "expected seconds, more than 0 and at most 86400",
+                    "BURROW_UPSTREAM_TIMEOUT=60",
+                ))
+            }
+        },
+    };
+
+    Ok(Config { server, tunnels, proxy_addr, routes, upstream_timeout, log_filter })
 }
 
 fn validate_subdomain(name: &str, v: &str) -> Result<(), ConfigError> {
@@ -493,6 +510,8 @@ mod tests {
             ("BURROW_ROUTES", "/api=https://127.0.0.1:8000"),
             ("BURROW_ROUTES", "/api=http://127.0.0.1"),
             ("BURROW_ROUTES", "/=http://127.0.0.1:0"),
+            ("BURROW_UPSTREAM_TIMEOUT", "0"),
+            ("BURROW_UPSTREAM_TIMEOUT", "soon"),
         ];
         for (k, v) in cases {
             let mut e = env(&base());

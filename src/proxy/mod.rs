@@ -38,7 +38,8 @@ use stats::{CountingBody, Direction, RouteStats};
 
 /// How long an upstream may take to connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long an upstream may take to start its response (frps' own vhost timeout is 60 s).
+/// Default time an upstream may take to start its response once the request is sent (frps' own
+/// vhost timeout is 60 s); `BURROW_UPSTREAM_TIMEOUT` changes it.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest request head (request line + headers) the proxy forwards; larger is 431.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -62,6 +63,7 @@ pub enum Origin {
 pub struct Proxy {
     routes: Routes,
     stats: Vec<Arc<RouteStats>>,
+    response_timeout: Duration,
 }
 
 /// Upstream connections of one client connection, one keep-alive connection per route.
@@ -81,8 +83,13 @@ enum UpstreamError {
 impl Proxy {
     /// A proxy for `routes`.
     pub fn new(routes: Routes) -> Arc<Self> {
+        Self::with_timeout(routes, RESPONSE_TIMEOUT)
+    }
+
+    /// A proxy whose upstreams may take `response_timeout` to answer.
+    pub fn with_timeout(routes: Routes, response_timeout: Duration) -> Arc<Self> {
         let stats = routes.all().iter().map(|_| Arc::new(RouteStats::default())).collect();
-        Arc::new(Self { routes, stats })
+        Arc::new(Self { routes, stats, response_timeout })
     }
 
     /// The routes, longest prefix first.
@@ -246,10 +253,28 @@ impl Proxy {
             }
         }
         parts.version = http::Version::HTTP_11;
-        let upstream_req = Request::from_parts(parts, CountingBody::new(body, stats.clone(), Direction::In));
-
+        // The response timer starts once the request body has been sent: an upload may take as
+        // long as it takes, an upstream that then says nothing may not.
+        let (body_sent, body_sent_rx) = tokio::sync::oneshot::channel();
+        let body = CountingBody::new(body, stats.clone(), Direction::In);
+        let body = if hyper::body::Body::is_end_stream(&body) {
+            let _ = body_sent.send(());
+            body
+        } else {
+            body.with_end_signal(body_sent)
+        };
+        let upstream_req = Request::from_parts(parts, body);
+        let timeout = self.response_timeout;
+        let timer = async move {
+            let _ = body_sent_rx.await;
+            tokio::time::sleep(timeout).await;
+        };
         let sent = send_upstream(route, idx, upstreams, upstream_req, upgrade);
-        let mut resp = match tokio::time::timeout(RESPONSE_TIMEOUT, sent).await {
+        let outcome = tokio::select! {
+            r = sent => Ok(r),
+            _ = timer => Err(()),
+        };
+        let mut resp = match outcome {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 stats.upstream_errors.fetch_add(1, Relaxed);
@@ -276,7 +301,7 @@ impl Proxy {
                         "{} at {} did not answer within {} s",
                         route.name,
                         route.authority(),
-                        RESPONSE_TIMEOUT.as_secs()
+                        timeout.as_secs_f64()
                     ),
                     wants_json,
                 );
@@ -322,6 +347,9 @@ impl Proxy {
 pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     #[cfg(target_os = "linux")]
     {
+        // A plain bind first: it fails when anyone (another burrow included) holds the address,
+        // which a SO_REUSEPORT bind by the same user would silently share instead.
+        drop(std::net::TcpListener::bind(addr)?);
         reuseport_listener(addr)
     }
     #[cfg(not(target_os = "linux"))]

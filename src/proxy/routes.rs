@@ -5,8 +5,9 @@
 //! a NUL is **rejected with 400**. Such paths are how a request aimed at one upstream sneaks into
 //! another (`/api/../api/alt`, `/api%2Falt`) when an upstream decodes or resolves them after the
 //! proxy has routed; with them refused, the path burrow routes on is the path every upstream sees.
-//! Repeated slashes are merged for routing only (`//api/alt` routes like `/api/alt`); the path is
-//! forwarded unchanged.
+//! For routing, percent-encoded *unreserved* characters are decoded (RFC 3986 §6.2.2.2:
+//! `/api/%61lt` is `/api/alt`, as any upstream will read it) and repeated slashes merged
+//! (`//api/alt` routes like `/api/alt`); the path itself is forwarded unchanged.
 
 use std::fmt;
 
@@ -161,24 +162,38 @@ impl Routes {
     /// The route for a request path (`None` when no route covers it: no `/` route).
     pub fn select(&self, path: &str) -> Result<Option<&Route>, PathError> {
         check_path(path)?;
-        let merged = merge_slashes(path);
-        Ok(self.0.iter().find(|r| r.matches(&merged)))
+        let normal = routing_form(path);
+        Ok(self.0.iter().find(|r| r.matches(&normal)))
     }
 }
 
-fn merge_slashes(path: &str) -> std::borrow::Cow<'_, str> {
-    if !path.contains("//") {
+/// The path as routing sees it: encoded unreserved characters decoded, repeated slashes merged.
+fn routing_form(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains("//") && !path.contains('%') {
         return path.into();
     }
-    let mut out = String::with_capacity(path.len());
-    let mut prev = '\0';
-    for c in path.chars() {
-        if !(c == '/' && prev == '/') {
+    let b = path.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%' && i + 2 < b.len() {
+            let hex = |x: u8| (x as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                let d = (h * 16 + l) as u8;
+                if d.is_ascii_alphanumeric() || matches!(d, b'-' | b'.' | b'_' | b'~') {
+                    out.push(d);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        if !(c == b'/' && out.last() == Some(&b'/')) {
             out.push(c);
         }
-        prev = c;
+        i += 1;
     }
-    out.into()
+    String::from_utf8(out).map(Into::into).unwrap_or_else(|_| path.into())
 }
 
 /// Applies the path policy of this module.
@@ -233,6 +248,10 @@ mod tests {
             ("/index.html", 5002),
             ("//api/alt/x", 5003),
             ("/api//alt", 5003),
+            ("/api/%61lt/x", 5003),
+            ("/%61pi/%41lt", 8000),
+            ("/ap%69/alt", 5003),
+            ("/api/alt%7e", 8000),
         ] {
             assert_eq!(port_for(&r, path), Some(port), "{path}");
         }

@@ -63,13 +63,20 @@ pin_project_lite::pin_project! {
         inner: B,
         stats: Arc<RouteStats>,
         dir: Direction,
+        ended: Option<tokio::sync::oneshot::Sender<()>>,
     }
 }
 
 impl<B> CountingBody<B> {
     /// Wraps `inner`.
     pub fn new(inner: B, stats: Arc<RouteStats>, dir: Direction) -> Self {
-        Self { inner, stats, dir }
+        Self { inner, stats, dir, ended: None }
+    }
+
+    /// Also reports when the body has been read to its end (or dropped).
+    pub fn with_end_signal(mut self, ended: tokio::sync::oneshot::Sender<()>) -> Self {
+        self.ended = Some(ended);
+        self
     }
 }
 
@@ -83,6 +90,11 @@ where
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let r = this.inner.poll_frame(cx);
+        if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            if let Some(tx) = this.ended.take() {
+                let _ = tx.send(());
+            }
+        }
         if let Poll::Ready(Some(Ok(f))) = &r {
             if let Some(d) = f.data_ref() {
                 let n = bytes::Buf::remaining(d) as u64;

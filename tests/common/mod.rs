@@ -538,6 +538,10 @@ pub async fn app_upstream(name: &'static str) -> SocketAddr {
                                 .unwrap();
                             return Ok(resp);
                         }
+                        if path.ends_with("/slow") {
+                            tokio::time::sleep(Duration::from_secs(3)).await;
+                            return Ok(hyper::Response::new(full("slow")));
+                        }
                         if path.ends_with("/upload") {
                             let mut body = req.into_body();
                             let mut h = <sha2::Sha256 as sha2::Digest>::new();
