@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::Client;
+use crate::client::{Client, SetupError};
 use crate::config::Config;
 use crate::events::{ErrorCode, Events};
 use crate::proxy::Proxy;
@@ -71,12 +71,12 @@ pub async fn run(config: Config, events: Events) -> i32 {
     let client = match Client::new(&config, events.clone(), proxy) {
         Ok(c) => c,
         Err(e) => {
-            events.error(
-                ErrorCode::ConfigInvalid,
-                &e.to_string(),
-                "fix BURROW_TLS_CA / BURROW_TLS_SERVER_NAME and start again",
-                true,
-            );
+            let hint = match &e {
+                SetupError::Tls(_) => "fix the TLS settings (BURROW_TLS_CA or transport.tls.trustedCaFile, BURROW_TLS_SERVER_NAME or transport.tls.serverName; a server name must be a DNS name or an IP address) and start again",
+                SetupError::TunnelTooLarge { .. } => "frp messages are limited to 10240 bytes: split the tunnel or list fewer domains, locations or headers",
+            };
+            eprintln!("burrow: {e}");
+            events.error(ErrorCode::ConfigInvalid, &e.to_string(), hint, true);
             events.emit("stopped", json!({"reason": "config_invalid"}));
             return ErrorCode::ConfigInvalid.exit_code();
         }
@@ -93,6 +93,7 @@ pub async fn run(config: Config, events: Events) -> i32 {
             0
         }
         Err(fatal) => {
+            eprintln!("burrow: {}", fatal.message);
             events.emit("stopped", json!({"reason": fatal.code.as_str()}));
             fatal.code.exit_code()
         }

@@ -144,6 +144,7 @@ async fn run_in(frps: &Path, dir: &Path) -> Result<(), String> {
 
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
+        _ = terminated() => {}
         r = frps_child.wait() => say(&format!("frps exited unexpectedly ({r:?})")),
     }
     shutdown.cancel();
@@ -151,6 +152,18 @@ async fn run_in(frps: &Path, dir: &Path) -> Result<(), String> {
     let _ = frps_child.kill().await;
     say("stopped.");
     Ok(())
+}
+
+/// SIGTERM (a supervisor stopping the demo) ends it as cleanly as Ctrl-C.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+            return;
+        }
+    }
+    std::future::pending::<()>().await
 }
 
 fn find_frps(dir: Option<PathBuf>) -> Result<PathBuf, String> {

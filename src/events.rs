@@ -2,7 +2,9 @@
 //!
 //! One object per line, flushed per line, always with `event` and `ts`. stdout belongs to the host
 //! (an Electron main process, a script): human logs go to stderr through `tracing`. A host that has
-//! gone away must never make burrow panic or hang, so a failed write just turns the stream off.
+//! gone away must never make burrow panic or hang: lines are written by a thread of their own
+//! through a bounded queue (a host that stops reading fills the queue, and further lines are
+//! dropped and counted rather than blocking the tunnel), and a failed write turns the stream off.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -77,8 +79,17 @@ pub struct Events {
     format: Format,
 }
 
+/// Lines queued for the writer thread, at most.
+const QUEUE: usize = 10_000;
+
+enum Out {
+    Line(String),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
 struct Sink {
-    out: Option<Box<dyn Write + Send>>,
+    out: Option<std::sync::mpsc::SyncSender<Out>>,
+    dropped: u64,
     subscribers: Vec<tokio::sync::mpsc::UnboundedSender<Value>>,
 }
 
@@ -88,14 +99,43 @@ impl Events {
         Self::to_writer(Box::new(std::io::stdout()), format)
     }
 
-    /// Events written to any writer (tests, or a file).
-    pub fn to_writer(out: Box<dyn Write + Send>, format: Format) -> Self {
-        Self { inner: Arc::new(Mutex::new(Sink { out: Some(out), subscribers: Vec::new() })), format }
+    /// Events written to any writer (tests, or a file), by a thread of their own.
+    pub fn to_writer(mut out: Box<dyn Write + Send>, format: Format) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Out>(QUEUE);
+        let spawned = std::thread::Builder::new().name("burrow-events".into()).spawn(move || {
+            let mut open = true;
+            for item in rx {
+                match item {
+                    Out::Line(line) if open => {
+                        // The host closed our stdout: nobody is listening, keep running without it.
+                        open = writeln!(out, "{line}").and_then(|_| out.flush()).is_ok();
+                    }
+                    Out::Line(_) => {}
+                    Out::Flush(ack) => {
+                        let _ = ack.send(());
+                    }
+                }
+            }
+        });
+        let out = spawned.ok().map(|_| tx);
+        Self { inner: Arc::new(Mutex::new(Sink { out, dropped: 0, subscribers: Vec::new() })), format }
     }
 
     /// Events that go nowhere but to subscribers.
     pub fn silent() -> Self {
-        Self { inner: Arc::new(Mutex::new(Sink { out: None, subscribers: Vec::new() })), format: Format::Json }
+        Self {
+            inner: Arc::new(Mutex::new(Sink { out: None, dropped: 0, subscribers: Vec::new() })),
+            format: Format::Json,
+        }
+    }
+
+    /// Waits (at most `within`) until every event emitted so far has been written.
+    pub fn flush(&self, within: std::time::Duration) {
+        let (ack, done) = std::sync::mpsc::channel();
+        let sent = self.lock().out.as_ref().map(|tx| tx.send(Out::Flush(ack)).is_ok()).unwrap_or(false);
+        if sent {
+            let _ = done.recv_timeout(within);
+        }
     }
 
     /// A live copy of every event from now on (admin API, demo).
@@ -128,11 +168,12 @@ impl Events {
             Format::Json => value.to_string(),
             Format::Human => human_line(&value),
         };
-        if let Some(out) = sink.out.as_mut() {
-            let ok = writeln!(out, "{line}").and_then(|_| out.flush()).is_ok();
-            if !ok {
-                // The host closed our stdout: nobody is listening, keep running without it.
-                sink.out = None;
+        if let Some(tx) = sink.out.as_ref() {
+            if let Err(std::sync::mpsc::TrySendError::Full(_)) = tx.try_send(Out::Line(line)) {
+                sink.dropped += 1;
+                if sink.dropped == 1 {
+                    tracing::warn!("the host is not reading burrow's stdout; events are being dropped");
+                }
             }
         }
     }
@@ -199,6 +240,7 @@ mod tests {
         let ev = Events::to_writer(Box::new(buf.clone()), Format::Json);
         ev.emit("tunnel_up", json!({"name": "web", "url": "http://a.b"}));
         ev.error(ErrorCode::AuthFailed, "m", "h", true);
+        ev.flush(std::time::Duration::from_secs(5));
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines[0]["event"], "tunnel_up");
@@ -213,6 +255,30 @@ mod tests {
         let ev = Events::to_writer(Box::new(Closed), Format::Json);
         ev.emit("starting", json!({}));
         ev.emit("stopped", json!({}));
+        ev.flush(std::time::Duration::from_secs(5));
+    }
+
+    /// A writer that never returns, like a pipe whose reader stopped reading.
+    struct Stuck;
+    impl Write for Stuck {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+            Ok(0)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_host_that_stops_reading_never_blocks_emit() {
+        let ev = Events::to_writer(Box::new(Stuck), Format::Json);
+        let start = std::time::Instant::now();
+        for i in 0..(QUEUE + 100) {
+            ev.emit("status", json!({"i": i}));
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        assert!(ev.lock().dropped >= 99);
     }
 
     #[test]

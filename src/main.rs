@@ -94,12 +94,15 @@ fn main() {
                 true,
             );
             events.emit("stopped", serde_json::json!({"reason": "config_invalid"}));
+            events.flush(std::time::Duration::from_secs(2));
             std::process::exit(ErrorCode::ConfigInvalid.exit_code());
         }
     };
     init_tracing(&config.log_filter);
     let rt = runtime();
-    let code = rt.block_on(app::run(config, events));
+    let code = rt.block_on(app::run(config, events.clone()));
+    // `stopped` must be out before the process ends.
+    events.flush(std::time::Duration::from_secs(2));
     // Exit before the runtime is dropped: dropping it would wait for the blocking stdin reader,
     // which only returns when the host writes or closes stdin.
     std::process::exit(code);

@@ -26,6 +26,22 @@ use crate::proxy::Proxy;
 use crate::status::Status;
 use crate::transport::tls::{self, TlsSetupError};
 
+/// Why the client cannot start with this configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// TLS settings.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    /// A tunnel's registration would exceed frp's message limit.
+    #[error("tunnel {name:?} cannot be registered: {reason} (too many customDomains, locations or headers)")]
+    TunnelTooLarge {
+        /// The tunnel.
+        name: String,
+        /// The framing error.
+        reason: String,
+    },
+}
+
 /// A failure that ends burrow.
 #[derive(Debug, Clone)]
 pub struct Fatal {
@@ -82,9 +98,10 @@ pub struct Client {
 }
 
 impl Client {
-    /// Prepares a client; fails when the TLS settings cannot be used. Tunnels whose local target
-    /// is the address of `proxy` are served by it in-process.
-    pub fn new(config: &Config, events: Events, proxy: Option<Arc<Proxy>>) -> Result<Self, TlsSetupError> {
+    /// Prepares a client; fails when the TLS settings cannot be used or a tunnel cannot be
+    /// registered as configured. Tunnels whose local target is the address of `proxy` are served
+    /// by it in-process.
+    pub fn new(config: &Config, events: Events, proxy: Option<Arc<Proxy>>) -> Result<Self, SetupError> {
         let server = config.server.clone();
         let tls = if server.tls.enabled {
             let cfg =
@@ -105,6 +122,14 @@ impl Client {
                     && config.proxy_addr.is_some_and(|a| t.local_addr.parse::<std::net::SocketAddr>().ok() == Some(a)),
             })
             .collect();
+        for t in &tunnels {
+            // frps drops a frame over 10240 bytes: refuse the configuration instead of a session
+            // that can never register.
+            let msg = burrow_proto::Message::NewProxy(session::new_proxy(t));
+            if let Err(e) = msg.to_bytes() {
+                return Err(SetupError::TunnelTooLarge { name: t.config.name.clone(), reason: e.to_string() });
+            }
+        }
         let by_wire_name = tunnels.iter().enumerate().map(|(i, t)| (t.wire_name.clone(), i)).collect();
         let key = burrow_proto::auth::derive_key(server.token.expose());
         let status =

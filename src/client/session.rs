@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,6 +31,9 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 /// A session with no `Pong` for this long is dead.
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(90);
+/// Work connections opened but not yet started by frps, at most (frps itself pools at most
+/// `pool_count + 10` and asks for one more per user connection it takes).
+const MAX_PENDING_WORK: usize = 256;
 /// frpc re-sends a rejected `NewProxy` after this long.
 const PROXY_RETRY: Duration = Duration::from_secs(30);
 
@@ -74,7 +78,9 @@ impl SessionError {
                 ErrorCode::ServerUnreachable
             }
             SessionError::Transport(_) => ErrorCode::ProtocolError,
-            SessionError::Rejected(_) | SessionError::PongError(_) => ErrorCode::AuthFailed,
+            SessionError::Rejected(_) if self.is_fatal() => ErrorCode::AuthFailed,
+            SessionError::Rejected(_) => ErrorCode::ProtocolError,
+            SessionError::PongError(_) => ErrorCode::AuthFailed,
             SessionError::ClosedBeforeLogin | SessionError::LoginTimeout | SessionError::Protocol(_) => {
                 ErrorCode::ProtocolError
             }
@@ -83,8 +89,17 @@ impl SessionError {
     }
 
     /// Rejected credentials are not retried (unlike frpc's loginFailExit, everything else is).
+    /// frps words token failures "token in login doesn't match …", and with
+    /// `detailedErrorsToClient = false` says only "register control error"; other refusals
+    /// (a duplicate client id, a server plugin) may pass and are retried.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, SessionError::Rejected(_))
+        match self {
+            SessionError::Rejected(m) => {
+                let m = m.to_ascii_lowercase();
+                ["token", "auth", "privilege", "register control error"].iter().any(|k| m.contains(k))
+            }
+            _ => false,
+        }
     }
 
     /// What the user can do about it.
@@ -94,7 +109,10 @@ impl SessionError {
             SessionError::Transport(TransportError::Connect { .. } | TransportError::ConnectTimeout { .. }) => "check BURROW_SERVER_ADDR and that frps is running and reachable; burrow keeps retrying".into(),
             SessionError::Transport(_) => "the multiplexed connection failed; burrow reconnects".into(),
             SessionError::ClosedBeforeLogin | SessionError::LoginTimeout => "likely a transport mismatch: BURROW_TCP_MUX must equal frps' transport.tcpMux, and BURROW_TLS must be on when frps sets transport.tls.force; or the address is not an frps bind port".into(),
-            SessionError::Rejected(_) => "check BURROW_SERVER_TOKEN (auth.token): it must equal frps' auth.token".into(),
+            SessionError::Rejected(_) if self.is_fatal() => {
+                "check BURROW_SERVER_TOKEN (auth.token): it must equal frps' auth.token".into()
+            }
+            SessionError::Rejected(_) => "frps refused this client for a reason other than its token; burrow retries".into(),
             SessionError::PongError(_) => "frps checks tokens in heartbeats (auth.additionalScopes); check BURROW_SERVER_TOKEN".into(),
             SessionError::Protocol(_) => "the server does not speak frp v1 as frps 0.52–0.70 do; check the address, or use the frpc fallback".into(),
             SessionError::Closed | SessionError::HeartbeatTimeout | SessionError::Io(_) => "the connection to frps was lost; burrow reconnects".into(),
@@ -143,11 +161,19 @@ pub(super) async fn run(
     logged_in: &mut bool,
 ) -> Result<(), SessionError> {
     let mut states: HashMap<String, TunnelState> = HashMap::new();
+    let flag = AtomicBool::new(false);
     let result = tokio::select! {
-        r = serve(shared, run_id, shutdown, logged_in, &mut states) => r,
-        // Shutdown before login: nothing is registered yet.
-        _ = shutdown.cancelled(), if !*logged_in => Ok(()),
+        r = serve(shared, run_id, shutdown, &flag, &mut states) => r,
+        // Shutdown before login: nothing is registered yet, drop the attempt. After login `serve`
+        // handles shutdown itself (CloseProxy for every tunnel), so this arm then stays pending.
+        _ = async {
+            shutdown.cancelled().await;
+            if flag.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+        } => Ok(()),
     };
+    *logged_in = flag.load(Ordering::SeqCst);
     let reason = match &result {
         Ok(()) => "shutdown".to_string(),
         Err(e) => e.to_string(),
@@ -165,7 +191,7 @@ async fn serve(
     shared: &Arc<Shared>,
     run_id: &mut String,
     shutdown: &CancellationToken,
-    logged_in: &mut bool,
+    logged_in: &AtomicBool,
     states: &mut HashMap<String, TunnelState>,
 ) -> Result<(), SessionError> {
     let server = &shared.server;
@@ -223,7 +249,7 @@ async fn serve(
         return Err(SessionError::Protocol("LoginResp carries neither run_id nor error".into()));
     }
     *run_id = resp.run_id;
-    *logged_in = true;
+    logged_in.store(true, Ordering::SeqCst);
     tracing::info!("logged in to frps {} at {addr} (run id {run_id})", resp.version);
     shared.events.emit(
         "connected",
@@ -281,6 +307,12 @@ async fn serve(
             }
             msg = in_rx.recv() => match msg {
                 Some(Ok(Message::ReqWorkConn(_))) => {
+                    // frps asks for one per user connection; a server asking for thousands that it
+                    // never starts would make burrow dial without end.
+                    if pending_work.len() >= MAX_PENDING_WORK {
+                        tracing::warn!("frps asked for more than {MAX_PENDING_WORK} unused work connections; ignoring the request");
+                        continue;
+                    }
                     pending_work.spawn(work::open(conns.clone(), shared.clone(), run_id.clone()));
                 }
                 Some(Ok(Message::NewProxyResp(r))) => {
@@ -356,7 +388,7 @@ fn ping(shared: &Shared) -> Ping {
     Ping { privilege_key: burrow_proto::auth::privilege_key(shared.server.token.expose(), ts), timestamp: ts }
 }
 
-fn new_proxy(t: &Tunnel) -> NewProxy {
+pub(super) fn new_proxy(t: &Tunnel) -> NewProxy {
     let c = &t.config;
     let mut m = NewProxy {
         proxy_name: t.wire_name.clone(),

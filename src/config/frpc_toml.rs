@@ -136,12 +136,17 @@ impl FrpcFile {
     /// Parses TOML text read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let mut f: FrpcFile = toml::from_str(text).map_err(|e| {
-            let msg = e.message().to_string();
-            let at = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .map(|(l, c)| format!(" (line {l}, column {c})"))
-                .unwrap_or_default();
+            let at_pos = e.span().map(|s| line_col(text, s.start));
+            let mut msg = e.message().to_string();
+            // toml quotes the offending value; on a secret's line that would print the secret.
+            if let Some((line, _)) = at_pos {
+                let key =
+                    text.lines().nth(line - 1).and_then(|l| l.split('=').next()).unwrap_or("").to_ascii_lowercase();
+                if ["token", "password", "secret", "pwd"].iter().any(|k| key.contains(k)) {
+                    msg = format!("invalid value for {} (value hidden; it must be a quoted string)", key.trim());
+                }
+            }
+            let at = at_pos.map(|(l, c)| format!(" (line {l}, column {c})")).unwrap_or_default();
             ConfigError::new(
                 "BURROW_CONFIG",
                 path.display().to_string(),
@@ -176,6 +181,16 @@ impl FrpcFile {
                     p.clone(),
                     "burrow's native client speaks frp over TCP only (kcp, quic, websocket and wss need frpc)",
                     "transport.protocol = \"tcp\"",
+                ));
+            }
+        }
+        if let Some(ca) = &self.transport.tls.trusted_ca_file {
+            if !ca.is_file() {
+                return Err(self.key_err(
+                    "transport.tls.trustedCaFile",
+                    ca.display().to_string(),
+                    "no such file; give the PEM file of the CA that signed frps' certificate",
+                    "transport.tls.trustedCaFile = \"/etc/burrow/frps-ca.pem\"",
                 ));
             }
         }
@@ -418,6 +433,15 @@ transport.useCompression = true
     }
 
     #[test]
+    fn secrets_in_bad_values_are_hidden() {
+        for text in ["auth.token = 987654321\n", "[[proxies]]\nname=\"a\"\ntype=\"http\"\nhttpPassword = 987654321\n"] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(!e.contains("987654321"), "{e}");
+            assert!(e.contains("value hidden"), "{e}");
+        }
+    }
+
+    #[test]
     fn strict_and_clear_errors() {
         let cases: &[(&str, &str)] = &[
             ("serverAddr = \"h\"\nfoo = 1\n", "unknown field `foo`"),
@@ -430,6 +454,7 @@ transport.useCompression = true
             ("transport.protocol = \"kcp\"\n", "transport.protocol"),
             ("auth.method = \"oidc\"\n", "auth.method"),
             ("serverPort = 70000\n", "70000"),
+            ("transport.tls.trustedCaFile = \"/no/such/ca.pem\"\n", "trustedCaFile"),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err().to_string();

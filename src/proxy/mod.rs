@@ -92,11 +92,6 @@ impl Proxy {
         Arc::new(Self { routes, stats, response_timeout })
     }
 
-    /// The routes, longest prefix first.
-    pub fn routes(&self) -> &Routes {
-        &self.routes
-    }
-
     /// Counters per route, as JSON.
     pub fn snapshot(&self) -> Value {
         Value::Array(
