@@ -88,6 +88,8 @@ async fn run_in(frps: &Path, dir: &Path) -> Result<(), String> {
             tls: TlsConfig { enabled: true, ca_file: None, pin: None, server_name: None },
             tcp_mux: true,
             pool_count: 1,
+            heartbeat_interval: crate::config::DEFAULT_HEARTBEAT_INTERVAL,
+            heartbeat_timeout: crate::config::DEFAULT_HEARTBEAT_TIMEOUT,
             metas: BTreeMap::new(),
         },
         tunnels: vec![TunnelConfig {

@@ -26,11 +26,6 @@ use crate::transport::{Transport, TransportError};
 
 /// How long frps may take to answer `Login` (frpc's own deadline).
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Heartbeat period. frpc 0.58+ only pings without tcp_mux; burrow always does — harmless, and it
-/// is the one way to notice a server that vanished without a FIN.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
-/// A session with no `Pong` for this long is dead.
-pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(90);
 /// Work connections opened but not yet started by frps, at most (frps itself pools at most
 /// `pool_count + 10` and asks for one more per user connection it takes).
 const MAX_PENDING_WORK: usize = 256;
@@ -59,8 +54,8 @@ pub enum SessionError {
     #[error("frps closed the control connection")]
     Closed,
     /// No heartbeat answer.
-    #[error("no heartbeat answer from frps for {} s", HEARTBEAT_TIMEOUT.as_secs())]
-    HeartbeatTimeout,
+    #[error("no heartbeat answer from frps for {0} s")]
+    HeartbeatTimeout(u64),
     /// frps refused a heartbeat.
     #[error("frps refused the heartbeat: {0}")]
     PongError(String),
@@ -84,7 +79,9 @@ impl SessionError {
             SessionError::ClosedBeforeLogin | SessionError::LoginTimeout | SessionError::Protocol(_) => {
                 ErrorCode::ProtocolError
             }
-            SessionError::Closed | SessionError::HeartbeatTimeout | SessionError::Io(_) => ErrorCode::ServerUnreachable,
+            SessionError::Closed | SessionError::HeartbeatTimeout(_) | SessionError::Io(_) => {
+                ErrorCode::ServerUnreachable
+            }
         }
     }
 
@@ -115,7 +112,7 @@ impl SessionError {
             SessionError::Rejected(_) => "frps refused this client for a reason other than its token; burrow retries".into(),
             SessionError::PongError(_) => "frps checks tokens in heartbeats (auth.additionalScopes); check BURROW_SERVER_TOKEN".into(),
             SessionError::Protocol(_) => "the server does not speak frp v1 as frps 0.52–0.70 do; check the address, or use the frpc fallback".into(),
-            SessionError::Closed | SessionError::HeartbeatTimeout | SessionError::Io(_) => "the connection to frps was lost; burrow reconnects".into(),
+            SessionError::Closed | SessionError::HeartbeatTimeout(_) | SessionError::Io(_) => "the connection to frps was lost; burrow reconnects".into(),
         }
     }
 }
@@ -287,7 +284,7 @@ async fn serve(
         send(Message::NewProxy(new_proxy(t)))?;
     }
 
-    let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+    let mut heartbeat = tokio::time::interval(server.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_pong = Instant::now();
     let mut pending_work: JoinSet<Result<(), work::WorkError>> = JoinSet::new();
@@ -343,8 +340,8 @@ async fn serve(
                 Some(Err(ReadError::Closed | ReadError::Truncated)) | None => return Err(SessionError::Closed),
             },
             _ = heartbeat.tick() => {
-                if last_pong.elapsed() > HEARTBEAT_TIMEOUT {
-                    return Err(SessionError::HeartbeatTimeout);
+                if last_pong.elapsed() > server.heartbeat_timeout {
+                    return Err(SessionError::HeartbeatTimeout(server.heartbeat_timeout.as_secs()));
                 }
                 send(Message::Ping(ping(shared)))?;
             }

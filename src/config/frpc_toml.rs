@@ -51,9 +51,7 @@ struct Transport {
     #[allow(dead_code)]
     tcp_mux_keepalive_interval: Option<i64>,
     pool_count: Option<u32>,
-    #[allow(dead_code)]
     heartbeat_interval: Option<i64>,
-    #[allow(dead_code)]
     heartbeat_timeout: Option<i64>,
     #[serde(default)]
     tls: Tls,
@@ -296,6 +294,13 @@ impl FrpcFile {
         if let Some(n) = self.transport.pool_count {
             s.pool_count = n;
         }
+        // frpc's -1 (off) is not offered: burrow always keeps a heartbeat; positive values apply.
+        if let Some(n) = self.transport.heartbeat_interval.filter(|n| *n > 0) {
+            s.heartbeat_interval = std::time::Duration::from_secs(n as u64);
+        }
+        if let Some(n) = self.transport.heartbeat_timeout.filter(|n| *n > 0) {
+            s.heartbeat_timeout = std::time::Duration::from_secs(n as u64);
+        }
         if let Some(e) = self.transport.tls.enable {
             s.tls.enabled = e;
         }
@@ -408,6 +413,8 @@ transport.useCompression = true
             tls: super::super::TlsConfig { enabled: true, ca_file: None, pin: None, server_name: None },
             tcp_mux: true,
             pool_count: 1,
+            heartbeat_interval: super::super::DEFAULT_HEARTBEAT_INTERVAL,
+            heartbeat_timeout: super::super::DEFAULT_HEARTBEAT_TIMEOUT,
             metas: BTreeMap::new(),
         };
         assert!(f.apply_server(&mut s));

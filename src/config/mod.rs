@@ -77,6 +77,10 @@ pub struct ServerConfig {
     pub tcp_mux: bool,
     /// Work connections kept ready (`transport.poolCount`).
     pub pool_count: u32,
+    /// Ping period (`transport.heartbeatInterval`, default 30 s).
+    pub heartbeat_interval: std::time::Duration,
+    /// No Pong for this long means a dead server (`transport.heartbeatTimeout`, default 90 s).
+    pub heartbeat_timeout: std::time::Duration,
     /// `metadatas`, sent in Login.
     pub metas: BTreeMap<String, String>,
 }
@@ -190,6 +194,12 @@ pub struct Overrides {
     pub config_file: Option<PathBuf>,
 }
 
+/// Default ping period. frpc 0.58+ pings only without tcp_mux; burrow always does — harmless,
+/// and the one way to notice a server that vanished without a FIN.
+pub const DEFAULT_HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Default dead-server threshold (frp's own 90 s).
+pub const DEFAULT_HEARTBEAT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+
 /// Name of the tunnel burrow registers when no config file lists `[[proxies]]`.
 pub const DEFAULT_TUNNEL: &str = "web";
 /// Default of `BURROW_PROXY_ADDR`.
@@ -292,6 +302,8 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
         tls: TlsConfig { enabled: true, ca_file: None, pin: None, server_name: None },
         tcp_mux: true,
         pool_count: 1,
+        heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+        heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
         metas: BTreeMap::new(),
     };
     let mut tunnels = Vec::new();

@@ -613,3 +613,70 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// A TCP relay in front of a server that records what the first client sent, and can turn into a
+/// blackhole: existing connections then swallow every byte both ways without closing (a server
+/// that vanished without FIN or RST). New connections are forwarded whenever it is off.
+pub struct FaultRelay {
+    pub port: u16,
+    pub blackhole: Arc<std::sync::atomic::AtomicBool>,
+    pub first_bytes: Arc<Mutex<Vec<u8>>>,
+}
+
+pub async fn fault_relay(target: u16) -> FaultRelay {
+    use std::sync::atomic::AtomicBool;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let blackhole = Arc::new(AtomicBool::new(false));
+    let first_bytes = Arc::new(Mutex::new(Vec::new()));
+    let (bh, fb) = (blackhole.clone(), first_bytes.clone());
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let Ok((s, _)) = listener.accept().await else { return };
+            let Ok(t) = TcpStream::connect(("127.0.0.1", target)).await else { continue };
+            let record = if first { Some(fb.clone()) } else { None };
+            first = false;
+            let (mut sr, mut sw) = s.into_split();
+            let (mut tr, mut tw) = t.into_split();
+            let bh1 = bh.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 32 * 1024];
+                loop {
+                    let Ok(n) = sr.read(&mut buf).await else { return };
+                    if n == 0 {
+                        let _ = tw.shutdown().await;
+                        return;
+                    }
+                    if let Some(r) = &record {
+                        let mut r = r.lock().unwrap();
+                        if r.len() < 64 * 1024 {
+                            r.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                    if !bh1.load(Ordering::SeqCst) && tw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let bh2 = bh.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 32 * 1024];
+                loop {
+                    let Ok(n) = tr.read(&mut buf).await else { return };
+                    if n == 0 {
+                        if !bh2.load(Ordering::SeqCst) {
+                            let _ = sw.shutdown().await;
+                        }
+                        // A blackhole never closes: keep the client side open.
+                        std::future::pending::<()>().await;
+                    }
+                    if !bh2.load(Ordering::SeqCst) && sw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    FaultRelay { port, blackhole, first_bytes }
+}
