@@ -107,18 +107,31 @@ async fn run_in(frps: &Path, dir: &Path) -> Result<(), String> {
             local_addr: proxy_addr.to_string(),
             use_encryption: false,
             use_compression: false,
+            public_url: None,
         }],
         proxy_addr: Some(proxy_addr),
         routes,
         upstream_timeout: crate::proxy::RESPONSE_TIMEOUT,
         log_filter: "info".into(),
+        mode: crate::config::Mode::Native,
+        api: None,
+        frpc_path: None,
+        frpc_file: None,
+        native_gap: None,
+        reservation_id: None,
     };
     let events = Events::silent();
     let mut rx = events.subscribe();
-    let client = Client::new(&config, events, Some(proxy)).map_err(|e| e.to_string())?;
+    let client = Client::new(
+        &config,
+        events,
+        Some(proxy.clone()),
+        crate::status::Status::new([("web".to_string(), "http")], Some(proxy)),
+    )
+    .map_err(|e| e.to_string())?;
     let shutdown = CancellationToken::new();
     let token2 = shutdown.clone();
-    let client_task = tokio::spawn(async move { client.run(token2).await });
+    let client_task = tokio::spawn(async move { client.run(token2, false).await });
     say("3/4  burrow's native client connecting (TLS + yamux) ...");
 
     let url = loop {

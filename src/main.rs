@@ -8,7 +8,9 @@ mod client;
 mod config;
 mod demo;
 mod events;
+mod frpc;
 mod layers;
+mod provision;
 mod proxy;
 mod status;
 mod transport;
@@ -37,6 +39,12 @@ struct Cli {
     /// Write events on stdout as human-readable lines instead of JSON.
     #[arg(long, global = true)]
     no_json: bool,
+    /// How to serve tunnels: auto (native, falling back to frpc), native, or frpc.
+    #[arg(long, value_name = "MODE", global = true)]
+    mode: Option<String>,
+    /// Use the bundled frpc (same as --mode frpc).
+    #[arg(long, global = true)]
+    fallback: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -82,7 +90,18 @@ fn main() {
 
     let events = Events::stdout(format);
     let env = config::process_env();
-    let overrides = config::Overrides { config_file: cli.config };
+    let mode = match (&cli.mode, cli.fallback) {
+        (Some(m), _) => match config::Mode::parse("--mode", m) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                eprintln!("burrow: {e}");
+                std::process::exit(2);
+            }
+        },
+        (None, true) => Some(config::Mode::Frpc),
+        (None, false) => None,
+    };
+    let overrides = config::Overrides { config_file: cli.config, mode };
     let config = match config::load(&env, &overrides) {
         Ok(c) => c,
         Err(e) => {

@@ -48,6 +48,17 @@ impl Status {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Replaces the tunnel list (a reservation names the tunnels).
+    pub fn set_tunnels(&self, tunnels: impl IntoIterator<Item = (String, &'static str)>) {
+        self.lock().tunnels =
+            tunnels.into_iter().map(|(name, kind)| TunnelStatus { name, kind, url: None, state: "pending" }).collect();
+    }
+
+    /// `native` or `frpc`.
+    pub fn set_mode(&self, mode: &'static str) {
+        self.lock().mode = mode;
+    }
+
     /// Sets the overall state: `starting`, `connecting`, `connected`, `reconnecting`, `stopping`.
     pub fn set_state(&self, state: &'static str) {
         self.lock().state = state;

@@ -65,6 +65,8 @@ async fn expect_retried_error(reply: Vec<u8>, tls: bool, code: &str) {
         ("BURROW_SUBDOMAIN", "x"),
         ("BURROW_TLS", if tls { "on" } else { "off" }),
         ("BURROW_TCP_MUX", "off"),
+        // The native client's own resilience: `auto` would switch to frpc after two of these.
+        ("BURROW_MODE", "native"),
     ]);
     let err = b.wait("error", T).await;
     assert_eq!(err["code"], code, "{err}");

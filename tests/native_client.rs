@@ -19,6 +19,7 @@ fn env_for(frps: &Frps, sub: &str, local: std::net::SocketAddr, tls: bool, mux: 
         ("BURROW_SUBDOMAIN".into(), sub.into()),
         ("BURROW_TLS".into(), if tls { "on" } else { "off" }.into()),
         ("BURROW_TCP_MUX".into(), if mux { "on" } else { "off" }.into()),
+        ("BURROW_MODE".into(), "native".into()),
     ];
     env.extend(route_all_to(local));
     env

@@ -49,6 +49,8 @@ pub struct Fatal {
     pub code: ErrorCode,
     /// What happened.
     pub message: String,
+    /// The server looks incompatible with the native client: `auto` mode should use frpc.
+    pub fallback: bool,
 }
 
 /// A tunnel as the session serves it.
@@ -74,6 +76,8 @@ pub(crate) struct Shared {
     pub proxy: Option<Arc<Proxy>>,
     /// What the client is doing, for `status`.
     pub status: Status,
+    /// The reservation the tunnels belong to, for `tunnel_up`.
+    pub reservation_id: Option<String>,
 }
 
 impl Shared {
@@ -101,7 +105,7 @@ impl Client {
     /// Prepares a client; fails when the TLS settings cannot be used or a tunnel cannot be
     /// registered as configured. Tunnels whose local target is the address of `proxy` are served
     /// by it in-process.
-    pub fn new(config: &Config, events: Events, proxy: Option<Arc<Proxy>>) -> Result<Self, SetupError> {
+    pub fn new(config: &Config, events: Events, proxy: Option<Arc<Proxy>>, status: Status) -> Result<Self, SetupError> {
         let server = config.server.clone();
         let tls = if server.tls.enabled {
             let cfg =
@@ -132,18 +136,16 @@ impl Client {
         }
         let by_wire_name = tunnels.iter().enumerate().map(|(i, t)| (t.wire_name.clone(), i)).collect();
         let key = burrow_proto::auth::derive_key(server.token.expose());
-        let status =
-            Status::new(tunnels.iter().map(|t| (t.config.name.clone(), t.config.kind.type_name())), proxy.clone());
-        Ok(Self { shared: Arc::new(Shared { server, tunnels, by_wire_name, events, key, tls, proxy, status }) })
-    }
-
-    /// The live status board.
-    pub fn status(&self) -> Status {
-        self.shared.status.clone()
+        let reservation_id = config.reservation_id.clone();
+        Ok(Self {
+            shared: Arc::new(Shared { server, tunnels, by_wire_name, events, key, tls, proxy, status, reservation_id }),
+        })
     }
 
     /// Runs until `shutdown` is cancelled (`Ok`) or a failure that must not be retried (`Err`).
-    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), Fatal> {
+    /// With `auto_fallback`, two sessions in a row whose transport came up but whose frp
+    /// exchange failed end the run with [`Fatal::fallback`] set, for the caller to start frpc.
+    pub async fn run(&self, shutdown: CancellationToken, auto_fallback: bool) -> Result<(), Fatal> {
         let events = &self.shared.events;
         if self.shared.server.tls.is_unverified() {
             events.warning(
@@ -154,6 +156,7 @@ impl Client {
         let mut run_id = String::new();
         let mut failures: u32 = 0;
         let mut last_error: Option<String> = None;
+        let mut incompatible = 0u32;
         loop {
             self.shared.status.set_state("connecting");
             let mut logged_in = false;
@@ -166,7 +169,11 @@ impl Client {
             let message = err.to_string();
             if err.is_fatal() {
                 events.error(code, &message, &err.hint(), true);
-                return Err(Fatal { code, message });
+                return Err(Fatal { code, message, fallback: false });
+            }
+            incompatible = if err.is_incompatibility() { incompatible + 1 } else { 0 };
+            if auto_fallback && incompatible >= 2 {
+                return Err(Fatal { code, message, fallback: true });
             }
             if logged_in {
                 failures = 0;

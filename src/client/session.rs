@@ -85,6 +85,18 @@ impl SessionError {
         }
     }
 
+    /// The transport came up but the frp exchange failed: the server may speak something the
+    /// native client does not (another wire version, a different transport behind the port).
+    pub fn is_incompatibility(&self) -> bool {
+        matches!(
+            self,
+            SessionError::ClosedBeforeLogin
+                | SessionError::LoginTimeout
+                | SessionError::Protocol(_)
+                | SessionError::Transport(TransportError::Mux(_))
+        )
+    }
+
     /// Rejected credentials are not retried (unlike frpc's loginFailExit, everything else is).
     /// frps words token failures "token in login doesn't match …", and with
     /// `detailedErrorsToClient = false` says only "register control error"; other refusals
@@ -435,23 +447,26 @@ fn proxy_hint(error: &str) -> String {
 /// Reports a registered tunnel with its public address.
 fn tunnel_up(shared: &Shared, t: &Tunnel, remote_addr: &str) {
     let name = &t.config.name;
-    match &t.config.kind {
+    let mut ev = match &t.config.kind {
         TunnelKind::Http { .. } => {
+            // A reservation's public URL wins: frps may sit behind a TLS-terminating proxy.
             let first = remote_addr.split(',').map(str::trim).find(|s| !s.is_empty());
-            let url = first.map(|h| format!("http://{h}"));
+            let url = t.config.public_url.clone().or_else(|| first.map(|h| format!("http://{h}")));
             tracing::info!("tunnel {name} is up at {}", url.as_deref().unwrap_or("(no public host)"));
             shared.status.set_tunnel(name, "up", url.clone());
-            shared.events.emit("tunnel_up", json!({"name": name, "type": "http", "url": url, "mode": "native"}));
+            json!({"name": name, "type": "http", "url": url, "mode": "native"})
         }
         TunnelKind::Tcp { .. } => {
             let port = remote_addr.rsplit(':').next().unwrap_or_default();
             let host = &shared.server.host;
             let remote = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
             tracing::info!("tunnel {name} is up at {remote}");
-            shared
-                .events
-                .emit("tunnel_up", json!({"name": name, "type": "tcp", "remote_addr": remote, "mode": "native"}));
-            shared.status.set_tunnel(name, "up", Some(remote));
+            shared.status.set_tunnel(name, "up", Some(remote.clone()));
+            json!({"name": name, "type": "tcp", "remote_addr": remote, "mode": "native"})
         }
+    };
+    if let Some(id) = &shared.reservation_id {
+        ev["reservation_id"] = json!(id);
     }
+    shared.events.emit("tunnel_up", ev);
 }

@@ -17,6 +17,12 @@ use super::{ConfigError, Secret, ServerConfig, TunnelConfig, TunnelKind};
 pub struct FrpcFile {
     #[serde(skip)]
     path: PathBuf,
+    /// The whole file as parsed, for handing to frpc unchanged (plus burrow's admin settings).
+    #[serde(skip)]
+    pub raw: toml::Table,
+    /// What in the file the native client cannot serve (kcp, udp proxies, …): frpc must.
+    #[serde(skip)]
+    pub native_gap: Option<String>,
     server_addr: Option<String>,
     server_port: Option<u16>,
     user: Option<String>,
@@ -39,6 +45,7 @@ pub struct FrpcFile {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Auth {
+    #[allow(dead_code)] // read by `native_gap` from the raw table
     method: Option<String>,
     token: Option<String>,
 }
@@ -46,6 +53,7 @@ struct Auth {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Transport {
+    #[allow(dead_code)] // read by `native_gap` from the raw table
     protocol: Option<String>,
     tcp_mux: Option<bool>,
     #[allow(dead_code)]
@@ -133,7 +141,7 @@ impl FrpcFile {
 
     /// Parses TOML text read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let mut f: FrpcFile = toml::from_str(text).map_err(|e| {
+        let describe = |e: toml::de::Error| {
             let at_pos = e.span().map(|s| line_col(text, s.start));
             let mut msg = e.message().to_string();
             // toml quotes the offending value; on a secret's line that would print the secret.
@@ -151,7 +159,23 @@ impl FrpcFile {
                 format!("not a valid frpc TOML file: {msg}{at}"),
                 EXAMPLE,
             )
-        })?;
+        };
+        let raw: toml::Table = toml::from_str(text).map_err(describe)?;
+        if let Some(gap) = native_gap(&raw) {
+            // frpc will read this file; burrow only needs where the server is, for its events.
+            let get = |k: &str| raw.get(k);
+            let f = FrpcFile {
+                path: path.to_path_buf(),
+                server_addr: get("serverAddr").and_then(|v| v.as_str()).map(String::from),
+                server_port: get("serverPort").and_then(|v| v.as_integer()).and_then(|p| u16::try_from(p).ok()),
+                native_gap: Some(gap),
+                raw,
+                ..Default::default()
+            };
+            return Ok(f);
+        }
+        let mut f: FrpcFile = toml::from_str(text).map_err(describe)?;
+        f.raw = raw;
         f.path = path.to_path_buf();
         f.validate()?;
         Ok(f)
@@ -162,26 +186,6 @@ impl FrpcFile {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(m) = &self.auth.method {
-            if m != "token" {
-                return Err(self.key_err(
-                    "auth.method",
-                    m.clone(),
-                    "burrow authenticates with a token only",
-                    "auth.method = \"token\"",
-                ));
-            }
-        }
-        if let Some(p) = &self.transport.protocol {
-            if p != "tcp" {
-                return Err(self.key_err(
-                    "transport.protocol",
-                    p.clone(),
-                    "burrow's native client speaks frp over TCP only (kcp, quic, websocket and wss need frpc)",
-                    "transport.protocol = \"tcp\"",
-                ));
-            }
-        }
         if let Some(ca) = &self.transport.tls.trusted_ca_file {
             if !ca.is_file() {
                 return Err(self.key_err(
@@ -253,14 +257,7 @@ impl FrpcFile {
                         ));
                     }
                 }
-                other => {
-                    return Err(self.key_err(
-                        &key("type"),
-                        other,
-                        "burrow's native client serves http and tcp proxies",
-                        "type = \"http\"",
-                    ));
-                }
+                other => unreachable!("native_gap lets only http and tcp through, not {other}"),
             }
             if p.local_port.is_none() || p.local_port == Some(0) {
                 return Err(self.key_err(
@@ -342,10 +339,39 @@ impl FrpcFile {
                     local_addr: format!("{host}:{}", p.local_port.unwrap_or_default()),
                     use_encryption: p.transport.use_encryption,
                     use_compression: p.transport.use_compression,
+                    public_url: None,
                 }
             })
             .collect())
     }
+}
+
+/// The first thing in a parsed frpc file that only frpc can serve, described for the user.
+pub fn native_gap(raw: &toml::Table) -> Option<String> {
+    let table = |v: Option<&toml::Value>| v.and_then(|v| v.as_table()).cloned().unwrap_or_default();
+    let transport = table(raw.get("transport"));
+    if let Some(p) = transport.get("protocol").and_then(|v| v.as_str()).filter(|p| *p != "tcp") {
+        return Some(format!("transport.protocol = \"{p}\" (the native client speaks frp over TCP)"));
+    }
+    if let Some(w) = transport.get("wireProtocol").and_then(|v| v.as_str()).filter(|w| *w != "v1") {
+        return Some(format!("transport.wireProtocol = \"{w}\" (the native client speaks wire v1)"));
+    }
+    if let Some(m) = table(raw.get("auth")).get("method").and_then(|v| v.as_str()).filter(|m| *m != "token") {
+        return Some(format!("auth.method = \"{m}\" (the native client authenticates with a token)"));
+    }
+    for (i, p) in raw.get("proxies").and_then(|v| v.as_array()).into_iter().flatten().enumerate() {
+        let ty = p.get("type").and_then(|v| v.as_str()).unwrap_or("tcp");
+        if ty != "http" && ty != "tcp" {
+            return Some(format!("proxies[{i}].type = \"{ty}\" (the native client serves http and tcp)"));
+        }
+        if p.get("plugin").is_some() {
+            return Some(format!("proxies[{i}].plugin (the native client has no frpc plugins)"));
+        }
+    }
+    if raw.get("visitors").is_some() {
+        return Some("visitors (the native client has no visitors)".into());
+    }
+    None
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -440,6 +466,21 @@ transport.useCompression = true
     }
 
     #[test]
+    fn features_only_frpc_has_are_gaps_not_errors() {
+        for (text, want) in [
+            ("serverAddr = \"h\"\ntransport.protocol = \"kcp\"\n", "transport.protocol = \"kcp\""),
+            ("transport.wireProtocol = \"v2\"\n", "wireProtocol"),
+            ("auth.method = \"oidc\"\n", "auth.method"),
+            ("[[proxies]]\nname=\"a\"\ntype=\"udp\"\nlocalPort=1\nremotePort=2\n", "proxies[0].type = \"udp\""),
+            ("[[proxies]]\nname=\"a\"\ntype=\"tcp\"\n[proxies.plugin]\ntype=\"socks5\"\n", "plugin"),
+        ] {
+            let f = parse(text).unwrap();
+            assert!(f.native_gap.as_deref().unwrap_or_default().contains(want), "{text}: {:?}", f.native_gap);
+        }
+        assert!(parse("serverAddr = \"h\"\n").unwrap().native_gap.is_none());
+    }
+
+    #[test]
     fn secrets_in_bad_values_are_hidden() {
         for text in ["auth.token = 987654321\n", "[[proxies]]\nname=\"a\"\ntype=\"http\"\nhttpPassword = 987654321\n"] {
             let e = parse(text).unwrap_err().to_string();
@@ -453,13 +494,12 @@ transport.useCompression = true
         let cases: &[(&str, &str)] = &[
             ("serverAddr = \"h\"\nfoo = 1\n", "unknown field `foo`"),
             ("serverAddr = \n", "line 1"),
-            ("[[proxies]]\nname=\"a\"\ntype=\"udp\"\nlocalPort=1\n", "proxies[0].type"),
+
             ("[[proxies]]\nname=\"a\"\ntype=\"http\"\nlocalPort=1\n", "proxies[0].subdomain"),
             ("[[proxies]]\nname=\"a\"\ntype=\"tcp\"\n", "proxies[0].localPort"),
             ("[[proxies]]\nname=\"a\"\ntype=\"tcp\"\nlocalPort=1\n[[proxies]]\nname=\"a\"\ntype=\"tcp\"\nlocalPort=2\n", "proxies[1].name"),
             ("[[proxies]]\nname=\"a\"\ntype=\"tcp\"\nlocalPort=1\nbogus=2\n", "unknown field `bogus`"),
-            ("transport.protocol = \"kcp\"\n", "transport.protocol"),
-            ("auth.method = \"oidc\"\n", "auth.method"),
+
             ("serverPort = 70000\n", "70000"),
             ("transport.tls.trustedCaFile = \"/no/such/ca.pem\"\n", "trustedCaFile"),
         ];

@@ -168,6 +168,8 @@ pub struct TunnelConfig {
     pub use_encryption: bool,
     /// Per-proxy snappy framing on work connections.
     pub use_compression: bool,
+    /// The public URL to report (from a reservation), instead of the one frps' answer implies.
+    pub public_url: Option<String>,
 }
 
 /// The resolved configuration.
@@ -185,6 +187,18 @@ pub struct Config {
     pub upstream_timeout: std::time::Duration,
     /// `BURROW_LOG`.
     pub log_filter: String,
+    /// `BURROW_MODE` / `--mode` / `--fallback`.
+    pub mode: Mode,
+    /// Tunnels come from this provisioning API instead of the configuration.
+    pub api: Option<ApiConfig>,
+    /// `BURROW_FRPC_PATH`.
+    pub frpc_path: Option<PathBuf>,
+    /// The frpc file, as given, for frpc to run unchanged.
+    pub frpc_file: Option<(PathBuf, toml::Table)>,
+    /// Why only frpc can serve this configuration, if so.
+    pub native_gap: Option<String>,
+    /// The reservation the tunnels come from, once reserved.
+    pub reservation_id: Option<String>,
 }
 
 /// Command-line settings that override the environment.
@@ -192,6 +206,53 @@ pub struct Config {
 pub struct Overrides {
     /// `--config FILE`.
     pub config_file: Option<PathBuf>,
+    /// `--mode` or `--fallback`.
+    pub mode: Option<Mode>,
+}
+
+/// How tunnels are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The native client, falling back to frpc when the server or configuration needs it.
+    Auto,
+    /// The native client only.
+    Native,
+    /// The bundled frpc only.
+    Frpc,
+}
+
+impl Mode {
+    /// Parses `auto`, `native` or `frpc`.
+    pub fn parse(name: &str, v: &str) -> Result<Mode, ConfigError> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Mode::Auto),
+            "native" => Ok(Mode::Native),
+            "frpc" | "fallback" => Ok(Mode::Frpc),
+            _ => Err(ConfigError::new(name, v, "expected auto, native or frpc", format!("{name}=auto"))),
+        }
+    }
+
+    /// The name as events show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::Native => "native",
+            Mode::Frpc => "frpc",
+        }
+    }
+}
+
+/// The provisioning API (contract §5).
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Base URL without a trailing slash; endpoints are appended.
+    pub url: String,
+    /// Bearer token.
+    pub token: Secret,
+    /// `userId` of the reservation.
+    pub user_id: String,
+    /// `projectId` of the reservation.
+    pub project_id: String,
 }
 
 /// Default ping period. frpc 0.58+ pings only without tcp_mux; burrow always does — harmless,
@@ -308,10 +369,62 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
     };
     let mut tunnels = Vec::new();
     let mut have_server = false;
+    let native_gap = file.as_ref().and_then(|f| f.native_gap.clone());
     if let Some(f) = &file {
         have_server |= f.apply_server(&mut server);
-        tunnels = f.tunnels()?;
+        if native_gap.is_none() {
+            tunnels = f.tunnels()?;
+        }
     }
+    let env_mode = get(env, "BURROW_MODE").map(|v| Mode::parse("BURROW_MODE", v)).transpose()?;
+    let mode = flags.mode.or(env_mode).unwrap_or(Mode::Auto);
+    if let (Mode::Native, Some(gap)) = (mode, &native_gap) {
+        return Err(ConfigError::new(
+            "BURROW_MODE",
+            "native",
+            format!("the config file needs frpc: {gap}"),
+            "BURROW_MODE=auto (falls back to the bundled frpc)",
+        ));
+    }
+    let api = match get(env, "BURROW_API_URL") {
+        None => None,
+        Some(url) => {
+            let url = parse_api_url(url)?;
+            if get(env, "BURROW_SERVER_ADDR").is_some() || have_server {
+                let (var, value) = if get(env, "BURROW_SERVER_ADDR").is_some() {
+                    ("BURROW_SERVER_ADDR", get(env, "BURROW_SERVER_ADDR").unwrap_or_default().to_string())
+                } else {
+                    ("BURROW_CONFIG", "(serverAddr in the file)".to_string())
+                };
+                return Err(ConfigError::new(var, value, "BURROW_API_URL is set: tunnels and their server come from the provisioning API, one source at a time", "unset BURROW_SERVER_ADDR (and serverAddr), or unset BURROW_API_URL"));
+            }
+            if !tunnels.is_empty() || native_gap.is_some() {
+                return Err(ConfigError::new(
+                    "BURROW_CONFIG",
+                    file_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                    "BURROW_API_URL is set: tunnels come from the provisioning API, not [[proxies]]",
+                    "unset BURROW_CONFIG, or unset BURROW_API_URL",
+                ));
+            }
+            let need = |k: &str, ex: &str| {
+                get(env, k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).ok_or_else(|| {
+                    ConfigError::new(
+                        k,
+                        "(unset)",
+                        "required with BURROW_API_URL: the reservation is made for a user and a project",
+                        format!("{k}={ex}"),
+                    )
+                })
+            };
+            Some(ApiConfig {
+                url,
+                token: Secret::new(env.get("BURROW_API_TOKEN").cloned().unwrap_or_default()),
+                user_id: need("BURROW_USER_ID", "user-123")?,
+                project_id: need("BURROW_PROJECT_ID", "project-456")?,
+            })
+        }
+    };
+    let frpc_path = get(env, "BURROW_FRPC_PATH").map(PathBuf::from);
     if let Some(v) = get(env, "BURROW_SERVER_ADDR") {
         let (host, port) = parse_host_port("BURROW_SERVER_ADDR", v, "frps.example.com:7000")?;
         server.host = host;
@@ -362,7 +475,7 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
             "BURROW_TLS=on",
         ));
     }
-    if !have_server {
+    if !have_server && api.is_none() {
         return Err(ConfigError::new(
             "BURROW_SERVER_ADDR",
             "(unset)",
@@ -377,7 +490,20 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
         None => Some(DEFAULT_PROXY_ADDR.parse().expect("valid default")),
     };
 
-    if tunnels.is_empty() {
+    if native_gap.is_some() {
+        // frpc serves the file's proxies as they are.
+    } else if api.is_some() {
+        // The default http tunnel; the reservation names its subdomain and public URL.
+        let target = proxy_addr.ok_or_else(|| {
+            ConfigError::new(
+                "BURROW_PROXY_ADDR",
+                "off",
+                "reserved tunnels serve the local proxy; it cannot be off with BURROW_API_URL",
+                format!("BURROW_PROXY_ADDR={DEFAULT_PROXY_ADDR}"),
+            )
+        })?;
+        tunnels.push(default_tunnel(None, target));
+    } else if tunnels.is_empty() {
         // No [[proxies]]: the default http tunnel, which exposes the local web stack.
         let subdomain = get(env, "BURROW_SUBDOMAIN").ok_or_else(|| {
             ConfigError::new(
@@ -391,22 +517,7 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
         let target = proxy_addr.ok_or_else(|| {
             ConfigError::new("BURROW_PROXY_ADDR", "off", "the default http tunnel serves the local proxy; with the proxy off, list tunnels in an frpc config file", format!("BURROW_PROXY_ADDR={DEFAULT_PROXY_ADDR}"))
         })?;
-        tunnels.push(TunnelConfig {
-            name: DEFAULT_TUNNEL.into(),
-            kind: TunnelKind::Http {
-                subdomain: Some(subdomain.to_string()),
-                custom_domains: vec![],
-                locations: vec![],
-                host_header_rewrite: None,
-                http_user: None,
-                http_password: None,
-                request_headers: BTreeMap::new(),
-                response_headers: BTreeMap::new(),
-            },
-            local_addr: target.to_string(),
-            use_encryption: false,
-            use_compression: false,
-        });
+        tunnels.push(default_tunnel(Some(subdomain.to_string()), target));
     } else if let Some(v) = get(env, "BURROW_SUBDOMAIN") {
         // The environment names the subdomain of the first http tunnel, overriding the file.
         validate_subdomain("BURROW_SUBDOMAIN", v)?;
@@ -452,7 +563,58 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
         },
     };
 
-    Ok(Config { server, tunnels, proxy_addr, routes, upstream_timeout, log_filter })
+    let frpc_file = file.map(|f| (file_path.clone().unwrap_or_default(), f.raw));
+    Ok(Config {
+        server,
+        tunnels,
+        proxy_addr,
+        routes,
+        upstream_timeout,
+        log_filter,
+        mode,
+        api,
+        frpc_path,
+        frpc_file,
+        native_gap,
+        reservation_id: None,
+    })
+}
+
+/// The http tunnel that exposes the local proxy.
+pub fn default_tunnel(subdomain: Option<String>, proxy: SocketAddr) -> TunnelConfig {
+    TunnelConfig {
+        name: DEFAULT_TUNNEL.into(),
+        kind: TunnelKind::Http {
+            subdomain,
+            custom_domains: vec![],
+            locations: vec![],
+            host_header_rewrite: None,
+            http_user: None,
+            http_password: None,
+            request_headers: BTreeMap::new(),
+            response_headers: BTreeMap::new(),
+        },
+        local_addr: proxy.to_string(),
+        use_encryption: false,
+        use_compression: false,
+        public_url: None,
+    }
+}
+
+fn parse_api_url(v: &str) -> Result<String, ConfigError> {
+    let bad = |p: &str| ConfigError::new("BURROW_API_URL", v, p, "BURROW_API_URL=https://api.example.com/tunnels");
+    let u = reqwest::Url::parse(v.trim()).map_err(|e| bad(&format!("not a URL ({e})")))?;
+    if u.scheme() != "http" && u.scheme() != "https" {
+        return Err(bad("expected an http:// or https:// URL"));
+    }
+    if u.host_str().is_none_or(str::is_empty)
+        || u.query().is_some()
+        || u.fragment().is_some()
+        || !u.username().is_empty()
+    {
+        return Err(bad("expected scheme://host[:port][/path], without credentials, query or fragment"));
+    }
+    Ok(u.as_str().trim_end_matches('/').to_string())
 }
 
 fn validate_subdomain(name: &str, v: &str) -> Result<(), ConfigError> {

@@ -1,0 +1,326 @@
+//! Writing frpc's configuration: TOML for frpc ≥ 0.52, INI for older ones, always with frpc's
+//! admin API enabled on loopback behind a random password, so burrow can follow frpc's tunnels.
+//!
+//! The file holds the frp token. It lives in a directory only burrow's user can enter, is itself
+//! mode 0600, and is removed when the [`PrivateDir`] is dropped (burrow's exit).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use toml::{Table, Value};
+
+use crate::config::{ServerConfig, TunnelConfig, TunnelKind};
+
+/// frpc's admin API as burrow configures it.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Loopback port.
+    pub port: u16,
+    /// Basic-auth user.
+    pub user: String,
+    /// Basic-auth password (random per run).
+    pub password: String,
+}
+
+/// A private temporary directory, removed on drop.
+pub struct PrivateDir(PathBuf);
+
+impl PrivateDir {
+    /// Creates `burrow-frpc-<pid>-<random>` under the temp dir, mode 0700.
+    pub fn new() -> std::io::Result<Self> {
+        let p = std::env::temp_dir().join(format!("burrow-frpc-{}-{:016x}", std::process::id(), rand::random::<u64>()));
+        let mut b = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            b.mode(0o700);
+        }
+        b.create(&p)?;
+        Ok(Self(p))
+    }
+
+    /// The directory.
+    #[cfg(test)]
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `name` with `text`, mode 0600.
+    pub fn write(&self, name: &str, text: &str) -> std::io::Result<PathBuf> {
+        let path = self.0.join(name);
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(0o600);
+        }
+        let mut f = o.open(&path)?;
+        f.write_all(text.as_bytes())?;
+        Ok(path)
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn admin_table(admin: &Admin) -> Value {
+    let mut t = Table::new();
+    t.insert("addr".into(), "127.0.0.1".into());
+    t.insert("port".into(), Value::Integer(admin.port.into()));
+    t.insert("user".into(), admin.user.clone().into());
+    t.insert("password".into(), admin.password.clone().into());
+    Value::Table(t)
+}
+
+fn log_table() -> Value {
+    let mut t = Table::new();
+    t.insert("to".into(), "console".into());
+    t.insert("level".into(), "info".into());
+    Value::Table(t)
+}
+
+/// A user's frpc file with burrow's admin and log settings put in.
+pub fn toml_from_file(raw: &Table, admin: &Admin) -> String {
+    let mut t = raw.clone();
+    t.insert("webServer".into(), admin_table(admin));
+    t.insert("log".into(), log_table());
+    toml::to_string(&t).unwrap_or_default()
+}
+
+/// TOML (frpc ≥ 0.52) for burrow's own model.
+pub fn toml_from_model(server: &ServerConfig, tunnels: &[TunnelConfig], admin: &Admin) -> String {
+    let mut t = Table::new();
+    t.insert("serverAddr".into(), server.host.clone().into());
+    t.insert("serverPort".into(), Value::Integer(server.port.into()));
+    if !server.user.is_empty() {
+        t.insert("user".into(), server.user.clone().into());
+    }
+    // frpc keeps retrying like the native client; burrow reads a token refusal from its log.
+    t.insert("loginFailExit".into(), false.into());
+    let mut auth = Table::new();
+    auth.insert("method".into(), "token".into());
+    auth.insert("token".into(), server.token.expose().into());
+    t.insert("auth".into(), Value::Table(auth));
+    let mut tls = Table::new();
+    tls.insert("enable".into(), server.tls.enabled.into());
+    if let Some(n) = &server.tls.server_name {
+        tls.insert("serverName".into(), n.clone().into());
+    }
+    if let Some(ca) = &server.tls.ca_file {
+        tls.insert("trustedCaFile".into(), ca.display().to_string().into());
+    }
+    let mut transport = Table::new();
+    transport.insert("tcpMux".into(), server.tcp_mux.into());
+    transport.insert("poolCount".into(), Value::Integer(server.pool_count.into()));
+    transport.insert("tls".into(), Value::Table(tls));
+    t.insert("transport".into(), Value::Table(transport));
+    if !server.metas.is_empty() {
+        t.insert(
+            "metadatas".into(),
+            Value::Table(server.metas.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect()),
+        );
+    }
+    t.insert("webServer".into(), admin_table(admin));
+    t.insert("log".into(), log_table());
+    let proxies: Vec<Value> = tunnels.iter().map(|tun| Value::Table(proxy_table(tun))).collect();
+    t.insert("proxies".into(), Value::Array(proxies));
+    toml::to_string(&t).unwrap_or_default()
+}
+
+fn split_local(addr: &str) -> (String, u16) {
+    let (h, p) = addr.rsplit_once(':').unwrap_or((addr, "0"));
+    (h.trim_start_matches('[').trim_end_matches(']').to_string(), p.parse().unwrap_or(0))
+}
+
+fn proxy_table(tun: &TunnelConfig) -> Table {
+    let mut p = Table::new();
+    p.insert("name".into(), tun.name.clone().into());
+    p.insert("type".into(), tun.kind.type_name().into());
+    let (ip, port) = split_local(&tun.local_addr);
+    p.insert("localIP".into(), ip.into());
+    p.insert("localPort".into(), Value::Integer(port.into()));
+    match &tun.kind {
+        TunnelKind::Http {
+            subdomain,
+            custom_domains,
+            locations,
+            host_header_rewrite,
+            http_user,
+            http_password,
+            request_headers,
+            response_headers,
+        } => {
+            if let Some(s) = subdomain {
+                p.insert("subdomain".into(), s.clone().into());
+            }
+            if !custom_domains.is_empty() {
+                p.insert(
+                    "customDomains".into(),
+                    Value::Array(custom_domains.iter().map(|d| d.clone().into()).collect()),
+                );
+            }
+            if !locations.is_empty() {
+                p.insert("locations".into(), Value::Array(locations.iter().map(|d| d.clone().into()).collect()));
+            }
+            if let Some(h) = host_header_rewrite {
+                p.insert("hostHeaderRewrite".into(), h.clone().into());
+            }
+            if let Some(u) = http_user {
+                p.insert("httpUser".into(), u.clone().into());
+            }
+            if let Some(pw) = http_password {
+                p.insert("httpPassword".into(), pw.expose().into());
+            }
+            for (key, map) in [("requestHeaders", request_headers), ("responseHeaders", response_headers)] {
+                if !map.is_empty() {
+                    let mut set = Table::new();
+                    set.insert(
+                        "set".into(),
+                        Value::Table(map.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect()),
+                    );
+                    p.insert(key.into(), Value::Table(set));
+                }
+            }
+        }
+        TunnelKind::Tcp { remote_port } => {
+            p.insert("remotePort".into(), Value::Integer((*remote_port).into()));
+        }
+    }
+    let mut tr = Table::new();
+    tr.insert("useEncryption".into(), tun.use_encryption.into());
+    tr.insert("useCompression".into(), tun.use_compression.into());
+    p.insert("transport".into(), Value::Table(tr));
+    p
+}
+
+/// INI (frpc < 0.52) for burrow's own model.
+pub fn ini_from_model(server: &ServerConfig, tunnels: &[TunnelConfig], admin: &Admin) -> String {
+    // INI values end at the line: refuse to write one that would smuggle another key in.
+    let clean = |v: &str| v.replace(['\n', '\r'], "");
+    let mut s = String::from("[common]\n");
+    s += &format!("server_addr = {}\nserver_port = {}\n", clean(&server.host), server.port);
+    s += &format!("token = {}\n", clean(server.token.expose()));
+    if !server.user.is_empty() {
+        s += &format!("user = {}\n", clean(&server.user));
+    }
+    s += &format!(
+        "tls_enable = {}\ntcp_mux = {}\npool_count = {}\nlogin_fail_exit = false\n",
+        server.tls.enabled, server.tcp_mux, server.pool_count
+    );
+    if let Some(n) = &server.tls.server_name {
+        s += &format!("tls_server_name = {}\n", clean(n));
+    }
+    if let Some(ca) = &server.tls.ca_file {
+        s += &format!("tls_trusted_ca_file = {}\n", clean(&ca.display().to_string()));
+    }
+    s += &format!(
+        "admin_addr = 127.0.0.1\nadmin_port = {}\nadmin_user = {}\nadmin_pwd = {}\nlog_file = console\n",
+        admin.port, admin.user, admin.password
+    );
+    for t in tunnels {
+        let (ip, port) = split_local(&t.local_addr);
+        s += &format!(
+            "\n[{}]\ntype = {}\nlocal_ip = {}\nlocal_port = {port}\n",
+            clean(&t.name),
+            t.kind.type_name(),
+            clean(&ip)
+        );
+        s += &format!("use_encryption = {}\nuse_compression = {}\n", t.use_encryption, t.use_compression);
+        match &t.kind {
+            TunnelKind::Http { subdomain, custom_domains, locations, host_header_rewrite, .. } => {
+                if let Some(sd) = subdomain {
+                    s += &format!("subdomain = {}\n", clean(sd));
+                }
+                if !custom_domains.is_empty() {
+                    s += &format!("custom_domains = {}\n", clean(&custom_domains.join(",")));
+                }
+                if !locations.is_empty() {
+                    s += &format!("locations = {}\n", clean(&locations.join(",")));
+                }
+                if let Some(h) = host_header_rewrite {
+                    s += &format!("host_header_rewrite = {}\n", clean(h));
+                }
+            }
+            TunnelKind::Tcp { remote_port } => s += &format!("remote_port = {remote_port}\n"),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Secret, TlsConfig};
+    use std::collections::BTreeMap;
+
+    fn server() -> ServerConfig {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 7000,
+            token: Secret::new("tok\"en"),
+            user: String::new(),
+            tls: TlsConfig { enabled: true, ca_file: None, pin: None, server_name: None },
+            tcp_mux: true,
+            pool_count: 1,
+            heartbeat_interval: crate::config::DEFAULT_HEARTBEAT_INTERVAL,
+            heartbeat_timeout: crate::config::DEFAULT_HEARTBEAT_TIMEOUT,
+            metas: BTreeMap::new(),
+        }
+    }
+
+    fn admin() -> Admin {
+        Admin { port: 7400, user: "burrow".into(), password: "pw".into() }
+    }
+
+    #[test]
+    fn model_toml_parses_back_as_frpc_would() {
+        let tunnels = vec![crate::config::default_tunnel(Some("app".into()), "127.0.0.1:8080".parse().unwrap())];
+        let text = toml_from_model(&server(), &tunnels, &admin());
+        let back: Table = toml::from_str(&text).unwrap();
+        assert_eq!(back["auth"]["token"].as_str(), Some("tok\"en"), "quoting is the serializer's job");
+        assert_eq!(back["webServer"]["port"].as_integer(), Some(7400));
+        assert_eq!(back["proxies"][0]["subdomain"].as_str(), Some("app"));
+        assert_eq!(back["proxies"][0]["localPort"].as_integer(), Some(8080));
+        assert_eq!(back["loginFailExit"].as_bool(), Some(false));
+        // burrow's own parser reads it too: the file is valid frpc TOML of the subset.
+        assert!(crate::config::FrpcFile::parse(Path::new("x.toml"), &text).is_ok());
+    }
+
+    #[test]
+    fn user_file_keeps_its_keys_and_gets_the_admin_api() {
+        let raw: Table = toml::from_str("serverAddr = \"h\"\ntransport.protocol = \"kcp\"\nwebServer.port = 1\n[[proxies]]\nname = \"u\"\ntype = \"udp\"\nlocalPort = 53\n").unwrap();
+        let back: Table = toml::from_str(&toml_from_file(&raw, &admin())).unwrap();
+        assert_eq!(back["transport"]["protocol"].as_str(), Some("kcp"));
+        assert_eq!(back["webServer"]["port"].as_integer(), Some(7400));
+        assert_eq!(back["proxies"][0]["type"].as_str(), Some("udp"));
+    }
+
+    #[test]
+    fn ini_for_old_frpc_cannot_be_injected() {
+        let mut s = server();
+        s.token = Secret::new("a\nadmin_port = 1");
+        let tunnels = vec![crate::config::default_tunnel(Some("app".into()), "127.0.0.1:8080".parse().unwrap())];
+        let ini = ini_from_model(&s, &tunnels, &admin());
+        assert!(ini.contains("[common]") && ini.contains("[web]") && ini.contains("subdomain = app"));
+        assert_eq!(ini.lines().filter(|l| l.starts_with("admin_port")).count(), 1);
+    }
+
+    #[test]
+    fn private_files_are_0600_and_vanish() {
+        let dir = PrivateDir::new().unwrap();
+        let p = dir.write("frpc.toml", "x").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777, 0o700);
+        }
+        let d = dir.path().to_path_buf();
+        drop(dir);
+        assert!(!d.exists());
+    }
+}
