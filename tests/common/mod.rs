@@ -69,8 +69,11 @@ pub const SUBDOMAIN_HOST: &str = "burrow.test";
 
 impl Frps {
     pub async fn start(opts: FrpsOpts) -> Frps {
-        let mut f =
-            Frps { bind_port: free_port(), vhost_port: free_port(), dir: tempdir::TempDir::new(), opts, child: None };
+        Self::start_on(free_port(), opts).await
+    }
+
+    pub async fn start_on(bind_port: u16, opts: FrpsOpts) -> Frps {
+        let mut f = Frps { bind_port, vhost_port: free_port(), dir: tempdir::TempDir::new(), opts, child: None };
         f.launch().await;
         f
     }
@@ -317,7 +320,12 @@ pub struct Burrow {
 
 impl Burrow {
     pub fn spawn(env: &[(&str, &str)]) -> Burrow {
+        Self::spawn_with_args(env, &[])
+    }
+
+    pub fn spawn_with_args(env: &[(&str, &str)], args: &[&str]) -> Burrow {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_burrow"));
+        cmd.args(args);
         cmd.env_clear();
         for k in ["PATH", "HOME"] {
             if let Ok(v) = std::env::var(k) {

@@ -1,0 +1,173 @@
+//! The bundled-frpc fallback with real frpc 0.65.0 and real frps.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(20);
+
+/// Children of a process, over all its threads.
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let c = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            out.extend(c.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
+    }
+    out
+}
+
+fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+async fn frpc_child(burrow: u32) -> u32 {
+    for _ in 0..100 {
+        if let Some(p) = children(burrow).into_iter().find(|p| cmdline(*p).first().is_some_and(|c| c.ends_with("frpc")))
+        {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no frpc child of burrow {burrow}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fallback_flag_serves_through_frpc_and_cleans_up() {
+    let frps = Frps::start(FrpsOpts::default()).await;
+    let app = app_upstream("app").await;
+    let frpc = frp_dir().join("frpc");
+    let mut env: Vec<(String, String)> = vec![
+        ("BURROW_SERVER_ADDR".into(), frps.addr()),
+        ("BURROW_SERVER_TOKEN".into(), TOKEN.into()),
+        ("BURROW_SUBDOMAIN".into(), "viafrpc".into()),
+        ("BURROW_FRPC_PATH".into(), frpc.display().to_string()),
+    ];
+    env.extend(route_all_to(app));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut b = Burrow::spawn_with_args(&pairs, &["--fallback"]);
+    let started = b.wait("starting", T).await;
+    assert_eq!(started["mode"], "frpc");
+    let c = b.wait("connected", T).await;
+    assert_eq!((c["mode"].as_str(), c["transport"].as_str()), (Some("frpc"), Some("tls+yamux")));
+    let up = b.wait("tunnel_up", T).await;
+    assert_eq!(up["mode"], "frpc");
+    assert_eq!(up["url"], format!("http://viafrpc.{SUBDOMAIN_HOST}:{}", frps.vhost_port));
+    let body = vhost_get_ok(frps.vhost_port, &format!("viafrpc.{SUBDOMAIN_HOST}"), "/api/x", T).await;
+    assert!(body.contains("\"name\":\"app\""), "{body}");
+
+    // frpc's configuration: private, and gone after exit.
+    let pid = frpc_child(b.child.id().unwrap()).await;
+    let args = cmdline(pid);
+    let cfg = std::path::PathBuf::from(&args[args.iter().position(|a| a == "-c").unwrap() + 1]);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(b.close_stdin_and_wait(Duration::from_secs(6)).await, 0);
+    assert!(!cfg.exists(), "frpc config {cfg:?} removed at exit");
+    assert!(!alive(pid), "frpc stopped with burrow");
+    b.assert_no_secret(&[TOKEN]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_burrow_leaves_no_frpc() {
+    let frps = Frps::start(FrpsOpts::default()).await;
+    let frpc = frp_dir().join("frpc");
+    let b = Burrow::spawn(&[
+        ("BURROW_SERVER_ADDR", &frps.addr()),
+        ("BURROW_SERVER_TOKEN", TOKEN),
+        ("BURROW_SUBDOMAIN", "orphan"),
+        ("BURROW_MODE", "frpc"),
+        ("BURROW_FRPC_PATH", frpc.to_str().unwrap()),
+    ]);
+    b.wait("tunnel_up", T).await;
+    let burrow = b.child.id().unwrap();
+    let pid = frpc_child(burrow).await;
+    assert!(alive(pid));
+    std::process::Command::new("kill").args(["-9", &burrow.to_string()]).status().unwrap();
+    for _ in 0..50 {
+        if !alive(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("frpc {pid} outlived burrow killed with SIGKILL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_frpc_is_fatal_and_lists_every_place_tried() {
+    let mut b =
+        Burrow::spawn(&[("BURROW_SERVER_ADDR", "127.0.0.1:9"), ("BURROW_SUBDOMAIN", "x"), ("BURROW_MODE", "frpc")]);
+    assert_eq!(b.wait_exit(T).await, 1);
+    let err = b.events().into_iter().find(|e| e["event"] == "error").unwrap();
+    assert_eq!(err["code"], "frpc_missing");
+    let msg = err["message"].as_str().unwrap();
+    assert!(msg.contains("resources/bin/linux-amd64/frpc") && msg.contains("/usr/bin/frpc"), "{msg}");
+    assert!(err["hint"].as_str().unwrap().contains("BURROW_FRPC_PATH"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mode_falls_back_for_kcp() {
+    // kcp listens on UDP at the bind port's number.
+    let bind = free_port();
+    let frps = Frps::start_on(bind, FrpsOpts { extra: format!("kcpBindPort = {bind}\n"), ..Default::default() }).await;
+    let app = http_upstream().await;
+    let dir = tempdir::TempDir::new();
+    let cfg = write_file(
+        dir.path(),
+        "frpc.toml",
+        &format!(
+            "serverAddr = \"127.0.0.1\"\nserverPort = {bind}\nauth.token = \"{TOKEN}\"\ntransport.protocol = \"kcp\"\n[[proxies]]\nname = \"k\"\ntype = \"http\"\nlocalPort = {}\nsubdomain = \"kcp\"\n",
+            app.addr.port()
+        ),
+    );
+    let frpc = frp_dir().join("frpc");
+    let b = Burrow::spawn(&[("BURROW_CONFIG", cfg.to_str().unwrap()), ("BURROW_FRPC_PATH", frpc.to_str().unwrap())]);
+    let fb = b.wait("fallback", T).await;
+    assert_eq!((fb["from"].as_str(), fb["to"].as_str()), (Some("native"), Some("frpc")));
+    assert!(fb["reason"].as_str().unwrap().contains("kcp"), "{fb}");
+    let up = b.wait("tunnel_up", T).await;
+    assert_eq!((up["name"].as_str(), up["mode"].as_str()), (Some("k"), Some("frpc")));
+    assert_eq!(
+        vhost_get_ok(frps.vhost_port, &format!("kcp.{SUBDOMAIN_HOST}"), "/over-kcp", T).await,
+        "hello /over-kcp"
+    );
+    let c = b.events().into_iter().find(|e| e["event"] == "connected").unwrap();
+    assert_eq!(c["transport"], "kcp");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mode_falls_back_after_two_protocol_errors() {
+    // Something that accepts TCP and closes at once, as a server of another protocol would.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            drop(s);
+        }
+    });
+    let frpc = frp_dir().join("frpc");
+    let b = Burrow::spawn(&[
+        ("BURROW_SERVER_ADDR", &format!("127.0.0.1:{port}")),
+        ("BURROW_SUBDOMAIN", "x"),
+        ("BURROW_TLS", "off"),
+        ("BURROW_FRPC_PATH", frpc.to_str().unwrap()),
+    ]);
+    let fb = b.wait("fallback", T).await;
+    assert!(fb["reason"].as_str().unwrap().contains("frps closed the connection"), "{fb}");
+    let errors: Vec<_> =
+        b.events().into_iter().filter(|e| e["event"] == "error" && e["code"] == "protocol_error").collect();
+    assert_eq!(errors.len(), 1, "reported once, then the fallback");
+    assert_eq!(b.count("reconnecting"), 1, "two attempts, then frpc");
+}
