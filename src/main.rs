@@ -4,6 +4,7 @@
 //! hands over to [`app`] (the tunnel) or [`demo`] (the loopback demonstration).
 
 mod app;
+mod check;
 mod client;
 mod config;
 mod demo;
@@ -53,6 +54,9 @@ struct Cli {
 enum Command {
     /// Print burrow's version and the frp protocol versions it speaks.
     Version,
+    /// Check the configuration: resolve it, find frpc, reach the API or frps; exit 0 only when
+    /// everything checked would work.
+    Check,
     /// Run everything on loopback — real frps, a sample app, burrow — and fetch the public URL.
     Demo {
         /// Directory holding frps 0.65.0 (default: the cache of resources/fetch-frp.sh).
@@ -77,6 +81,16 @@ fn main() {
             println!("burrow {}", env!("CARGO_PKG_VERSION"));
             println!("frp wire protocol: v1 (frps 0.52 – 0.70; verified against 0.65.0)");
             println!("transports: tcp, tls, yamux (tcp_mux)");
+            let explicit = std::env::var_os("BURROW_FRPC_PATH").map(PathBuf::from);
+            match frpc::locate::resolve(explicit.as_deref()) {
+                Ok(p) => {
+                    let v = runtime().block_on(frpc::locate::version(&p));
+                    println!("bundled frpc: {} ({})", v.as_deref().unwrap_or("unknown version"), p.display());
+                }
+                Err(_) => println!(
+                    "bundled frpc: not found (the fallback needs resources/bin/<os>-<arch>/frpc or BURROW_FRPC_PATH)"
+                ),
+            }
             return;
         }
         Some(Command::Demo { frp_dir }) => {
@@ -85,7 +99,7 @@ fn main() {
             let code = rt.block_on(demo::run(frp_dir));
             std::process::exit(code);
         }
-        None => {}
+        Some(Command::Check) | None => {}
     }
 
     let events = Events::stdout(format);
@@ -119,6 +133,10 @@ fn main() {
     };
     init_tracing(&config.log_filter);
     let rt = runtime();
+    if matches!(cli.command, Some(Command::Check)) {
+        let code = rt.block_on(check::run(&config, cli.json));
+        std::process::exit(code);
+    }
     let code = rt.block_on(app::run(config, events.clone()));
     // `stopped` must be out before the process ends.
     events.flush(std::time::Duration::from_secs(2));

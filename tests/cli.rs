@@ -23,6 +23,11 @@ async fn bad_values_exit_2_naming_the_variable() {
         ("BURROW_SUBDOMAIN", "has space"),
         ("BURROW_PROXY_ADDR", "nowhere"),
         ("BURROW_CONFIG", "/does/not/exist.toml"),
+        ("BURROW_MODE", "sideways"),
+        ("BURROW_ROUTES", "/api=ftp://127.0.0.1:8000"),
+        ("BURROW_ROUTES", "/=http://127.0.0.1:0"),
+        ("BURROW_UPSTREAM_TIMEOUT", "-5"),
+        ("BURROW_LOG", "burrow=[[["),
     ];
     for (k, v) in cases {
         let mut env: Vec<(&str, &str)> = base.iter().copied().filter(|(bk, _)| bk != k).collect();
@@ -103,4 +108,74 @@ async fn demo_serves_the_public_url_and_stops_everything_on_ctrl_c() {
     let gone = !std::path::Path::new(&format!("/proc/{frps_pid}")).exists()
         || std::fs::read_to_string(format!("/proc/{frps_pid}/stat")).unwrap_or_default().contains(") Z ");
     assert!(gone, "frps {frps_pid} outlived the demo");
+}
+
+#[tokio::test]
+async fn api_variables_are_validated_too() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("BURROW_API_URL", "ftp://api.example.com"), ("BURROW_USER_ID", "u"), ("BURROW_PROJECT_ID", "p")],
+            "BURROW_API_URL",
+        ),
+        (&[("BURROW_API_URL", "not a url"), ("BURROW_USER_ID", "u"), ("BURROW_PROJECT_ID", "p")], "BURROW_API_URL"),
+        (&[("BURROW_API_URL", "https://api.example.com"), ("BURROW_PROJECT_ID", "p")], "BURROW_USER_ID"),
+        (&[("BURROW_API_URL", "https://api.example.com"), ("BURROW_USER_ID", "u")], "BURROW_PROJECT_ID"),
+        (
+            &[
+                ("BURROW_API_URL", "https://api.example.com"),
+                ("BURROW_USER_ID", "u"),
+                ("BURROW_PROJECT_ID", "p"),
+                ("BURROW_SERVER_ADDR", "h:1"),
+            ],
+            "BURROW_SERVER_ADDR",
+        ),
+    ];
+    for (env, var) in cases {
+        let mut env = env.to_vec();
+        env.push(("BURROW_API_TOKEN", "api-secret-3f9"));
+        let mut b = Burrow::spawn(&env);
+        assert_eq!(b.wait_exit(Duration::from_secs(5)).await, 2, "{env:?}");
+        let line = b.output().lines().find(|l| l.starts_with("[stderr] burrow:")).map(String::from).unwrap_or_default();
+        assert!(line.contains(var), "{env:?}: {line}");
+        b.assert_no_secret(&["api-secret-3f9"]);
+    }
+}
+
+#[tokio::test]
+async fn check_reports_and_exits_by_outcome() {
+    let frps = Frps::start(FrpsOpts::default()).await;
+    let frpc = frp_dir().join("frpc");
+    let run = |server: String, json: bool| {
+        let frpc = frpc.clone();
+        async move {
+            let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_burrow"));
+            cmd.env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("BURROW_SERVER_ADDR", server)
+                .env("BURROW_SERVER_TOKEN", "check-secret-1")
+                .env("BURROW_SUBDOMAIN", "c")
+                .env("BURROW_PROXY_ADDR", format!("127.0.0.1:{}", free_port()))
+                .env("BURROW_FRPC_PATH", frpc)
+                .arg("check");
+            if json {
+                cmd.arg("--json");
+            }
+            let out = cmd.output().await.unwrap();
+            (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    };
+    let (code, text) = run(frps.addr(), false).await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("frpc 0.65.0") && text.contains("handshake succeeded") && text.contains("not verified"),
+        "{text}"
+    );
+    assert!(!text.contains("check-secret-1"));
+    let (code, text) = run(format!("127.0.0.1:{}", free_port()), true).await;
+    assert_eq!(code, Some(1));
+    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON object");
+    assert_eq!(v["ok"], false);
+    let server = v["checks"].as_array().unwrap().iter().find(|c| c["name"] == "server").unwrap();
+    assert_eq!(server["ok"], false);
+    assert_eq!(v["config"]["token"], "***");
 }

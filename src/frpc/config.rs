@@ -5,7 +5,9 @@
 //! mode 0600, and is removed when the [`PrivateDir`] is dropped (burrow's exit).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+#[cfg(test)]
+use std::path::Path;
+use std::path::PathBuf;
 
 use toml::{Table, Value};
 
