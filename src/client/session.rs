@@ -93,7 +93,7 @@ impl SessionError {
             SessionError::ClosedBeforeLogin
                 | SessionError::LoginTimeout
                 | SessionError::Protocol(_)
-                | SessionError::Transport(TransportError::Mux(_))
+                | SessionError::Transport(TransportError::Mux(_) | TransportError::MuxClosed)
         )
     }
 

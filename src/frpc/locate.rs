@@ -41,6 +41,8 @@ pub fn candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
         out.push(dir.join("resources").join("bin").join(&plat).join(name));
         out.push(dir.join("..").join("Resources").join("bin").join(&plat).join(name));
         out.push(dir.join("..").join("..").join("bin").join(&plat).join(name));
+        // A development build in target/{debug,release}/ of the source tree.
+        out.push(dir.join("..").join("..").join("resources").join("bin").join(&plat).join(name));
     }
     if let Some(path) = std::env::var_os("PATH") {
         out.extend(std::env::split_paths(&path).map(|d| d.join(name)));

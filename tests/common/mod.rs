@@ -324,7 +324,11 @@ impl Burrow {
     }
 
     pub fn spawn_with_args(env: &[(&str, &str)], args: &[&str]) -> Burrow {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_burrow"));
+        Self::spawn_exe(Path::new(env!("CARGO_BIN_EXE_burrow")), env, args)
+    }
+
+    pub fn spawn_exe(exe: &Path, env: &[(&str, &str)], args: &[&str]) -> Burrow {
+        let mut cmd = Command::new(exe);
         cmd.args(args);
         cmd.env_clear();
         for k in ["PATH", "HOME"] {
