@@ -175,3 +175,30 @@ async fn auto_mode_falls_back_after_two_protocol_errors() {
     assert_eq!(errors.len(), 1, "reported once, then the fallback: {:#?}", b.events());
     assert_eq!(b.count("reconnecting"), 1, "two attempts, then frpc");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_frpc_is_restarted() {
+    let frps = Frps::start(FrpsOpts::default()).await;
+    let frpc = frp_dir().join("frpc");
+    let app = http_upstream().await;
+    let routes = format!("/=http://{}", app.addr);
+    let b = Burrow::spawn(&[
+        ("BURROW_ROUTES", &routes),
+        ("BURROW_SERVER_ADDR", &frps.addr()),
+        ("BURROW_SERVER_TOKEN", TOKEN),
+        ("BURROW_SUBDOMAIN", "phoenix"),
+        ("BURROW_MODE", "frpc"),
+        ("BURROW_FRPC_PATH", frpc.to_str().unwrap()),
+    ]);
+    b.wait("tunnel_up", T).await;
+    let burrow = b.child.id().unwrap();
+    let first = frpc_child(burrow).await;
+    std::process::Command::new("kill").args(["-9", &first.to_string()]).status().unwrap();
+    let err = b.wait("error", T).await;
+    assert_eq!((err["code"].as_str(), err["fatal"].as_bool()), (Some("frpc_failed"), Some(false)));
+    b.wait("tunnel_down", T).await;
+    b.wait_nth("tunnel_up", 1, T).await;
+    let second = frpc_child(burrow).await;
+    assert_ne!(first, second);
+    vhost_get_ok(frps.vhost_port, &format!("phoenix.{SUBDOMAIN_HOST}"), "/", T).await;
+}

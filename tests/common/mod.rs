@@ -436,6 +436,34 @@ impl Burrow {
     }
 }
 
+impl Drop for Burrow {
+    /// Every test, whatever it checks, also checks that the secrets it gave burrow (frp token, API
+    /// token, secrets in its config file) never appeared on burrow's stdout or stderr.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let mut secrets: Vec<String> = self
+            .env
+            .iter()
+            .filter(|(k, v)| (k.ends_with("_TOKEN") || k.ends_with("_PASSWORD")) && v.len() >= 6)
+            .map(|(_, v)| v.clone())
+            .collect();
+        if let Some((_, cfg)) = self.env.iter().find(|(k, _)| k == "BURROW_CONFIG") {
+            let text = std::fs::read_to_string(cfg).unwrap_or_default();
+            for l in text.lines().filter(|l| l.contains("token") || l.contains("assword")) {
+                if let Some(v) =
+                    l.split('=').nth(1).map(|v| v.trim().trim_matches('"').to_string()).filter(|v| v.len() >= 6)
+                {
+                    secrets.push(v);
+                }
+            }
+        }
+        let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        self.assert_no_secret(&refs);
+    }
+}
+
 /// A TCP relay in front of a server that counts the connections it forwards.
 pub struct CountingRelay {
     pub port: u16,
