@@ -5,35 +5,20 @@
 //! `shutdown` command and the end of stdin all mean "stop now, cleanly". `stopped` is always the
 //! last line on stdout.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
-use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{Client, Fatal, SetupError};
 use crate::config::{Config, Mode, Secret, TunnelKind, DEFAULT_TUNNEL};
+use crate::control::Controller;
 use crate::events::{ErrorCode, Events};
 use crate::frpc;
 use crate::provision::{self, Api, Reservation};
 use crate::proxy::Proxy;
 use crate::status::Status;
-
-/// Why burrow is stopping; the first reason wins.
-#[derive(Clone, Default)]
-struct StopReason(Arc<Mutex<Option<&'static str>>>);
-
-impl StopReason {
-    fn set(&self, reason: &'static str, token: &CancellationToken) {
-        let mut r = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        r.get_or_insert(reason);
-        token.cancel();
-    }
-    fn get(&self) -> Option<&'static str> {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// Runs burrow until it is told to stop or fails fatally; returns the exit code.
 pub async fn run(mut config: Config, events: Events) -> i32 {
@@ -46,10 +31,16 @@ pub async fn run(mut config: Config, events: Events) -> i32 {
         }
     };
     let status = Status::new(config.tunnels.iter().map(|t| (t.name.clone(), t.kind.type_name())), proxy.clone());
-    let shutdown = CancellationToken::new();
-    let reason = StopReason::default();
-    watch_signals(reason.clone(), shutdown.clone());
-    watch_stdin(reason.clone(), shutdown.clone(), events.clone(), status.clone());
+    let ctl = Controller::new(events.clone(), status.clone());
+    ctl.watch_signals();
+    ctl.watch_stdin();
+    let shutdown = ctl.shutdown.clone();
+    if let Some(addr) = config.admin_addr {
+        if let Err(code) = start_admin(addr, config.admin_token.clone(), &ctl, &status, &events).await {
+            events.emit("stopped", json!({"reason": code.as_str()}));
+            return code.exit_code();
+        }
+    }
 
     // Tunnels from the provisioning API: reserve first, renew in the background, release last.
     let mut lease: Option<(Arc<Api>, String)> = None;
@@ -63,7 +54,7 @@ pub async fn run(mut config: Config, events: Events) -> i32 {
             provision::with_retry(&events, &shutdown, "reserving tunnels", || api.reserve(&[(DEFAULT_TUNNEL, "http")]))
                 .await;
         let r = match reserved {
-            None => return stop_ok(&events, &reason),
+            None => return stop_ok(&events, &ctl),
             Some(Err(e)) => return stop_fatal(&events, e.code(), &e.to_string(), e.hint()),
             Some(Ok(r)) => r,
         };
@@ -82,7 +73,7 @@ pub async fn run(mut config: Config, events: Events) -> i32 {
         lease = Some((api, r.id));
     }
 
-    let result = serve(&config, &events, &status, proxy, shutdown.clone()).await;
+    let result = manage(&config, &events, &status, proxy, &ctl).await;
     status.set_state("stopping");
     if let Some((api, id)) = lease {
         // Best effort, bounded: an exit must not hang on a dead API.
@@ -93,7 +84,7 @@ pub async fn run(mut config: Config, events: Events) -> i32 {
         }
     }
     match result {
-        Ok(()) => stop_ok(&events, &reason),
+        Ok(()) => stop_ok(&events, &ctl),
         Err(fatal) => {
             eprintln!("burrow: {}", fatal.message);
             events.emit("stopped", json!({"reason": fatal.code.as_str()}));
@@ -102,9 +93,50 @@ pub async fn run(mut config: Config, events: Events) -> i32 {
     }
 }
 
-fn stop_ok(events: &Events, reason: &StopReason) -> i32 {
-    events.emit("stopped", json!({"reason": reason.get().unwrap_or("shutdown")}));
+fn stop_ok(events: &Events, ctl: &Controller) -> i32 {
+    events.emit("stopped", json!({"reason": ctl.reason().unwrap_or("shutdown")}));
     0
+}
+
+/// Keeps the tunnels as the host wants them: up after `start`, down after `stop` (the proxy
+/// stays), until shutdown or a fatal failure. Once `auto` has fallen back to frpc it stays there.
+async fn manage(
+    config: &Config,
+    events: &Events,
+    status: &Status,
+    proxy: Option<Arc<Proxy>>,
+    ctl: &Controller,
+) -> Result<(), Fatal> {
+    let mut wanted = ctl.wanted();
+    let mut on_frpc = false;
+    loop {
+        // Wait until the tunnels are wanted (they are, at first).
+        while !*wanted.borrow_and_update() {
+            status.set_state("stopped");
+            tokio::select! {
+                r = wanted.changed() => if r.is_err() { return Ok(()) },
+                _ = ctl.shutdown.cancelled() => return Ok(()),
+            }
+        }
+        let run = ctl.shutdown.child_token();
+        let stopper = {
+            let (run, mut w) = (run.clone(), ctl.wanted());
+            tokio::spawn(async move {
+                while *w.borrow_and_update() {
+                    if w.changed().await.is_err() {
+                        return;
+                    }
+                }
+                run.cancel();
+            })
+        };
+        let r = serve(config, events, status, proxy.clone(), run, ctl, &mut on_frpc).await;
+        stopper.abort();
+        if ctl.shutdown.is_cancelled() || r.is_err() {
+            return r;
+        }
+        tracing::info!("tunnels stopped on request; the proxy keeps serving");
+    }
 }
 
 fn stop_fatal(events: &Events, code: ErrorCode, message: &str, hint: &str) -> i32 {
@@ -122,21 +154,25 @@ async fn serve(
     status: &Status,
     proxy: Option<Arc<Proxy>>,
     shutdown: CancellationToken,
+    ctl: &Controller,
+    on_frpc: &mut bool,
 ) -> Result<(), Fatal> {
-    let frpc_now = match config.mode {
-        Mode::Frpc => true,
-        Mode::Native => false,
-        Mode::Auto => config.native_gap.is_some(),
-    };
+    let frpc_now = *on_frpc
+        || match config.mode {
+            Mode::Frpc => true,
+            Mode::Native => false,
+            Mode::Auto => config.native_gap.is_some(),
+        };
     if frpc_now {
-        if let (Mode::Auto, Some(gap)) = (config.mode, &config.native_gap) {
+        if let (Mode::Auto, Some(gap), false) = (config.mode, &config.native_gap, *on_frpc) {
             events.emit(
                 "fallback",
                 json!({"from": "native", "to": "frpc", "reason": format!("the configuration needs frpc: {gap}")}),
             );
         }
+        *on_frpc = true;
         status.set_mode("frpc");
-        return frpc::run(config, events, status, shutdown).await;
+        return frpc::run(config, events, status, shutdown, ctl.reconnect.clone()).await;
     }
     let client = match Client::new(config, events.clone(), proxy, status.clone()) {
         Ok(c) => c,
@@ -149,14 +185,61 @@ async fn serve(
             return Err(Fatal { code: ErrorCode::ConfigInvalid, message: e.to_string(), fallback: false });
         }
     };
-    match client.run(shutdown.clone(), config.mode == Mode::Auto).await {
+    match client.run(shutdown.clone(), config.mode == Mode::Auto, ctl.reconnect.clone()).await {
         Err(f) if f.fallback => {
             events.emit("fallback", json!({"from": "native", "to": "frpc", "reason": format!("the server does not speak the native client's protocol: {}", f.message)}));
+            *on_frpc = true;
             status.set_mode("frpc");
-            frpc::run(config, events, status, shutdown).await
+            frpc::run(config, events, status, shutdown, ctl.reconnect.clone()).await
         }
         other => other,
     }
+}
+
+async fn start_admin(
+    addr: std::net::SocketAddr,
+    token: Option<Secret>,
+    ctl: &Controller,
+    status: &Status,
+    events: &Events,
+) -> Result<(), ErrorCode> {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            let code =
+                if e.kind() == std::io::ErrorKind::AddrInUse { ErrorCode::PortInUse } else { ErrorCode::Internal };
+            eprintln!("burrow: cannot listen on {addr} for the admin API: {e}");
+            events.error(
+                code,
+                &format!("cannot listen on {addr} for the admin API: {e}"),
+                "set BURROW_ADMIN_ADDR to a free loopback address, or unset it",
+                true,
+            );
+            return Err(code);
+        }
+    };
+    if !addr.ip().is_loopback() {
+        events.warning(
+            "admin_not_loopback",
+            &format!(
+                "the admin API listens on {addr}, reachable from other machines; use 127.0.0.1 unless that is intended"
+            ),
+        );
+    }
+    let generated = token.is_none();
+    let token = token.map(|t| t.expose().to_string()).unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+    let bound = crate::admin::serve(listener, token.clone(), ctl.clone(), status.clone(), events.clone())
+        .map_err(|_| ErrorCode::Internal)?;
+    let url = format!("http://{bound}/");
+    let mut ev = json!({"url": url});
+    if generated {
+        // The contract gives a generated token to the host in this event; a token the host chose
+        // it already knows and is never echoed.
+        ev["token"] = json!(token);
+        ev["page"] = json!(format!("{url}#token={token}"));
+    }
+    events.emit("admin_ready", ev);
+    Ok(())
 }
 
 fn start_proxy(config: &Config, events: &Events) -> Result<Option<Arc<Proxy>>, ErrorCode> {
@@ -247,65 +330,4 @@ async fn renew_loop(api: Arc<Api>, mut r: Reservation, events: Events, shutdown:
             }
         }
     }
-}
-
-fn watch_signals(reason: StopReason, token: CancellationToken) {
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-                tracing::warn!("cannot install signal handlers; stop burrow through stdin instead");
-                return;
-            };
-            tokio::select! {
-                _ = int.recv() => reason.set("signal", &token),
-                _ = term.recv() => reason.set("signal", &token),
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                reason.set("signal", &token);
-            }
-        }
-    });
-}
-
-fn watch_stdin(reason: StopReason, token: CancellationToken, events: Events, status: Status) {
-    tokio::spawn(async move {
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        loop {
-            match lines.next_line().await {
-                Ok(Some(line)) if line.trim().is_empty() => {}
-                Ok(Some(line)) => match serde_json::from_str::<serde_json::Value>(&line)
-                    .ok()
-                    .and_then(|v| v.get("cmd").and_then(|c| c.as_str()).map(String::from))
-                {
-                    Some(cmd) if cmd == "shutdown" => {
-                        reason.set("shutdown", &token);
-                        return;
-                    }
-                    Some(cmd) if cmd == "status" => events.emit("status", status.snapshot()),
-                    Some(cmd) => events.error(
-                        ErrorCode::Internal,
-                        &format!("unknown command {cmd:?}"),
-                        "commands: {\"cmd\":\"status\"}, {\"cmd\":\"shutdown\"}",
-                        false,
-                    ),
-                    None => events.error(
-                        ErrorCode::Internal,
-                        "stdin line is not a JSON command",
-                        "send one JSON object per line, e.g. {\"cmd\":\"shutdown\"}",
-                        false,
-                    ),
-                },
-                // End of stdin: the host is gone.
-                Ok(None) | Err(_) => {
-                    reason.set("stdin_closed", &token);
-                    return;
-                }
-            }
-        }
-    });
 }

@@ -119,6 +119,8 @@ async fn run_in(frps: &Path, dir: &Path) -> Result<(), String> {
         frpc_file: None,
         native_gap: None,
         reservation_id: None,
+        admin_addr: None,
+        admin_token: None,
     };
     let events = Events::silent();
     let mut rx = events.subscribe();
@@ -131,7 +133,7 @@ async fn run_in(frps: &Path, dir: &Path) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let shutdown = CancellationToken::new();
     let token2 = shutdown.clone();
-    let client_task = tokio::spawn(async move { client.run(token2, false).await });
+    let client_task = tokio::spawn(async move { client.run(token2, false, Default::default()).await });
     say("3/4  burrow's native client connecting (TLS + yamux) ...");
 
     let url = loop {

@@ -3,10 +3,12 @@
 //! `main` only wires: it parses the command line, loads the configuration, sets up logging and
 //! hands over to [`app`] (the tunnel) or [`demo`] (the loopback demonstration).
 
+mod admin;
 mod app;
 mod check;
 mod client;
 mod config;
+mod control;
 mod demo;
 mod events;
 mod frpc;

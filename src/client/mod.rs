@@ -25,6 +25,7 @@ use crate::events::{ErrorCode, Events};
 use crate::proxy::Proxy;
 use crate::status::Status;
 use crate::transport::tls::{self, TlsSetupError};
+use session::SessionError;
 
 /// Why the client cannot start with this configuration.
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +146,12 @@ impl Client {
     /// Runs until `shutdown` is cancelled (`Ok`) or a failure that must not be retried (`Err`).
     /// With `auto_fallback`, two sessions in a row whose transport came up but whose frp
     /// exchange failed end the run with [`Fatal::fallback`] set, for the caller to start frpc.
-    pub async fn run(&self, shutdown: CancellationToken, auto_fallback: bool) -> Result<(), Fatal> {
+    pub async fn run(
+        &self,
+        shutdown: CancellationToken,
+        auto_fallback: bool,
+        reconnect: Arc<tokio::sync::Notify>,
+    ) -> Result<(), Fatal> {
         let events = &self.shared.events;
         if self.shared.server.tls.is_unverified() {
             events.warning(
@@ -160,9 +166,21 @@ impl Client {
         loop {
             self.shared.status.set_state("connecting");
             let mut logged_in = false;
-            let result = session::run(&self.shared, &mut run_id, &shutdown, &mut logged_in).await;
+            let result = tokio::select! {
+                r = session::run(&self.shared, &mut run_id, &shutdown, &mut logged_in) => r,
+                // The host says the network changed (wake from sleep): this session may be dead
+                // without knowing it; start over at once.
+                _ = reconnect.notified() => Err(SessionError::Requested),
+            };
             let err = match result {
                 Ok(()) => return Ok(()),
+                Err(SessionError::Requested) => {
+                    failures = 0;
+                    last_error = None;
+                    incompatible = 0;
+                    events.emit("reconnecting", json!({"attempt": 1, "delay_ms": 0, "reason": "reconnect requested"}));
+                    continue;
+                }
                 Err(e) => e,
             };
             let code = err.code();
@@ -194,6 +212,7 @@ impl Client {
             );
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
+                _ = reconnect.notified() => failures = 0,
                 _ = shutdown.cancelled() => return Ok(()),
             }
         }

@@ -62,6 +62,9 @@ pub enum SessionError {
     /// The control connection failed.
     #[error("control connection failed: {0}")]
     Io(#[from] io::Error),
+    /// The host asked for a new connection (`reconnect`).
+    #[error("reconnect requested")]
+    Requested,
 }
 
 impl SessionError {
@@ -79,9 +82,10 @@ impl SessionError {
             SessionError::ClosedBeforeLogin | SessionError::LoginTimeout | SessionError::Protocol(_) => {
                 ErrorCode::ProtocolError
             }
-            SessionError::Closed | SessionError::HeartbeatTimeout(_) | SessionError::Io(_) => {
-                ErrorCode::ServerUnreachable
-            }
+            SessionError::Closed
+            | SessionError::HeartbeatTimeout(_)
+            | SessionError::Io(_)
+            | SessionError::Requested => ErrorCode::ServerUnreachable,
         }
     }
 
@@ -125,6 +129,7 @@ impl SessionError {
             SessionError::PongError(_) => "frps checks tokens in heartbeats (auth.additionalScopes); check BURROW_SERVER_TOKEN".into(),
             SessionError::Protocol(_) => "the server does not speak frp v1 as frps 0.52–0.70 do; check the address, or use the frpc fallback".into(),
             SessionError::Closed | SessionError::HeartbeatTimeout(_) | SessionError::Io(_) => "the connection to frps was lost; burrow reconnects".into(),
+            SessionError::Requested => "burrow reconnects now".into(),
         }
     }
 }

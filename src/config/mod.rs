@@ -199,6 +199,10 @@ pub struct Config {
     pub native_gap: Option<String>,
     /// The reservation the tunnels come from, once reserved.
     pub reservation_id: Option<String>,
+    /// `BURROW_ADMIN_ADDR`: where the admin API and status page listen; `None` disables them.
+    pub admin_addr: Option<SocketAddr>,
+    /// `BURROW_ADMIN_TOKEN`; `None`: a random one is made and given in `admin_ready`.
+    pub admin_token: Option<Secret>,
 }
 
 /// Command-line settings that override the environment.
@@ -563,6 +567,29 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
         },
     };
 
+    let admin_addr = match get(env, "BURROW_ADMIN_ADDR") {
+        None => None,
+        Some(v) => Some(v.trim().parse::<SocketAddr>().map_err(|_| {
+            ConfigError::new(
+                "BURROW_ADMIN_ADDR",
+                v,
+                "expected a loopback IP address and a port (0 picks a free one)",
+                "BURROW_ADMIN_ADDR=127.0.0.1:7401",
+            )
+        })?),
+    };
+    let admin_token = match env.get("BURROW_ADMIN_TOKEN").filter(|v| !v.is_empty()) {
+        None => None,
+        Some(t) if t.len() >= 16 && t.chars().all(|c| c.is_ascii_graphic()) => Some(Secret::new(t.clone())),
+        Some(_) => {
+            return Err(ConfigError::new(
+                "BURROW_ADMIN_TOKEN",
+                "***",
+                "the admin token must be at least 16 printable characters without spaces",
+                "BURROW_ADMIN_TOKEN=$(openssl rand -hex 16)",
+            ))
+        }
+    };
     let frpc_file = file.map(|f| (file_path.clone().unwrap_or_default(), f.raw));
     Ok(Config {
         server,
@@ -577,6 +604,8 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
         frpc_file,
         native_gap,
         reservation_id: None,
+        admin_addr,
+        admin_token,
     })
 }
 
@@ -686,6 +715,8 @@ mod tests {
             ("BURROW_ROUTES", "/=http://127.0.0.1:0"),
             ("BURROW_UPSTREAM_TIMEOUT", "0"),
             ("BURROW_UPSTREAM_TIMEOUT", "soon"),
+            ("BURROW_ADMIN_ADDR", "localhost"),
+            ("BURROW_ADMIN_TOKEN", "short"),
         ];
         for (k, v) in cases {
             let mut e = env(&base());

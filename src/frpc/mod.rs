@@ -57,7 +57,13 @@ fn fatal(events: &Events, code: ErrorCode, message: String, hint: &str) -> Fatal
 }
 
 /// Runs frpc for `cfg` until shutdown (`Ok`) or a failure that retrying cannot fix.
-pub async fn run(cfg: &Config, events: &Events, status: &Status, shutdown: CancellationToken) -> Result<(), Fatal> {
+pub async fn run(
+    cfg: &Config,
+    events: &Events,
+    status: &Status,
+    shutdown: CancellationToken,
+    reconnect: Arc<tokio::sync::Notify>,
+) -> Result<(), Fatal> {
     let public_urls: HashMap<String, String> =
         cfg.tunnels.iter().filter_map(|t| t.public_url.clone().map(|u| (t.name.clone(), u))).collect();
     let frpc = match locate::resolve(cfg.frpc_path.as_deref()) {
@@ -121,7 +127,7 @@ pub async fn run(cfg: &Config, events: &Events, status: &Status, shutdown: Cance
 
     let sup =
         Supervisor { frpc, file, admin, cfg, events, status, public_urls: &public_urls, http: reqwest::Client::new() };
-    let r = sup.supervise(shutdown).await;
+    let r = sup.supervise(shutdown, reconnect).await;
     drop(dir);
     r
 }
@@ -167,9 +173,9 @@ impl Supervisor<'_> {
         cmd.spawn()
     }
 
-    async fn supervise(&self, shutdown: CancellationToken) -> Result<(), Fatal> {
+    async fn supervise(&self, shutdown: CancellationToken, reconnect: Arc<tokio::sync::Notify>) -> Result<(), Fatal> {
         let mut failures = 0u32;
-        loop {
+        'restart: loop {
             let mut child = self.spawn().map_err(|e| {
                 fatal(
                     self.events,
@@ -211,6 +217,14 @@ impl Supervisor<'_> {
                         return Ok(());
                     }
                     st = child.wait() => break st,
+                    _ = reconnect.notified() => {
+                        // A fresh frpc connects at once (its own retry timer may be long).
+                        self.stop(&mut child, pid).await;
+                        self.all_down(&mut up, "reconnect requested");
+                        failures = 0;
+                        self.events.emit("reconnecting", json!({"attempt": 1, "delay_ms": 0, "reason": "reconnect requested"}));
+                        continue 'restart;
+                    }
                     _ = ticker.tick() => {
                         if auth_failed.load(Ordering::SeqCst) {
                             self.stop(&mut child, pid).await;

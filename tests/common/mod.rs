@@ -461,6 +461,27 @@ impl Drop for Burrow {
         }
         let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
         self.assert_no_secret(&refs);
+        // And every event it printed follows the published schema.
+        for e in self.events() {
+            if let Err(why) = validate_event(&e) {
+                panic!("event does not match resources/events.schema.json: {why}\n{e}");
+            }
+        }
+    }
+}
+
+/// Checks one event against resources/events.schema.json.
+pub fn validate_event(e: &Value) -> Result<(), String> {
+    static V: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let v = V.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("resources/events.schema.json");
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        jsonschema::validator_for(&schema).expect("a valid JSON Schema")
+    });
+    if v.is_valid(e) {
+        Ok(())
+    } else {
+        Err(v.iter_errors(e).map(|err| err.to_string()).collect::<Vec<_>>().join("; "))
     }
 }
 

@@ -1,0 +1,184 @@
+//! The admin API and status page (contract §6), on a loopback address.
+//!
+//! `GET /` serves the status page (it holds no secret: it reads the token from its URL fragment,
+//! which browsers never send). Every `/api/*` call needs `Authorization: Bearer <token>`; a
+//! request with an `Origin` other than the admin address itself is refused (403), so a web page
+//! the user happens to visit cannot drive burrow through the user's browser.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::control::{Command, Controller};
+use crate::events::Events;
+use crate::status::Status;
+
+const PAGE: &str = include_str!("../resources/status.html");
+
+type Body = BoxBody<Bytes, Infallible>;
+
+struct Admin {
+    addr: SocketAddr,
+    token: String,
+    ctl: Controller,
+    status: Status,
+    events: Events,
+}
+
+/// Serves the admin API on `listener` until burrow exits.
+pub fn serve(
+    listener: TcpListener,
+    token: String,
+    ctl: Controller,
+    status: Status,
+    events: Events,
+) -> std::io::Result<SocketAddr> {
+    let addr = listener.local_addr()?;
+    let admin = Arc::new(Admin { addr, token, ctl, status, events });
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
+            let admin = admin.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(admin.handle(req)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn full(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, ctype.parse().expect("static content type"));
+    r.headers_mut().insert(header::CACHE_CONTROL, "no-store".parse().expect("static"));
+    r
+}
+
+fn json_resp(status: StatusCode, v: serde_json::Value) -> Response<Body> {
+    full(status, "application/json", v.to_string())
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a guess was right.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Admin {
+    fn origin_ok(&self, req: &Request<Incoming>) -> bool {
+        match req.headers().get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+            None => true,
+            Some(o) => {
+                let port = self.addr.port();
+                let ok = [
+                    format!("http://{}", self.addr),
+                    format!("http://localhost:{port}"),
+                    format!("http://127.0.0.1:{port}"),
+                ];
+                ok.iter().any(|x| x == o)
+            }
+        }
+    }
+
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let got = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        got.is_some_and(|t| same(t.trim().as_bytes(), self.token.as_bytes()))
+    }
+
+    fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        if !self.origin_ok(&req) {
+            return json_resp(
+                StatusCode::FORBIDDEN,
+                json!({"error": {"code": "forbidden_origin", "message": "requests from other origins are refused"}}),
+            );
+        }
+        let path = req.uri().path();
+        if path == "/" || path == "/index.html" {
+            if req.method() != Method::GET && req.method() != Method::HEAD {
+                return json_resp(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    json!({"error": {"code": "method", "message": "GET only"}}),
+                );
+            }
+            let mut r = full(StatusCode::OK, "text/html; charset=utf-8", PAGE);
+            r.headers_mut().insert(
+                "content-security-policy",
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'"
+                    .parse()
+                    .expect("static"),
+            );
+            r.headers_mut().insert("x-frame-options", "DENY".parse().expect("static"));
+            return r;
+        }
+        if !path.starts_with("/api/") {
+            return json_resp(
+                StatusCode::NOT_FOUND,
+                json!({"error": {"code": "not_found", "message": "no such page"}}),
+            );
+        }
+        if !self.authorized(&req) {
+            let mut r = json_resp(
+                StatusCode::UNAUTHORIZED,
+                json!({"error": {"code": "unauthorized", "message": "missing or wrong bearer token"}}),
+            );
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+            return r;
+        }
+        let cmd = |c: Command| {
+            self.ctl.apply(c);
+            json_resp(StatusCode::ACCEPTED, json!({"ok": true}))
+        };
+        match (req.method(), path) {
+            (&Method::GET, "/api/status") => json_resp(StatusCode::OK, self.status.snapshot()),
+            (&Method::POST, "/api/start") => cmd(Command::Start),
+            (&Method::POST, "/api/stop") => cmd(Command::Stop),
+            (&Method::POST, "/api/reconnect") => cmd(Command::Reconnect),
+            (&Method::GET, "/api/events") => self.sse(),
+            (_, "/api/status" | "/api/start" | "/api/stop" | "/api/reconnect" | "/api/events") => json_resp(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": {"code": "method", "message": "wrong method for this endpoint"}}),
+            ),
+            _ => {
+                json_resp(StatusCode::NOT_FOUND, json!({"error": {"code": "not_found", "message": "no such endpoint"}}))
+            }
+        }
+    }
+
+    /// Server-sent events: the current status first, then every event as stdout gets it.
+    fn sse(&self) -> Response<Body> {
+        let rx = self.events.subscribe();
+        let mut first = self.status.snapshot();
+        first["event"] = json!("status");
+        let first = format!("data: {first}\n\n");
+        let stream = futures::stream::unfold((Some(first), rx), |(first, mut rx)| async move {
+            if let Some(f) = first {
+                return Some((Ok::<_, Infallible>(Frame::data(Bytes::from(f))), (None, rx)));
+            }
+            let v = rx.recv().await?;
+            Some((Ok(Frame::data(Bytes::from(format!("data: {v}\n\n")))), (None, rx)))
+        });
+        let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        r.headers_mut().insert(header::CONTENT_TYPE, "text/event-stream".parse().expect("static"));
+        r.headers_mut().insert(header::CACHE_CONTROL, "no-store".parse().expect("static"));
+        r
+    }
+}

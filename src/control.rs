@@ -1,0 +1,174 @@
+//! The host's controls: commands from stdin (and the admin API) and what they do.
+//!
+//! `start` and `stop` switch the tunnels (the proxy stays up), `status` answers with a `status`
+//! event, `reconnect` drops the current attempt or backoff wait and connects now — for a laptop
+//! waking from sleep — and `shutdown`, like the end of stdin or SIGINT/SIGTERM, stops burrow.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{ErrorCode, Events};
+use crate::status::Status;
+
+/// A command from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Bring the tunnels up.
+    Start,
+    /// Take the tunnels down; the proxy stays.
+    Stop,
+    /// Answer with a `status` event.
+    Status,
+    /// Stop burrow.
+    Shutdown,
+    /// Connect again now, with the backoff reset.
+    Reconnect,
+}
+
+/// The commands, for error messages.
+pub const COMMANDS: &str =
+    r#"{"cmd":"start"}, {"cmd":"stop"}, {"cmd":"status"}, {"cmd":"reconnect"}, {"cmd":"shutdown"}"#;
+
+/// Parses one stdin line: a JSON object with a `cmd` string.
+pub fn parse_command(line: &str) -> Result<Command, String> {
+    let v: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| format!("stdin line is not JSON ({e}); send one JSON object per line"))?;
+    let cmd = v.get("cmd").and_then(|c| c.as_str()).ok_or("the JSON object has no \"cmd\" string")?;
+    match cmd {
+        "start" => Ok(Command::Start),
+        "stop" => Ok(Command::Stop),
+        "status" => Ok(Command::Status),
+        "shutdown" => Ok(Command::Shutdown),
+        "reconnect" => Ok(Command::Reconnect),
+        other => Err(format!("unknown command {other:?}")),
+    }
+}
+
+/// Shared by everything that can control burrow.
+#[derive(Clone)]
+pub struct Controller {
+    /// Cancelled when burrow is to stop.
+    pub shutdown: CancellationToken,
+    reason: Arc<Mutex<Option<&'static str>>>,
+    wanted: Arc<watch::Sender<bool>>,
+    /// Woken by `reconnect`.
+    pub reconnect: Arc<Notify>,
+    events: Events,
+    status: Status,
+}
+
+impl Controller {
+    /// Tunnels wanted up from the start.
+    pub fn new(events: Events, status: Status) -> Self {
+        Self {
+            shutdown: CancellationToken::new(),
+            reason: Arc::default(),
+            wanted: Arc::new(watch::channel(true).0),
+            reconnect: Arc::new(Notify::new()),
+            events,
+            status,
+        }
+    }
+
+    /// Stops burrow; the first reason given wins.
+    pub fn stop_burrow(&self, reason: &'static str) {
+        self.reason.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(reason);
+        self.shutdown.cancel();
+    }
+
+    /// Why burrow is stopping.
+    pub fn reason(&self) -> Option<&'static str> {
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the tunnels are wanted up, and changes to it.
+    pub fn wanted(&self) -> watch::Receiver<bool> {
+        self.wanted.subscribe()
+    }
+
+    /// Carries out a command.
+    pub fn apply(&self, cmd: Command) {
+        match cmd {
+            Command::Start => {
+                self.wanted.send_replace(true);
+            }
+            Command::Stop => {
+                self.wanted.send_replace(false);
+            }
+            Command::Status => self.events.emit("status", self.status.snapshot()),
+            Command::Shutdown => self.stop_burrow("shutdown"),
+            Command::Reconnect => self.reconnect.notify_one(),
+        }
+    }
+
+    /// Reads commands from stdin until it ends; the end of stdin means the host is gone.
+    pub fn watch_stdin(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+            loop {
+                match lines.next_line().await {
+                    Ok(Some(line)) if line.trim().is_empty() => {}
+                    Ok(Some(line)) => match parse_command(&line) {
+                        Ok(cmd) => this.apply(cmd),
+                        Err(e) => this.events.error(ErrorCode::Internal, &e, &format!("commands: {COMMANDS}"), false),
+                    },
+                    Ok(None) | Err(_) => {
+                        this.stop_burrow("stdin_closed");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// SIGINT and SIGTERM stop burrow cleanly.
+    pub fn watch_signals(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{signal, SignalKind};
+                let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+                else {
+                    tracing::warn!("cannot install signal handlers; stop burrow through stdin instead");
+                    return;
+                };
+                tokio::select! {
+                    _ = int.recv() => this.stop_burrow("signal"),
+                    _ = term.recv() => this.stop_burrow("signal"),
+                }
+            }
+            #[cfg(not(unix))]
+            {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    this.stop_burrow("signal");
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_and_bad_lines_say_why() {
+        assert_eq!(parse_command(r#"{"cmd":"start"}"#), Ok(Command::Start));
+        assert_eq!(parse_command(r#"{"cmd":"reconnect","extra":1}"#), Ok(Command::Reconnect));
+        assert_eq!(parse_command(r#" {"cmd":"shutdown"} "#), Ok(Command::Shutdown));
+        for (bad, why) in [
+            ("start", "not JSON"),
+            (r#"{"command":"x"}"#, "no \"cmd\""),
+            (r#"{"cmd":5}"#, "no \"cmd\""),
+            (r#"{"cmd":"fly"}"#, "unknown command"),
+            ("[1]", "no \"cmd\""),
+        ] {
+            assert!(parse_command(bad).unwrap_err().contains(why), "{bad}");
+        }
+    }
+}
