@@ -1,0 +1,285 @@
+'use strict';
+// burrow for Electron's main process: spawn the burrow binary, follow its JSON-lines events,
+// control it over stdin, restart it if it dies, and stop it with the app.
+//
+//   const { Burrow, Settings } = require('./burrow');
+//   const settings = new Settings({ dir: app.getPath('userData'), safeStorage });
+//   const burrow = new Burrow({ env: settings.toEnv() });
+//   burrow.on('tunnel', (t) => win.webContents.send('burrow:update', t));
+//   burrow.attachToApp(app);            // shutdown on before-quit
+//   burrow.start();
+//
+// Dependency-free CommonJS. Secrets go to the child through its environment, never its argv
+// (argv is visible to every user of the machine).
+
+const { spawn } = require('node:child_process');
+const { EventEmitter } = require('node:events');
+const fs = require('node:fs');
+const path = require('node:path');
+const readline = require('node:readline');
+
+const GO_OS = { darwin: 'darwin', linux: 'linux', win32: 'windows' };
+const GO_ARCH = { x64: 'amd64', arm64: 'arm64', ia32: '386' };
+
+/** `<os>-<arch>` as burrow's resources/bin/ is laid out (Go's names, as frp's releases use). */
+function platformDir(platform = process.platform, arch = process.arch) {
+  return `${GO_OS[platform] || platform}-${GO_ARCH[arch] || arch}`;
+}
+
+/**
+ * Where the burrow binary is: `process.resourcesPath/bin/<os>-<arch>/burrow[.exe]` in a packaged
+ * app (extraResources), else `devPath`, else the source tree's target/release build.
+ */
+function locateBinary({ packaged, resourcesPath, devPath, platform = process.platform, arch = process.arch } = {}) {
+  const exe = platform === 'win32' ? 'burrow.exe' : 'burrow';
+  if (packaged && resourcesPath) return path.join(resourcesPath, 'bin', platformDir(platform, arch), exe);
+  if (devPath) return devPath;
+  return path.join(__dirname, '..', '..', 'target', 'release', exe);
+}
+
+/** Plain words for burrow's error codes, for the chat window's top bar. */
+const PLAIN = {
+  config_invalid: 'The tunnel settings are not valid.',
+  api_unreachable: 'Cannot reach the tunnel service. Retrying…',
+  api_rejected: 'The tunnel service refused your credentials.',
+  api_error: 'The tunnel service answered something unexpected.',
+  server_unreachable: 'Cannot reach the tunnel server. Retrying…',
+  auth_failed: 'The tunnel server refused the credentials.',
+  proxy_rejected: 'The tunnel server refused this tunnel name.',
+  tls_failed: 'The tunnel server’s identity could not be verified.',
+  protocol_error: 'The tunnel server speaks an unexpected protocol.',
+  frpc_missing: 'The fallback tunnel client is missing from the app.',
+  frpc_failed: 'The fallback tunnel client stopped. Restarting…',
+  port_in_use: 'Another program uses the local port burrow needs.',
+  internal: 'burrow hit an internal problem.',
+};
+
+class Burrow extends EventEmitter {
+  /**
+   * @param {object} opts
+   * @param {string} [opts.binary]  path of the burrow executable (default: locateBinary())
+   * @param {object} [opts.env]     BURROW_* settings (secrets included); merged over process.env
+   * @param {string[]} [opts.args]  extra arguments (never secrets)
+   * @param {number} [opts.maxRestartDelayMs] cap of the restart backoff (default 20000)
+   */
+  constructor(opts = {}) {
+    super();
+    this.binary = opts.binary || locateBinary();
+    this.env = opts.env || {};
+    this.args = opts.args || [];
+    this.maxRestartDelayMs = opts.maxRestartDelayMs || 20000;
+    this.child = null;
+    this.tunnels = new Map();
+    this.state = 'idle';
+    this._stopping = false;
+    this._restarts = 0;
+    this._restartTimer = null;
+    this._statusWaiters = [];
+  }
+
+  /** The child's pid, or null. */
+  get pid() {
+    return this.child ? this.child.pid : null;
+  }
+
+  /** Starts burrow (or, when it runs, brings its tunnels up). */
+  start() {
+    if (this.child) {
+      this._send({ cmd: 'start' });
+      return;
+    }
+    this._stopping = false;
+    this._spawn();
+  }
+
+  /** Takes the tunnels down; the local proxy keeps serving. */
+  stop() {
+    this._send({ cmd: 'stop' });
+  }
+
+  /** Asks for a `status` event; resolves with it. */
+  status(timeoutMs = 5000) {
+    return new Promise((resolve, reject) => {
+      if (!this.child) return reject(new Error('burrow is not running'));
+      const t = setTimeout(() => reject(new Error('no status from burrow')), timeoutMs);
+      this._statusWaiters.push((s) => { clearTimeout(t); resolve(s); });
+      this._send({ cmd: 'status' });
+    });
+  }
+
+  /** Connect again now (after the machine woke up, or the network changed). */
+  reconnect() {
+    this._send({ cmd: 'reconnect' });
+  }
+
+  /** Stops burrow (it releases the reservation and stops any frpc); resolves when it has exited. */
+  shutdown(timeoutMs = 6000) {
+    this._stopping = true;
+    clearTimeout(this._restartTimer);
+    const child = this.child;
+    if (!child) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => { clearTimeout(kill); resolve(); };
+      const kill = setTimeout(() => { try { child.kill('SIGKILL'); } catch (_) { /* gone */ } }, timeoutMs);
+      child.once('exit', done);
+      this._send({ cmd: 'shutdown' });
+      try { child.stdin.end(); } catch (_) { /* already closed */ }
+    });
+  }
+
+  /** Shut burrow down when the app quits (before-quit waits for it). */
+  attachToApp(app) {
+    let quitting = false;
+    app.on('before-quit', (e) => {
+      if (quitting || !this.child) return;
+      e.preventDefault();
+      quitting = true;
+      this.shutdown().finally(() => app.quit());
+    });
+  }
+
+  _send(obj) {
+    if (this.child && this.child.stdin.writable) this.child.stdin.write(JSON.stringify(obj) + '\n');
+  }
+
+  _spawn() {
+    const env = { ...process.env, ...this.env };
+    const child = spawn(this.binary, this.args, { env, stdio: ['pipe', 'pipe', 'pipe'], windowsHide: true });
+    this.child = child;
+    this.state = 'starting';
+    child.on('error', (err) => this._emitError({ code: 'internal', message: `cannot start burrow: ${err.message}`, fatal: true }));
+    readline.createInterface({ input: child.stdout }).on('line', (line) => this._line(line));
+    readline.createInterface({ input: child.stderr }).on('line', (line) => this.emit('log', line));
+    child.stdin.on('error', () => { /* burrow exited; nothing to write to */ });
+    child.on('exit', (code, signal) => {
+      if (this.child === child) this.child = null;
+      const expected = this._stopping;
+      for (const [name, t] of this.tunnels) {
+        if (t.state === 'up') this._tunnel({ ...t, name, state: 'down', reason: 'burrow exited' });
+      }
+      this.state = 'exited';
+      this.emit('exit', { code, signal, expected });
+      // Exit codes 2 and 3 mean the settings are wrong: restarting would only repeat the error.
+      if (!expected && code !== 2 && code !== 3) this._scheduleRestart();
+    });
+  }
+
+  _scheduleRestart() {
+    this._restarts += 1;
+    const delayMs = Math.min(this.maxRestartDelayMs, 500 * 2 ** (this._restarts - 1));
+    this.emit('restart', { attempt: this._restarts, delayMs });
+    this._restartTimer = setTimeout(() => { if (!this._stopping) this._spawn(); }, delayMs);
+  }
+
+  _line(line) {
+    let ev;
+    try { ev = JSON.parse(line); } catch (_) { this.emit('log', line); return; }
+    this.emit('event', ev);
+    switch (ev.event) {
+      case 'connected':
+        this.state = 'connected';
+        this._restarts = 0;
+        break;
+      case 'tunnel_up':
+        this._tunnel({ name: ev.name, type: ev.type, url: ev.url || ev.remote_addr || null, state: 'up', mode: ev.mode });
+        break;
+      case 'tunnel_down':
+        this._tunnel({ ...(this.tunnels.get(ev.name) || {}), name: ev.name, state: 'down', reason: ev.reason });
+        break;
+      case 'reconnecting':
+        this.state = 'reconnecting';
+        break;
+      case 'status':
+        this.state = ev.state;
+        for (const w of this._statusWaiters.splice(0)) w(ev);
+        this.emit('status', ev);
+        break;
+      case 'error':
+        this._emitError(ev);
+        break;
+      case 'stopped':
+        this.state = 'stopped';
+        break;
+      default:
+        break;
+    }
+  }
+
+  _tunnel(t) {
+    this.tunnels.set(t.name, t);
+    this.emit('tunnel', t);
+  }
+
+  _emitError(ev) {
+    const err = { code: ev.code, message: ev.message, hint: ev.hint, fatal: !!ev.fatal, plain: PLAIN[ev.code] || ev.message };
+    // An 'error' event without a listener would throw in Node; report it only to listeners.
+    if (this.listenerCount('error') > 0) this.emit('error', err);
+  }
+}
+
+/**
+ * The user's tunnel settings, in a JSON file under the app's userData. The API token is encrypted
+ * with Electron's safeStorage when it is available; otherwise it is stored in plaintext and
+ * `save()` says so (`{ warning }`), so the app can tell the user.
+ */
+class Settings {
+  constructor({ dir, safeStorage = null, file = 'burrow-settings.json', fsImpl = fs } = {}) {
+    if (!dir) throw new Error('Settings needs the directory to keep them in (app.getPath("userData"))');
+    this.path = path.join(dir, file);
+    this.safeStorage = safeStorage;
+    this.fs = fsImpl;
+  }
+
+  load() {
+    let raw;
+    try { raw = JSON.parse(this.fs.readFileSync(this.path, 'utf8')); } catch (_) { return {}; }
+    const out = { apiUrl: raw.apiUrl, userId: raw.userId, projectId: raw.projectId };
+    if (raw.apiTokenEncrypted && this.safeStorage) {
+      out.apiToken = this.safeStorage.decryptString(Buffer.from(raw.apiTokenEncrypted, 'base64'));
+    } else if (raw.apiTokenPlain) {
+      out.apiToken = raw.apiTokenPlain;
+    }
+    return out;
+  }
+
+  save({ apiUrl, userId, projectId, apiToken }) {
+    const data = { apiUrl, userId, projectId };
+    let warning = null;
+    if (apiToken) {
+      if (this.safeStorage && this.safeStorage.isEncryptionAvailable()) {
+        data.apiTokenEncrypted = this.safeStorage.encryptString(apiToken).toString('base64');
+      } else {
+        data.apiTokenPlain = apiToken;
+        warning = 'The tunnel API token is stored without encryption: this system offers no secure storage (Electron safeStorage).';
+      }
+    }
+    this.fs.mkdirSync(path.dirname(this.path), { recursive: true });
+    this.fs.writeFileSync(this.path, JSON.stringify(data, null, 2), { mode: 0o600 });
+    return { warning };
+  }
+
+  /** The environment for `new Burrow({ env })`. */
+  toEnv() {
+    const s = this.load();
+    const env = {};
+    if (s.apiUrl) env.BURROW_API_URL = s.apiUrl;
+    if (s.userId) env.BURROW_USER_ID = s.userId;
+    if (s.projectId) env.BURROW_PROJECT_ID = s.projectId;
+    if (s.apiToken) env.BURROW_API_TOKEN = s.apiToken;
+    return env;
+  }
+}
+
+/** Wires a Burrow to Electron's ipcMain for the preload bridge (preload.js). */
+function registerIpc(ipcMain, burrow, webContents) {
+  ipcMain.handle('burrow:start', () => burrow.start());
+  ipcMain.handle('burrow:stop', () => burrow.stop());
+  ipcMain.handle('burrow:status', () => burrow.status());
+  const send = (kind) => (v) => { if (!webContents.isDestroyed()) webContents.send('burrow:update', { kind, ...v }); };
+  burrow.on('tunnel', send('tunnel'));
+  burrow.on('status', send('status'));
+  burrow.on('error', send('error'));
+  burrow.on('exit', send('exit'));
+}
+
+module.exports = { Burrow, Settings, locateBinary, platformDir, registerIpc, PLAIN };

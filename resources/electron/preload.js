@@ -1,0 +1,14 @@
+'use strict';
+// Preload bridge: the renderer gets `window.burrow` and nothing else of Node or Electron.
+const { contextBridge, ipcRenderer } = require('electron');
+
+contextBridge.exposeInMainWorld('burrow', {
+  start: () => ipcRenderer.invoke('burrow:start'),
+  stop: () => ipcRenderer.invoke('burrow:stop'),
+  status: () => ipcRenderer.invoke('burrow:status'),
+  onUpdate: (cb) => {
+    const listener = (_e, v) => cb(v);
+    ipcRenderer.on('burrow:update', listener);
+    return () => ipcRenderer.removeListener('burrow:update', listener);
+  },
+});

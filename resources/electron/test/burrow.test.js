@@ -1,0 +1,192 @@
+'use strict';
+// node:test tests of the Electron host module against the real burrow binary and real frps 0.65.0.
+// Run: node --test resources/electron/test/   (after `cargo build`; BURROW_BIN overrides the binary)
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { execFileSync, spawn } = require('node:child_process');
+const fs = require('node:fs');
+const http = require('node:http');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const { once } = require('node:events');
+
+const { Burrow, Settings, locateBinary, platformDir } = require('../burrow.js');
+
+const ROOT = path.join(__dirname, '..', '..', '..');
+const BIN = process.env.BURROW_BIN || path.join(ROOT, 'target', 'debug', 'burrow');
+const TOKEN = 'node-test-token-4a7c';
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
+  });
+}
+
+async function waitPort(port, ms = 10000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const ok = await new Promise((r) => { const c = net.connect(port, '127.0.0.1', () => { c.end(); r(true); }); c.on('error', () => r(false)); });
+    if (ok) return;
+    if (Date.now() > end) throw new Error(`port ${port} did not open`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function startFrps() {
+  const dir = execFileSync('bash', [path.join(ROOT, 'resources', 'fetch-frp.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+  const bind = await freePort();
+  const vhost = await freePort();
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'burrow-node-'));
+  const cfg = path.join(tmp, 'frps.toml');
+  fs.writeFileSync(cfg, `bindAddr = "127.0.0.1"\nbindPort = ${bind}\nvhostHTTPPort = ${vhost}\nsubDomainHost = "burrow.test"\nauth.token = "${TOKEN}"\nlog.to = "${path.join(tmp, 'frps.log')}"\n`);
+  const child = spawn(path.join(dir, 'frps'), ['-c', cfg], { stdio: 'ignore' });
+  await waitPort(bind);
+  await waitPort(vhost);
+  return { bind, vhost, stop: () => { child.kill('SIGKILL'); fs.rmSync(tmp, { recursive: true, force: true }); } };
+}
+
+async function upstream() {
+  const srv = http.createServer((req, res) => res.end(`hello ${req.url}`));
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return srv;
+}
+
+function get(port, host, p) {
+  return new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path: p, headers: { host } }, (res) => {
+      let b = '';
+      res.on('data', (d) => (b += d));
+      res.on('end', () => resolve({ status: res.statusCode, body: b }));
+    }).on('error', reject);
+  });
+}
+
+async function getOk(port, host, p, ms = 15000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    try { const r = await get(port, host, p); if (r.status === 200) return r.body; } catch (_) { /* not yet */ }
+    if (Date.now() > end) throw new Error(`no 200 for ${host}${p}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function nextEvent(emitter, name, pred = () => true, ms = 15000) {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => { emitter.off(name, f); reject(new Error(`no ${name} within ${ms} ms`)); }, ms);
+    function f(v) { if (pred(v)) { clearTimeout(t); emitter.off(name, f); resolve(v); } }
+    emitter.on(name, f);
+  });
+}
+
+function alive(pid) {
+  try { process.kill(pid, 0); return true; } catch (_) { return false; }
+}
+
+test('the burrow binary is built', () => {
+  assert.ok(fs.existsSync(BIN), `${BIN} is missing: run cargo build first (or set BURROW_BIN)`);
+});
+
+test('start → tunnel with URL, status, stop, start, shutdown leaves no child', async (t) => {
+  const frps = await startFrps();
+  const app = await upstream();
+  t.after(() => { frps.stop(); app.close(); });
+  const proxy = await freePort();
+  const b = new Burrow({
+    binary: BIN,
+    env: {
+      BURROW_SERVER_ADDR: `127.0.0.1:${frps.bind}`, BURROW_SERVER_TOKEN: TOKEN, BURROW_SUBDOMAIN: 'node',
+      BURROW_PROXY_ADDR: `127.0.0.1:${proxy}`, BURROW_ROUTES: `/=http://127.0.0.1:${app.address().port}`, BURROW_MODE: 'native',
+    },
+  });
+  const logs = [];
+  b.on('log', (l) => logs.push(l));
+  const up = nextEvent(b, 'tunnel', (v) => v.state === 'up');
+  b.start();
+  const tun = await up;
+  assert.equal(tun.name, 'web');
+  assert.equal(tun.url, `http://node.burrow.test:${frps.vhost}`);
+  assert.equal(await getOk(frps.vhost, 'node.burrow.test', '/from-node'), 'hello /from-node');
+
+  const st = await b.status();
+  assert.equal(st.state, 'connected');
+  assert.equal(st.tunnels[0].url, tun.url);
+
+  const down = nextEvent(b, 'tunnel', (v) => v.state === 'down');
+  b.stop();
+  await down;
+  const again = nextEvent(b, 'tunnel', (v) => v.state === 'up');
+  b.start();
+  await again;
+
+  const pid = b.pid;
+  const exit = nextEvent(b, 'exit');
+  await b.shutdown();
+  const ex = await exit;
+  assert.equal(ex.code, 0);
+  assert.equal(ex.expected, true);
+  assert.equal(alive(pid), false, 'the child is gone after shutdown');
+  assert.ok(!logs.join('\n').includes(TOKEN), 'the token never appears in burrow output');
+});
+
+test('unexpected death is restarted with backoff', async (t) => {
+  const frps = await startFrps();
+  const app = await upstream();
+  t.after(() => { frps.stop(); app.close(); });
+  const b = new Burrow({
+    binary: BIN,
+    maxRestartDelayMs: 1000,
+    env: {
+      BURROW_SERVER_ADDR: `127.0.0.1:${frps.bind}`, BURROW_SERVER_TOKEN: TOKEN, BURROW_SUBDOMAIN: 'phoenix',
+      BURROW_PROXY_ADDR: `127.0.0.1:${await freePort()}`, BURROW_ROUTES: `/=http://127.0.0.1:${app.address().port}`, BURROW_MODE: 'native',
+    },
+  });
+  const up = nextEvent(b, 'tunnel', (v) => v.state === 'up');
+  b.start();
+  await up;
+  const first = b.pid;
+  const restart = nextEvent(b, 'restart');
+  const upAgain = nextEvent(b, 'tunnel', (v) => v.state === 'up');
+  process.kill(first, 'SIGKILL');
+  const r = await restart;
+  assert.equal(r.attempt, 1);
+  await upAgain;
+  assert.notEqual(b.pid, first);
+  assert.equal(await getOk(frps.vhost, 'phoenix.burrow.test', '/back'), 'hello /back');
+  await b.shutdown();
+});
+
+test('settings round trip: the API token is encrypted when safeStorage is available', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'burrow-settings-'));
+  try {
+    // A stand-in with Electron's safeStorage API (the real one needs a running Electron).
+    const safeStorage = {
+      isEncryptionAvailable: () => true,
+      encryptString: (s) => Buffer.from('enc:' + Buffer.from(s).toString('hex')),
+      decryptString: (b) => Buffer.from(b.toString().slice(4), 'hex').toString(),
+    };
+    const s = new Settings({ dir, safeStorage });
+    const r = s.save({ apiUrl: 'https://api.example.com', userId: 'u1', projectId: 'p1', apiToken: 'secret-api-token-xyz' });
+    assert.equal(r.warning, null);
+    const onDisk = fs.readFileSync(s.path, 'utf8');
+    assert.ok(!onDisk.includes('secret-api-token-xyz'), 'no token in clear on disk');
+    assert.equal(fs.statSync(s.path).mode & 0o777, 0o600);
+    assert.deepEqual(s.load(), { apiUrl: 'https://api.example.com', userId: 'u1', projectId: 'p1', apiToken: 'secret-api-token-xyz' });
+    assert.deepEqual(s.toEnv(), { BURROW_API_URL: 'https://api.example.com', BURROW_USER_ID: 'u1', BURROW_PROJECT_ID: 'p1', BURROW_API_TOKEN: 'secret-api-token-xyz' });
+
+    const plain = new Settings({ dir, file: 'plain.json', safeStorage: { isEncryptionAvailable: () => false } });
+    assert.match(plain.save({ apiUrl: 'https://a', userId: 'u', projectId: 'p', apiToken: 't0k3n' }).warning, /without encryption/);
+    assert.equal(plain.load().apiToken, 't0k3n');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('binary location: packaged and development', () => {
+  assert.equal(platformDir('darwin', 'arm64'), 'darwin-arm64');
+  assert.equal(platformDir('win32', 'x64'), 'windows-amd64');
+  assert.equal(locateBinary({ packaged: true, resourcesPath: '/app/resources', platform: 'linux', arch: 'x64' }), '/app/resources/bin/linux-amd64/burrow');
+  assert.equal(locateBinary({ packaged: true, resourcesPath: 'C:\\app\\resources', platform: 'win32', arch: 'x64' }).endsWith('burrow.exe'), true);
+  assert.equal(locateBinary({ packaged: false, devPath: '/src/target/debug/burrow' }), '/src/target/debug/burrow');
+});
