@@ -44,6 +44,7 @@ pub async fn run(mut config: Config, events: Events) -> i32 {
 
     // Tunnels from the provisioning API: reserve first, renew in the background, release last.
     let mut lease: Option<(Arc<Api>, String)> = None;
+    let renew_fatal: Arc<std::sync::Mutex<Option<Fatal>>> = Arc::default();
     if let Some(api_cfg) = config.api.clone() {
         let api = match Api::new(api_cfg) {
             Ok(a) => Arc::new(a),
@@ -59,6 +60,7 @@ pub async fn run(mut config: Config, events: Events) -> i32 {
             Some(Ok(r)) => r,
         };
         if let Err(e) = apply_reservation(&mut config, &r) {
+            release(&api, &r.id).await;
             return stop_fatal(
                 &events,
                 ErrorCode::ApiError,
@@ -69,19 +71,19 @@ pub async fn run(mut config: Config, events: Events) -> i32 {
         status.set_tunnels(config.tunnels.iter().map(|t| (t.name.clone(), t.kind.type_name())));
         let expires = r.expires_at.map(|t| humantime::format_rfc3339(t).to_string());
         events.emit("reserved", json!({"reservation_id": r.id, "expires_at": expires}));
-        tokio::spawn(renew_loop(api.clone(), r.clone(), events.clone(), shutdown.clone()));
+        tokio::spawn(renew_loop(api.clone(), r.clone(), events.clone(), ctl.clone(), renew_fatal.clone()));
         lease = Some((api, r.id));
     }
 
-    let result = manage(&config, &events, &status, proxy, &ctl).await;
+    let mut result = manage(&config, &events, &status, proxy, &ctl).await;
     status.set_state("stopping");
+    // Whatever ended the run, everything else stops now (the renewal loop included).
+    ctl.shutdown.cancel();
+    if let Some(f) = renew_fatal.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        result = Err(f);
+    }
     if let Some((api, id)) = lease {
-        // Best effort, bounded: an exit must not hang on a dead API.
-        match tokio::time::timeout(Duration::from_secs(3), api.release(&id)).await {
-            Ok(Ok(())) => tracing::info!("released reservation {id}"),
-            Ok(Err(e)) => tracing::warn!("releasing reservation {id} failed: {e}"),
-            Err(_) => tracing::warn!("releasing reservation {id} timed out"),
-        }
+        release(&api, &id).await;
     }
     match result {
         Ok(()) => stop_ok(&events, &ctl),
@@ -90,6 +92,15 @@ pub async fn run(mut config: Config, events: Events) -> i32 {
             events.emit("stopped", json!({"reason": fatal.code.as_str()}));
             fatal.code.exit_code()
         }
+    }
+}
+
+/// Releases a reservation: best effort, bounded, so an exit never hangs on a dead API.
+async fn release(api: &Api, id: &str) {
+    match tokio::time::timeout(Duration::from_secs(3), api.release(id)).await {
+        Ok(Ok(())) => tracing::info!("released reservation {id}"),
+        Ok(Err(e)) => tracing::warn!("releasing reservation {id} failed: {e}"),
+        Err(_) => tracing::warn!("releasing reservation {id} timed out"),
     }
 }
 
@@ -185,7 +196,9 @@ async fn serve(
             return Err(Fatal { code: ErrorCode::ConfigInvalid, message: e.to_string(), fallback: false });
         }
     };
-    match client.run(shutdown.clone(), config.mode == Mode::Auto, ctl.reconnect.clone()).await {
+    // frpc cannot check a pin: a pinned configuration never falls back.
+    let auto_fallback = config.mode == Mode::Auto && config.server.tls.pin.is_none();
+    match client.run(shutdown.clone(), auto_fallback, ctl.reconnect.clone()).await {
         Err(f) if f.fallback => {
             events.emit("fallback", json!({"from": "native", "to": "frpc", "reason": format!("the server does not speak the native client's protocol: {}", f.message)}));
             *on_frpc = true;
@@ -308,10 +321,20 @@ fn apply_reservation(config: &mut Config, r: &Reservation) -> Result<(), String>
     Ok(())
 }
 
-/// Renews the reservation whenever a third of its lease remains.
-async fn renew_loop(api: Arc<Api>, mut r: Reservation, events: Events, shutdown: CancellationToken) {
+/// Renews the reservation whenever a third of its lease remains. A refusal (401/403) or an
+/// unreadable answer is fatal, as for the reservation itself: burrow stops rather than run on a
+/// lease that is about to lapse.
+async fn renew_loop(
+    api: Arc<Api>,
+    mut r: Reservation,
+    events: Events,
+    ctl: Controller,
+    fatal: Arc<std::sync::Mutex<Option<Fatal>>>,
+) {
+    let shutdown = ctl.shutdown.clone();
     while let Some(at) = provision::renew_at(&r) {
-        let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+        // At least a second apart, even when the clock says the lease is already past.
+        let wait = at.duration_since(SystemTime::now()).unwrap_or_default().max(Duration::from_secs(1));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => return,
@@ -325,7 +348,10 @@ async fn renew_loop(api: Arc<Api>, mut r: Reservation, events: Events, shutdown:
                 events.emit("renewed", json!({"reservation_id": r.id, "expires_at": e}));
             }
             Some(Err(e)) => {
-                events.error(e.code(), &e.to_string(), e.hint(), false);
+                events.error(e.code(), &e.to_string(), e.hint(), true);
+                *fatal.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Fatal { code: e.code(), message: e.to_string(), fallback: false });
+                ctl.stop_burrow("fatal");
                 return;
             }
         }

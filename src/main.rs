@@ -111,6 +111,9 @@ fn main() {
             Ok(m) => Some(m),
             Err(e) => {
                 eprintln!("burrow: {e}");
+                events.error(ErrorCode::ConfigInvalid, &e.to_string(), "use --mode auto, native or frpc", true);
+                events.emit("stopped", serde_json::json!({"reason": "config_invalid"}));
+                events.flush(std::time::Duration::from_secs(2));
                 std::process::exit(2);
             }
         },
@@ -120,6 +123,18 @@ fn main() {
     let overrides = config::Overrides { config_file: cli.config, mode };
     let config = match config::load(&env, &overrides) {
         Ok(c) => c,
+        Err(e) if matches!(cli.command, Some(Command::Check)) => {
+            // `check` reports, as one JSON object with --json, instead of the event stream.
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "config_error": {"source": e.source_name, "message": e.to_string()}})
+                );
+            } else {
+                println!("burrow check: the configuration is invalid:\n  {e}");
+            }
+            std::process::exit(ErrorCode::ConfigInvalid.exit_code());
+        }
         Err(e) => {
             eprintln!("burrow: {e}");
             events.error(

@@ -120,7 +120,7 @@ class Burrow extends EventEmitter {
     if (!child) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => { clearTimeout(kill); resolve(); };
-      const kill = setTimeout(() => { try { child.kill('SIGKILL'); } catch (_) { /* gone */ } }, timeoutMs);
+      const kill = setTimeout(() => this._killTree(child), timeoutMs);
       child.once('exit', done);
       this._send({ cmd: 'shutdown' });
       try { child.stdin.end(); } catch (_) { /* already closed */ }
@@ -138,16 +138,35 @@ class Burrow extends EventEmitter {
     });
   }
 
+  /** SIGKILL to burrow and, on POSIX, its whole process group (burrow leads it: see _spawn), so an
+   *  frpc it started goes too even where the OS has no parent-death signal (macOS). */
+  _killTree(child) {
+    try {
+      if (process.platform !== 'win32' && child.pid) process.kill(-child.pid, 'SIGKILL');
+      else child.kill('SIGKILL');
+    } catch (_) { /* already gone */ }
+  }
+
   _send(obj) {
     if (this.child && this.child.stdin.writable) this.child.stdin.write(JSON.stringify(obj) + '\n');
   }
 
   _spawn() {
     const env = { ...process.env, ...this.env };
-    const child = spawn(this.binary, this.args, { env, stdio: ['pipe', 'pipe', 'pipe'], windowsHide: true });
+    // detached on POSIX: burrow leads its own process group, which _killTree can signal whole.
+    const child = spawn(this.binary, this.args, { env, stdio: ['pipe', 'pipe', 'pipe'], windowsHide: true, detached: process.platform !== 'win32' });
     this.child = child;
     this.state = 'starting';
-    child.on('error', (err) => this._emitError({ code: 'internal', message: `cannot start burrow: ${err.message}`, fatal: true }));
+    child.on('error', (err) => {
+      this._emitError({ code: 'internal', message: `cannot start burrow (${this.binary}): ${err.message}`, fatal: true });
+      // A spawn that failed (missing or not executable) never emits 'exit': end it here, without
+      // a restart, so shutdown() and the app's quit do not wait for it.
+      if (!child.pid && this.child === child) {
+        this.child = null;
+        this.state = 'exited';
+        this.emit('exit', { code: null, signal: null, expected: this._stopping, error: err.message });
+      }
+    });
     readline.createInterface({ input: child.stdout }).on('line', (line) => this._line(line));
     readline.createInterface({ input: child.stderr }).on('line', (line) => this.emit('log', line));
     child.stdin.on('error', () => { /* burrow exited; nothing to write to */ });

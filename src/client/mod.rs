@@ -189,7 +189,9 @@ impl Client {
                 events.error(code, &message, &err.hint(), true);
                 return Err(Fatal { code, message, fallback: false });
             }
-            incompatible = if err.is_incompatibility() { incompatible + 1 } else { 0 };
+            // "Twice in a row" counts sessions that never logged in: a session that did proves the
+            // server speaks the protocol, whatever ended it later.
+            incompatible = if err.is_incompatibility() && !logged_in { incompatible + 1 } else { 0 };
             if auto_fallback && incompatible >= 2 {
                 return Err(Fatal { code, message, fallback: true });
             }

@@ -163,11 +163,25 @@ impl FrpcFile {
         let raw: toml::Table = toml::from_str(text).map_err(describe)?;
         if let Some(gap) = native_gap(&raw) {
             // frpc will read this file; burrow only needs where the server is, for its events.
-            let get = |k: &str| raw.get(k);
+            let at = |path: &[&str]| path.iter().try_fold(toml::Value::Table(raw.clone()), |v, k| v.get(k).cloned());
+            let text = |path: &[&str]| at(path).and_then(|v| v.as_str().map(String::from));
+            let flag = |path: &[&str]| at(path).and_then(|v| v.as_bool());
             let f = FrpcFile {
                 path: path.to_path_buf(),
-                server_addr: get("serverAddr").and_then(|v| v.as_str()).map(String::from),
-                server_port: get("serverPort").and_then(|v| v.as_integer()).and_then(|p| u16::try_from(p).ok()),
+                server_addr: text(&["serverAddr"]),
+                server_port: at(&["serverPort"]).and_then(|v| v.as_integer()).and_then(|p| u16::try_from(p).ok()),
+                user: text(&["user"]),
+                auth: Auth { method: text(&["auth", "method"]), token: text(&["auth", "token"]) },
+                transport: Transport {
+                    tcp_mux: flag(&["transport", "tcpMux"]),
+                    tls: Tls {
+                        enable: flag(&["transport", "tls", "enable"]),
+                        server_name: text(&["transport", "tls", "serverName"]),
+                        trusted_ca_file: text(&["transport", "tls", "trustedCaFile"]).map(PathBuf::from),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
                 native_gap: Some(gap),
                 raw,
                 ..Default::default()

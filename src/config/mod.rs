@@ -573,7 +573,7 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
             ConfigError::new(
                 "BURROW_ADMIN_ADDR",
                 v,
-                "expected a loopback IP address and a port (0 picks a free one)",
+                "expected an IP address (loopback: 127.0.0.1) and a port (0 picks a free one)",
                 "BURROW_ADMIN_ADDR=127.0.0.1:7401",
             )
         })?),
@@ -590,7 +590,9 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
             ))
         }
     };
-    let frpc_file = file.map(|f| (file_path.clone().unwrap_or_default(), f.raw));
+    // With reserved tunnels frpc gets burrow's model (the reservation's server and tunnels),
+    // never the file's.
+    let frpc_file = if api.is_some() { None } else { file.map(|f| (file_path.clone().unwrap_or_default(), f.raw)) };
     Ok(Config {
         server,
         tunnels,

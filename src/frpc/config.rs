@@ -85,9 +85,30 @@ fn log_table() -> Value {
     Value::Table(t)
 }
 
-/// A user's frpc file with burrow's admin and log settings put in.
-pub fn toml_from_file(raw: &Table, admin: &Admin) -> String {
+/// A user's frpc file with burrow's admin and log settings put in, and the server settings as
+/// burrow resolved them (the environment overrides the file: address, token, TLS, tcp_mux).
+pub fn toml_from_file(raw: &Table, server: &ServerConfig, admin: &Admin) -> String {
     let mut t = raw.clone();
+    if !server.host.is_empty() {
+        t.insert("serverAddr".into(), server.host.clone().into());
+    }
+    t.insert("serverPort".into(), Value::Integer(server.port.into()));
+    let sub = |t: &mut Table, k: &str| -> Table { t.get(k).and_then(|v| v.as_table()).cloned().unwrap_or_default() };
+    let mut auth = sub(&mut t, "auth");
+    auth.insert("token".into(), server.token.expose().into());
+    t.insert("auth".into(), Value::Table(auth));
+    let mut transport = sub(&mut t, "transport");
+    transport.insert("tcpMux".into(), server.tcp_mux.into());
+    let mut tls = transport.get("tls").and_then(|v| v.as_table()).cloned().unwrap_or_default();
+    tls.insert("enable".into(), server.tls.enabled.into());
+    if let Some(ca) = &server.tls.ca_file {
+        tls.insert("trustedCaFile".into(), ca.display().to_string().into());
+    }
+    if let Some(n) = &server.tls.server_name {
+        tls.insert("serverName".into(), n.clone().into());
+    }
+    transport.insert("tls".into(), Value::Table(tls));
+    t.insert("transport".into(), Value::Table(transport));
     t.insert("webServer".into(), admin_table(admin));
     t.insert("log".into(), log_table());
     toml::to_string(&t).unwrap_or_default()
@@ -295,8 +316,14 @@ mod tests {
     #[test]
     fn user_file_keeps_its_keys_and_gets_the_admin_api() {
         let raw: Table = toml::from_str("serverAddr = \"h\"\ntransport.protocol = \"kcp\"\nwebServer.port = 1\n[[proxies]]\nname = \"u\"\ntype = \"udp\"\nlocalPort = 53\n").unwrap();
-        let back: Table = toml::from_str(&toml_from_file(&raw, &admin())).unwrap();
+        let mut srv = server();
+        srv.host = "env.example".into();
+        srv.tcp_mux = false;
+        let back: Table = toml::from_str(&toml_from_file(&raw, &srv, &admin())).unwrap();
         assert_eq!(back["transport"]["protocol"].as_str(), Some("kcp"));
+        assert_eq!(back["serverAddr"].as_str(), Some("env.example"), "the environment overrides the file");
+        assert_eq!(back["transport"]["tcpMux"].as_bool(), Some(false));
+        assert_eq!(back["auth"]["token"].as_str(), Some("tok\"en"));
         assert_eq!(back["webServer"]["port"].as_integer(), Some(7400));
         assert_eq!(back["proxies"][0]["type"].as_str(), Some("udp"));
     }

@@ -86,7 +86,7 @@ pub async fn run(
             "check that BURROW_FRPC_PATH points at frpc (not frps) built for this platform",
         ));
     };
-    if cfg.frpc_file.is_none() && cfg.server.tls.pin.is_some() {
+    if cfg.server.tls.pin.is_some() {
         return Err(fatal(
             events,
             ErrorCode::TlsFailed,
@@ -95,6 +95,12 @@ pub async fn run(
         ));
     }
     tracing::info!("using frpc {version} at {}", frpc.display());
+    if cfg.server.tls.enabled && cfg.server.tls.ca_file.is_none() {
+        events.warning(
+            "tls_unverified",
+            "frpc's TLS to frps is encrypted but the server is not authenticated; set BURROW_TLS_CA (or transport.tls.trustedCaFile) to verify it",
+        );
+    }
 
     let dir = PrivateDir::new().map_err(|e| {
         fatal(
@@ -110,7 +116,7 @@ pub async fn run(
         })?;
     let admin = Admin { port, user: "burrow".into(), password: format!("{:032x}", rand::random::<u128>()) };
     let (name, text) = match &cfg.frpc_file {
-        Some((_, raw)) => ("frpc.toml", config::toml_from_file(raw, &admin)),
+        Some((_, raw)) => ("frpc.toml", config::toml_from_file(raw, &cfg.server, &admin)),
         None if locate::speaks_toml(&version) => {
             ("frpc.toml", config::toml_from_model(&cfg.server, &cfg.tunnels, &admin))
         }
@@ -152,8 +158,10 @@ impl Supervisor<'_> {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        #[cfg(unix)]
-        cmd.process_group(0);
+        // frpc needs none of burrow's secrets in its environment: its token is in its config.
+        for k in ["BURROW_API_TOKEN", "BURROW_SERVER_TOKEN", "BURROW_ADMIN_TOKEN"] {
+            cmd.env_remove(k);
+        }
         #[cfg(target_os = "linux")]
         {
             let parent = std::process::id();
@@ -241,6 +249,14 @@ impl Supervisor<'_> {
                 }
             };
             self.all_down(&mut up, "frpc exited");
+            if auth_failed.load(Ordering::SeqCst) {
+                return Err(fatal(
+                    self.events,
+                    ErrorCode::AuthFailed,
+                    "frps rejected the login of frpc: token in login doesn't match token from configuration".into(),
+                    "check BURROW_SERVER_TOKEN (auth.token): it must equal frps' auth.token",
+                ));
+            }
             failures += 1;
             let delay = crate::client::backoff(failures);
             let msg = format!(
@@ -260,14 +276,17 @@ impl Supervisor<'_> {
         }
     }
 
-    /// SIGTERM to frpc's process group, SIGKILL after 2 s.
+    /// SIGTERM to frpc, SIGKILL after 1 s (burrow's whole shutdown must fit in 5 s).
+    ///
+    /// frpc stays in burrow's process group (it starts no processes of its own), so a host that
+    /// kills burrow's group kills frpc with it.
     async fn stop(&self, child: &mut tokio::process::Child, pid: Option<u32>) {
         #[cfg(unix)]
         if let Some(pid) = pid {
-            let pg = nix::unistd::Pid::from_raw(pid as i32);
-            let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGTERM);
-            if tokio::time::timeout(Duration::from_secs(2), child.wait()).await.is_err() {
-                let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGKILL);
+            let p = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
+            if tokio::time::timeout(Duration::from_secs(1), child.wait()).await.is_ok() {
+                return;
             }
         }
         let _ = pid;

@@ -190,3 +190,16 @@ test('binary location: packaged and development', () => {
   assert.equal(locateBinary({ packaged: true, resourcesPath: 'C:\\app\\resources', platform: 'win32', arch: 'x64' }).endsWith('burrow.exe'), true);
   assert.equal(locateBinary({ packaged: false, devPath: '/src/target/debug/burrow' }), '/src/target/debug/burrow');
 });
+
+test('a missing binary is reported and does not block shutdown', async () => {
+  const b = new Burrow({ binary: '/nonexistent/burrow' });
+  const errors = [];
+  b.on('error', (e) => errors.push(e));
+  const exit = nextEvent(b, 'exit');
+  b.start();
+  const ex = await exit;
+  assert.equal(ex.code, null);
+  assert.match(errors[0].message, /cannot start burrow/);
+  await b.shutdown(); // resolves at once: nothing runs
+  assert.equal(b.pid, null);
+});
