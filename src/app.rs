@@ -88,7 +88,7 @@ pub async fn run(mut config: Config, events: Events) -> i32 {
     match result {
         Ok(()) => stop_ok(&events, &ctl),
         Err(fatal) => {
-            eprintln!("burrow: {}", fatal.message);
+            crate::say!("burrow: {}", fatal.message);
             events.emit("stopped", json!({"reason": fatal.code.as_str()}));
             fatal.code.exit_code()
         }
@@ -151,7 +151,7 @@ async fn manage(
 }
 
 fn stop_fatal(events: &Events, code: ErrorCode, message: &str, hint: &str) -> i32 {
-    eprintln!("burrow: {message}");
+    crate::say!("burrow: {message}");
     events.error(code, message, hint, true);
     events.emit("stopped", json!({"reason": code.as_str()}));
     code.exit_code()
@@ -221,7 +221,7 @@ async fn start_admin(
         Err(e) => {
             let code =
                 if e.kind() == std::io::ErrorKind::AddrInUse { ErrorCode::PortInUse } else { ErrorCode::Internal };
-            eprintln!("burrow: cannot listen on {addr} for the admin API: {e}");
+            crate::say!("burrow: cannot listen on {addr} for the admin API: {e}");
             events.error(
                 code,
                 &format!("cannot listen on {addr} for the admin API: {e}"),
@@ -280,7 +280,7 @@ fn start_proxy(config: &Config, events: &Events) -> Result<Option<Arc<Proxy>>, E
             } else {
                 (ErrorCode::Internal, "check BURROW_PROXY_ADDR".to_string())
             };
-            eprintln!("burrow: cannot listen on {addr}: {e}");
+            crate::say!("burrow: cannot listen on {addr}: {e}");
             events.error(code, &format!("cannot listen on {addr}: {e}"), &hint, true);
             Err(code)
         }

@@ -28,7 +28,7 @@ pub async fn run(frp_dir: Option<PathBuf>) -> i32 {
     match demo(frp_dir).await {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("burrow demo: {e}");
+            crate::say!("burrow demo: {e}");
             1
         }
     }

@@ -189,6 +189,17 @@ impl Events {
     }
 }
 
+/// Writes one line on stderr for a human; a closed stderr is ignored (eprintln! would panic).
+pub fn say_stderr(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// `eprintln!` that never panics.
+#[macro_export]
+macro_rules! say {
+    ($($t:tt)*) => { $crate::events::say_stderr(format_args!($($t)*)) };
+}
+
 fn human_line(v: &Value) -> String {
     let mut s = String::new();
     if let Some(ev) = v.get("event").and_then(Value::as_str) {

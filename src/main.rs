@@ -110,7 +110,7 @@ fn main() {
         (Some(m), _) => match config::Mode::parse("--mode", m) {
             Ok(m) => Some(m),
             Err(e) => {
-                eprintln!("burrow: {e}");
+                crate::say!("burrow: {e}");
                 events.error(ErrorCode::ConfigInvalid, &e.to_string(), "use --mode auto, native or frpc", true);
                 events.emit("stopped", serde_json::json!({"reason": "config_invalid"}));
                 events.flush(std::time::Duration::from_secs(2));
@@ -136,7 +136,7 @@ fn main() {
             std::process::exit(ErrorCode::ConfigInvalid.exit_code());
         }
         Err(e) => {
-            eprintln!("burrow: {e}");
+            crate::say!("burrow: {e}");
             events.error(
                 ErrorCode::ConfigInvalid,
                 &e.to_string(),
@@ -166,7 +166,7 @@ fn runtime() -> tokio::runtime::Runtime {
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("burrow: cannot start the async runtime: {e}");
+            crate::say!("burrow: cannot start the async runtime: {e}");
             std::process::exit(1);
         }
     }

@@ -299,6 +299,13 @@ pub fn parse_reservation(bytes: &[u8]) -> Result<Reservation, ApiError> {
         if t.kind != "http" {
             return Err(bad(format!("tunnel {:?} has type {:?}; burrow reserves http tunnels", t.name, t.kind)));
         }
+        if let Some(u) = &t.public_url {
+            let ok = reqwest::Url::parse(u)
+                .is_ok_and(|p| (p.scheme() == "http" || p.scheme() == "https") && p.host_str().is_some());
+            if !ok {
+                return Err(bad(format!("tunnel {:?} has publicUrl {u:?}, not an http(s) URL", t.name)));
+            }
+        }
         if t.subdomain.as_deref().is_none_or(str::is_empty) && t.custom_domains.is_empty() {
             return Err(bad(format!("tunnel {:?} has neither subdomain nor customDomains", t.name)));
         }
@@ -397,6 +404,10 @@ mod tests {
                 "certSha256",
             ),
             (r#"{"reservationId":"r","server":{"addr":"h","port":70000,"token":"t"},"tunnels":[]}"#, "70000"),
+            (
+                r#"{"reservationId":"r","server":{"addr":"h","port":1,"token":"t"},"tunnels":[{"name":"x","type":"http","subdomain":"a","publicUrl":"javascript:alert(1)"}]}"#,
+                "publicUrl",
+            ),
         ];
         for (body, want) in cases {
             let e = parse_reservation(body.as_bytes()).unwrap_err();

@@ -28,6 +28,9 @@ async fn bad_values_exit_2_naming_the_variable() {
         ("BURROW_ROUTES", "/=http://127.0.0.1:0"),
         ("BURROW_UPSTREAM_TIMEOUT", "-5"),
         ("BURROW_LOG", "burrow=[[["),
+        ("BURROW_TLS_SERVER_NAME", "bad name/x"),
+        ("BURROW_ADMIN_ADDR", "somewhere"),
+        ("BURROW_ADMIN_TOKEN", "short"),
     ];
     for (k, v) in cases {
         let mut env: Vec<(&str, &str)> = base.iter().copied().filter(|(bk, _)| bk != k).collect();
@@ -178,4 +181,16 @@ async fn check_reports_and_exits_by_outcome() {
     let server = v["checks"].as_array().unwrap().iter().find(|c| c["name"] == "server").unwrap();
     assert_eq!(server["ok"], false);
     assert_eq!(v["config"]["token"], "***");
+}
+
+#[tokio::test]
+async fn a_bad_mode_flag_is_exit_2_with_stopped_last() {
+    let mut b = Burrow::spawn_with_args(
+        &[("BURROW_SERVER_ADDR", "127.0.0.1:9"), ("BURROW_SUBDOMAIN", "x")],
+        &["--mode", "sideways"],
+    );
+    assert_eq!(b.wait_exit(Duration::from_secs(5)).await, 2);
+    let evs = b.events();
+    assert_eq!(evs[0]["code"], "config_invalid");
+    assert_eq!(evs.last().unwrap()["event"], "stopped");
 }

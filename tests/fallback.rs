@@ -202,3 +202,33 @@ async fn a_dead_frpc_is_restarted() {
     assert_ne!(first, second);
     vhost_get_ok(frps.vhost_port, &format!("phoenix.{SUBDOMAIN_HOST}"), "/", T).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frpc_mode_reports_losing_and_regaining_the_server() {
+    let mut frps = Frps::start(FrpsOpts::default()).await;
+    let frpc = frp_dir().join("frpc");
+    let b = Burrow::spawn(&[
+        ("BURROW_SERVER_ADDR", &frps.addr()),
+        ("BURROW_SERVER_TOKEN", TOKEN),
+        ("BURROW_SUBDOMAIN", "lost"),
+        ("BURROW_MODE", "frpc"),
+        ("BURROW_FRPC_PATH", frpc.to_str().unwrap()),
+    ]);
+    b.wait("tunnel_up", T).await;
+    frps.kill().await;
+    b.wait("tunnel_down", T).await;
+    b.wait("reconnecting", T).await;
+    frps.restart().await;
+    b.wait_nth("connected", 1, T).await;
+    let up = b.wait_nth("tunnel_up", 1, T).await;
+    assert_eq!(up["mode"], "frpc");
+    // The contract's order: tunnel_down, reconnecting, connected, tunnel_up.
+    let names: Vec<String> = b.events().iter().map(|e| e["event"].as_str().unwrap().to_string()).collect();
+    let pos = |n: &str, k: usize| names.iter().enumerate().filter(|(_, x)| *x == n).nth(k).unwrap().0;
+    assert!(
+        pos("tunnel_down", 0) < pos("reconnecting", 0)
+            && pos("reconnecting", 0) < pos("connected", 1)
+            && pos("connected", 1) < pos("tunnel_up", 1),
+        "{names:?}"
+    );
+}

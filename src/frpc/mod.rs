@@ -194,17 +194,26 @@ impl Supervisor<'_> {
             })?;
             let pid = child.id();
             let auth_failed = Arc::new(AtomicBool::new(false));
+            // frpc's admin API keeps saying "running" after frpc lost frps, so the session's
+            // state is read from frpc's log: a login, then a failed (re)connect.
+            let (session_tx, mut session_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
             for (out, is_err) in [
                 (child.stdout.take().map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Unpin + Send>), false),
                 (child.stderr.take().map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Unpin + Send>), true),
             ] {
                 let Some(out) = out else { continue };
                 let flag = auth_failed.clone();
+                let session = session_tx.clone();
                 tokio::spawn(async move {
                     let mut lines = tokio::io::BufReader::new(out).lines();
                     while let Ok(Some(l)) = lines.next_line().await {
                         if l.contains("token in login doesn't match") || l.contains("authorization failed") {
                             flag.store(true, Ordering::SeqCst);
+                        }
+                        if l.contains("login to server success") {
+                            let _ = session.send(true);
+                        } else if l.contains("connect to server error") || l.contains("control writer is closing") {
+                            let _ = session.send(false);
                         }
                         if is_err || l.contains("[W]") || l.contains("[E]") {
                             tracing::warn!("frpc: {l}");
@@ -214,8 +223,10 @@ impl Supervisor<'_> {
                     }
                 });
             }
+            drop(session_tx);
             let mut up: HashSet<String> = HashSet::new();
             let mut connected = false;
+            let mut lost = false;
             let mut ticker = tokio::time::interval(POLL);
             let ended = loop {
                 tokio::select! {
@@ -233,11 +244,25 @@ impl Supervisor<'_> {
                         self.events.emit("reconnecting", json!({"attempt": 1, "delay_ms": 0, "reason": "reconnect requested"}));
                         continue 'restart;
                     }
+                    Some(logged_in) = session_rx.recv() => {
+                        if logged_in {
+                            lost = false;
+                        } else if connected || !up.is_empty() {
+                            lost = true;
+                            connected = false;
+                            self.all_down(&mut up, "frpc lost the connection to frps");
+                            self.status.set_state("reconnecting");
+                            self.events.emit("reconnecting", json!({"attempt": 1, "delay_ms": 0, "reason": "frpc lost the connection to frps; it reconnects by itself"}));
+                        }
+                    }
                     _ = ticker.tick() => {
                         if auth_failed.load(Ordering::SeqCst) {
                             self.stop(&mut child, pid).await;
                             self.all_down(&mut up, "frps rejected the token");
                             return Err(fatal(self.events, ErrorCode::AuthFailed, "frps rejected the login of frpc: token in login doesn't match token from configuration".into(), "check BURROW_SERVER_TOKEN (auth.token): it must equal frps' auth.token"));
+                        }
+                        if lost {
+                            continue;
                         }
                         if let Some(list) = self.poll().await {
                             self.update(&list, &mut up, &mut connected);
