@@ -12,7 +12,6 @@ use hyper::body::Bytes;
 use tokio::net::TcpStream;
 
 const T: Duration = Duration::from_secs(20);
-const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 
 async fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();

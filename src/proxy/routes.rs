@@ -150,7 +150,7 @@ impl Routes {
         if routes.is_empty() {
             return Err(RouteError { entry: spec.to_string(), problem: "no routes".into() });
         }
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(Routes(routes))
     }
 

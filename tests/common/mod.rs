@@ -1,6 +1,6 @@
 //! Real peers for the integration tests: frps 0.65.0 (fetched by resources/fetch-frp.sh), local
 //! HTTP/TCP services on loopback, and the burrow binary itself with its JSON event stream.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::type_complexity)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
