@@ -275,3 +275,51 @@ async fn reconnects_after_frps_restart_with_the_same_url() {
         assert!(delays.windows(2).all(|w| w[1] >= w[0]), "delays grow: {delays:?}");
     }
 }
+
+/// frps half-closes a yamux stream with WINDOW_UPDATE|FIN when its HTTP transport drops a work
+/// connection (it keeps 5 idle). burrow must see that end, or every such stream, and the local
+/// connection behind it, stays open for good (vendor/yamux fixes the wake-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_streams_closed_by_frps_end() {
+    let frps = Frps::start(FrpsOpts::default()).await;
+    for in_process in [true, false] {
+        let up = http_upstream().await;
+        let sub = if in_process { "fin1" } else { "fin2" };
+        let b = if in_process {
+            spawn(&env_for(&frps, sub, up.addr, true, true))
+        } else {
+            let dir = tempdir::TempDir::new();
+            let cfg = write_file(
+                dir.path(),
+                "frpc.toml",
+                &format!("serverAddr = \"127.0.0.1\"\nserverPort = {}\nauth.token = \"{TOKEN}\"\n[[proxies]]\nname = \"p\"\ntype = \"http\"\nlocalPort = {}\nsubdomain = \"{sub}\"\n", frps.bind_port, up.addr.port()),
+            );
+            let b = Burrow::spawn(&[("BURROW_CONFIG", cfg.to_str().unwrap()), ("BURROW_MODE", "native")]);
+            std::mem::forget(dir);
+            b
+        };
+        b.wait("tunnel_up", T).await;
+        let host = format!("{sub}.{SUBDOMAIN_HOST}");
+        // 30 requests at once: frps opens about 30 work streams and keeps 5 of them afterwards.
+        let tasks: Vec<_> = (0..30)
+            .map(|i| {
+                let host = host.clone();
+                let port = frps.vhost_port;
+                tokio::spawn(async move { vhost_get(port, &host, &format!("/fin/{i}")).await })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().0, 200);
+        }
+        assert!(up.conns.load(Ordering::SeqCst) >= 10, "the burst used many work connections");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while up.open.load(Ordering::SeqCst) > 8 {
+            assert!(
+                Instant::now() < deadline,
+                "{} local connections still open 10 s after frps closed their work streams (in_process={in_process})",
+                up.open.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -111,7 +111,39 @@ async fn pipe(conn: BoxStream, tunnel: &Tunnel, key: &[u8; 16]) -> io::Result<()
         }
     };
     let _ = local.set_nodelay(true);
-    let mut local = local;
-    tokio::io::copy_bidirectional_with_sizes(&mut remote, &mut local, PIPE_BUF, PIPE_BUF).await?;
-    Ok(())
+    join(remote, local).await
+}
+
+/// After one direction ends, how long the other may go on before both are closed.
+///
+/// The end of one direction is passed on as a half-close, and the other direction gets this long
+/// to finish. Waiting longer would not help: frps closes both sides of a user connection as soon
+/// as either ends (golib `io.Join`), as frpc does. And a local server that keeps its side of an
+/// idle keep-alive connection open after our FIN would otherwise hold the connection, its
+/// buffers and the frps work stream for good — thousands of them under HTTP load.
+const HALF_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Copies both ways with backpressure until both directions end, or one ends and the grace
+/// period passes.
+async fn join(remote: BoxStream, local: TcpStream) -> io::Result<()> {
+    let (rr, mut rw) = tokio::io::split(remote);
+    let (lr, mut lw) = local.into_split();
+    let up = async move {
+        let mut rr = tokio::io::BufReader::with_capacity(PIPE_BUF, rr);
+        let r = tokio::io::copy_buf(&mut rr, &mut lw).await;
+        let _ = lw.shutdown().await;
+        r
+    };
+    let down = async move {
+        let mut lr = tokio::io::BufReader::with_capacity(PIPE_BUF, lr);
+        let r = tokio::io::copy_buf(&mut lr, &mut rw).await;
+        let _ = rw.shutdown().await;
+        r
+    };
+    tokio::pin!(up, down);
+    let first = tokio::select! {
+        r = &mut up => { let _ = tokio::time::timeout(HALF_CLOSE_GRACE, &mut down).await; r }
+        r = &mut down => { let _ = tokio::time::timeout(HALF_CLOSE_GRACE, &mut up).await; r }
+    };
+    first.map(|_| ())
 }

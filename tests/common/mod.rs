@@ -158,20 +158,32 @@ pub mod tempdir {
 pub struct HttpUpstream {
     pub addr: SocketAddr,
     pub conns: Arc<AtomicUsize>,
+    /// Connections open now.
+    pub open: Arc<AtomicUsize>,
 }
 
 pub async fn http_upstream() -> HttpUpstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let conns = Arc::new(AtomicUsize::new(0));
-    let c = conns.clone();
+    let open = Arc::new(AtomicUsize::new(0));
+    let (c, o) = (conns.clone(), open.clone());
     tokio::spawn(async move {
         loop {
             let Ok((s, _)) = listener.accept().await else {
                 return;
             };
             c.fetch_add(1, Ordering::SeqCst);
+            o.fetch_add(1, Ordering::SeqCst);
+            let o = o.clone();
             tokio::spawn(async move {
+                struct Dec(Arc<AtomicUsize>);
+                impl Drop for Dec {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+                let _dec = Dec(o);
                 let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
                     let body = format!("hello {}", req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"));
                     Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
@@ -182,7 +194,7 @@ pub async fn http_upstream() -> HttpUpstream {
             });
         }
     });
-    HttpUpstream { addr, conns }
+    HttpUpstream { addr, conns, open }
 }
 
 /// A local TCP service: `E` echoes until EOF; `U<n:u64>` reads n bytes and answers their SHA-256;
