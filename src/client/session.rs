@@ -26,9 +26,11 @@ use crate::transport::{Transport, TransportError};
 
 /// How long frps may take to answer `Login` (frpc's own deadline).
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Work connections opened but not yet started by frps, at most (frps itself pools at most
-/// `pool_count + 10` and asks for one more per user connection it takes).
-const MAX_PENDING_WORK: usize = 256;
+/// Work connections opened but not yet started by frps, at most. frps pools at most
+/// `pool_count + 10` and closes the rest, but asks for one more per connection it takes, so under
+/// an HTTP burst hundreds can be in flight at once; past this a server asking for ever more is
+/// refused (each costs a task and a yamux stream, a few KiB).
+const MAX_PENDING_WORK: usize = 1024;
 /// frpc re-sends a rejected `NewProxy` after this long.
 const PROXY_RETRY: Duration = Duration::from_secs(30);
 
@@ -306,6 +308,7 @@ async fn serve(
     let mut last_pong = Instant::now();
     let mut pending_work: JoinSet<Result<(), work::WorkError>> = JoinSet::new();
     let mut retries: JoinSet<String> = JoinSet::new();
+    let mut cap_warned = false;
 
     loop {
         tokio::select! {
@@ -323,8 +326,18 @@ async fn serve(
                 Some(Ok(Message::ReqWorkConn(_))) => {
                     // frps asks for one per user connection; a server asking for thousands that it
                     // never starts would make burrow dial without end.
+                    // Count only connections still waiting: reap the finished ones first (under
+                    // a burst of requests the select loop may not have got round to them).
+                    while let Some(done) = pending_work.try_join_next() {
+                        if let Ok(Err(e)) = done {
+                            tracing::debug!("work connection failed: {e}");
+                        }
+                    }
                     if pending_work.len() >= MAX_PENDING_WORK {
-                        tracing::warn!("frps asked for more than {MAX_PENDING_WORK} unused work connections; ignoring the request");
+                        if !cap_warned {
+                            tracing::warn!("frps asked for more than {MAX_PENDING_WORK} unused work connections; ignoring such requests");
+                            cap_warned = true;
+                        }
                         continue;
                     }
                     pending_work.spawn(work::open(conns.clone(), shared.clone(), run_id.clone()));
@@ -363,8 +376,11 @@ async fn serve(
                 send(Message::Ping(ping(shared)))?;
             }
             Some(done) = pending_work.join_next(), if !pending_work.is_empty() => {
-                if let Ok(Err(e)) = done {
-                    tracing::warn!("work connection failed: {e}");
+                match done {
+                    // frps closes pooled work connections it has no use for: routine.
+                    Ok(Err(work::WorkError::Read(ReadError::Closed))) => {}
+                    Ok(Err(e)) => tracing::warn!("work connection failed: {e}"),
+                    _ => {}
                 }
             }
             Some(Ok(name)) = retries.join_next(), if !retries.is_empty() => {
