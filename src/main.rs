@@ -24,11 +24,6 @@ use clap::{Parser, Subcommand};
 
 use crate::events::{ErrorCode, Events, Format};
 
-// A proxy allocates and frees small buffers per request on several threads; mimalloc's
-// thread-local free lists serve that pattern better than the system allocator.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Puts your app's local web stack on a public URL through an frp server (frps).
 #[derive(Debug, Parser)]
 #[command(name = "burrow", version, about, long_about = None)]
