@@ -5,7 +5,6 @@
 //! the public URL; fetches it through frps (frps → tunnel → proxy in-process → app); and keeps
 //! everything serving until Ctrl-C, when every process it started stops with it.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -17,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
-use crate::config::{Config, Secret, ServerConfig, TlsConfig, TunnelConfig, TunnelKind};
+use crate::config::{default_tunnel, Config, Secret, ServerConfig};
 use crate::events::Events;
 use crate::proxy::{Proxy, Routes};
 
@@ -80,35 +79,8 @@ async fn run_in(frps: &Path, dir: &Path) -> Result<(), String> {
     say(&format!("2/4  sample web app on http://{app}, behind burrow's reverse proxy on http://{proxy_addr}"));
 
     let config = Config {
-        server: ServerConfig {
-            host: "127.0.0.1".into(),
-            port: bind_port,
-            token: Secret::new(token),
-            user: String::new(),
-            tls: TlsConfig { enabled: true, ca_file: None, pin: None, server_name: None },
-            tcp_mux: true,
-            pool_count: 1,
-            heartbeat_interval: crate::config::DEFAULT_HEARTBEAT_INTERVAL,
-            heartbeat_timeout: crate::config::DEFAULT_HEARTBEAT_TIMEOUT,
-            metas: BTreeMap::new(),
-        },
-        tunnels: vec![TunnelConfig {
-            name: "web".into(),
-            kind: TunnelKind::Http {
-                subdomain: Some("demo".into()),
-                custom_domains: vec![],
-                locations: vec![],
-                host_header_rewrite: None,
-                http_user: None,
-                http_password: None,
-                request_headers: BTreeMap::new(),
-                response_headers: BTreeMap::new(),
-            },
-            local_addr: proxy_addr.to_string(),
-            use_encryption: false,
-            use_compression: false,
-            public_url: None,
-        }],
+        server: ServerConfig::new("127.0.0.1", bind_port, Secret::new(token)),
+        tunnels: vec![default_tunnel(Some("demo".into()), proxy_addr)],
         proxy_addr: Some(proxy_addr),
         routes,
         upstream_timeout: crate::proxy::RESPONSE_TIMEOUT,

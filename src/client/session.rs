@@ -18,6 +18,7 @@ use super::framed::{read_msg, write_msg, ReadError};
 use super::{work, Shared, Tunnel};
 use crate::config::TunnelKind;
 use crate::events::ErrorCode;
+use crate::frpc::locate::go_os_arch;
 use crate::layers::CryptoStream;
 use crate::transport::mux::MuxTransport;
 use crate::transport::tcp::TcpTransport;
@@ -134,21 +135,6 @@ impl SessionError {
             SessionError::Requested => "burrow reconnects now".into(),
         }
     }
-}
-
-/// Go's GOOS/GOARCH names, as frpc reports them in `Login`.
-fn go_os_arch() -> (&'static str, &'static str) {
-    let os = match std::env::consts::OS {
-        "macos" => "darwin",
-        other => other,
-    };
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        other => other,
-    };
-    (os, arch)
 }
 
 pub(super) fn unix_now() -> i64 {

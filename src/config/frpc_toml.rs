@@ -445,18 +445,7 @@ transport.useCompression = true
 "#,
         )
         .unwrap();
-        let mut s = ServerConfig {
-            host: String::new(),
-            port: 7000,
-            token: Secret::default(),
-            user: String::new(),
-            tls: super::super::TlsConfig { enabled: true, ca_file: None, pin: None, server_name: None },
-            tcp_mux: true,
-            pool_count: 1,
-            heartbeat_interval: super::super::DEFAULT_HEARTBEAT_INTERVAL,
-            heartbeat_timeout: super::super::DEFAULT_HEARTBEAT_TIMEOUT,
-            metas: BTreeMap::new(),
-        };
+        let mut s = ServerConfig::new("", 7000, Secret::default());
         assert!(f.apply_server(&mut s));
         assert_eq!((s.host.as_str(), s.port, s.user.as_str(), s.token.expose()), ("127.0.0.1", 7001, "alice", "tok"));
         assert!(!s.tcp_mux && !s.tls.enabled);

@@ -86,6 +86,23 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// frps at `host:port` with `token` and frp's defaults: TLS on, tcp_mux on, one pooled work
+    /// connection, 30 s / 90 s heartbeat.
+    pub fn new(host: impl Into<String>, port: u16, token: Secret) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            token,
+            user: String::new(),
+            tls: TlsConfig { enabled: true, ca_file: None, pin: None, server_name: None },
+            tcp_mux: true,
+            pool_count: 1,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            metas: BTreeMap::new(),
+        }
+    }
+
     /// `host:port` as shown to users (IPv6 in brackets).
     pub fn display_addr(&self) -> String {
         if self.host.contains(':') {
@@ -359,18 +376,7 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
     };
 
     // Server: file first, then the environment on top.
-    let mut server = ServerConfig {
-        host: String::new(),
-        port: 7000,
-        token: Secret::default(),
-        user: String::new(),
-        tls: TlsConfig { enabled: true, ca_file: None, pin: None, server_name: None },
-        tcp_mux: true,
-        pool_count: 1,
-        heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
-        heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
-        metas: BTreeMap::new(),
-    };
+    let mut server = ServerConfig::new("", 7000, Secret::default());
     let mut tunnels = Vec::new();
     let mut have_server = false;
     let native_gap = file.as_ref().and_then(|f| f.native_gap.clone());

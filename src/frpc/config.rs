@@ -277,22 +277,10 @@ pub fn ini_from_model(server: &ServerConfig, tunnels: &[TunnelConfig], admin: &A
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Secret, TlsConfig};
-    use std::collections::BTreeMap;
+    use crate::config::Secret;
 
     fn server() -> ServerConfig {
-        ServerConfig {
-            host: "127.0.0.1".into(),
-            port: 7000,
-            token: Secret::new("tok\"en"),
-            user: String::new(),
-            tls: TlsConfig { enabled: true, ca_file: None, pin: None, server_name: None },
-            tcp_mux: true,
-            pool_count: 1,
-            heartbeat_interval: crate::config::DEFAULT_HEARTBEAT_INTERVAL,
-            heartbeat_timeout: crate::config::DEFAULT_HEARTBEAT_TIMEOUT,
-            metas: BTreeMap::new(),
-        }
+        ServerConfig::new("127.0.0.1", 7000, Secret::new("tok\"en"))
     }
 
     fn admin() -> Admin {

@@ -7,7 +7,7 @@ use std::task::{ready, Context, Poll};
 use burrow_proto::crypto::{Decryptor, Encryptor, BLOCK};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{Pending, MAX_WRITE};
+use super::Pending;
 
 /// Encrypts what is written and decrypts what is read, with one key and a random IV per direction.
 pub struct CryptoStream<S> {
@@ -54,31 +54,25 @@ impl<S: AsyncRead + Unpin> AsyncRead for CryptoStream<S> {
 impl<S: AsyncWrite + Unpin> AsyncWrite for CryptoStream<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        ready!(this.out.poll_drain(&mut this.inner, cx))?;
-        let n = data.len().min(MAX_WRITE);
-        if let Some(iv) = this.enc.take_iv() {
-            this.out.buf.extend_from_slice(&iv);
-        }
-        let start = this.out.buf.len();
-        this.out.buf.extend_from_slice(&data[..n]);
-        this.enc.encrypt(&mut this.out.buf[start..]);
-        // Start sending now; what does not fit is sent by the next write or flush.
-        if let Poll::Ready(Err(e)) = this.out.poll_drain(&mut this.inner, cx) {
-            return Poll::Ready(Err(e));
-        }
-        Poll::Ready(Ok(n))
+        let enc = &mut this.enc;
+        this.out.poll_write(&mut this.inner, cx, data, |data, buf| {
+            if let Some(iv) = enc.take_iv() {
+                buf.extend_from_slice(&iv);
+            }
+            let start = buf.len();
+            buf.extend_from_slice(data);
+            enc.encrypt(&mut buf[start..]);
+        })
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        ready!(this.out.poll_drain(&mut this.inner, cx))?;
-        Pin::new(&mut this.inner).poll_flush(cx)
+        this.out.poll_flush(&mut this.inner, cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        ready!(this.out.poll_drain(&mut this.inner, cx))?;
-        Pin::new(&mut this.inner).poll_shutdown(cx)
+        this.out.poll_shutdown(&mut this.inner, cx)
     }
 }
 

@@ -29,10 +29,6 @@ struct Pending {
 }
 
 impl Pending {
-    fn is_empty(&self) -> bool {
-        self.pos == self.buf.len()
-    }
-
     /// Writes out everything pending; `Ready(Ok)` means the buffer is empty.
     fn poll_drain<S: AsyncWrite + Unpin>(&mut self, inner: &mut S, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.pos < self.buf.len() {
@@ -45,6 +41,37 @@ impl Pending {
         self.buf.clear();
         self.pos = 0;
         Poll::Ready(Ok(()))
+    }
+
+    /// A layer's `poll_write`: once earlier output is out, `produce` turns up to [`MAX_WRITE`]
+    /// bytes of `data` into output, which starts going out at once (what does not fit goes with
+    /// the next write or flush).
+    fn poll_write<S: AsyncWrite + Unpin>(
+        &mut self,
+        inner: &mut S,
+        cx: &mut Context<'_>,
+        data: &[u8],
+        produce: impl FnOnce(&[u8], &mut Vec<u8>),
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_drain(inner, cx))?;
+        let n = data.len().min(MAX_WRITE);
+        produce(&data[..n], &mut self.buf);
+        if let Poll::Ready(Err(e)) = self.poll_drain(inner, cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// A layer's `poll_flush`: pending output first, then the inner stream.
+    fn poll_flush<S: AsyncWrite + Unpin>(&mut self, inner: &mut S, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_drain(inner, cx))?;
+        Pin::new(inner).poll_flush(cx)
+    }
+
+    /// A layer's `poll_shutdown`: pending output first, then the inner stream.
+    fn poll_shutdown<S: AsyncWrite + Unpin>(&mut self, inner: &mut S, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_drain(inner, cx))?;
+        Pin::new(inner).poll_shutdown(cx)
     }
 }
 

@@ -7,7 +7,7 @@ use std::task::{ready, Context, Poll};
 use burrow_proto::snappy::{Compressor, Decompressor};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{Pending, MAX_WRITE};
+use super::Pending;
 
 const READ_CHUNK: usize = 32 * 1024;
 
@@ -71,26 +71,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for SnappyStream<S> {
 impl<S: AsyncWrite + Unpin> AsyncWrite for SnappyStream<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        ready!(this.out.poll_drain(&mut this.inner, cx))?;
-        let n = data.len().min(MAX_WRITE);
-        this.comp.compress(&data[..n], &mut this.out.buf);
-        if let Poll::Ready(Err(e)) = this.out.poll_drain(&mut this.inner, cx) {
-            return Poll::Ready(Err(e));
-        }
-        Poll::Ready(Ok(n))
+        let comp = &mut this.comp;
+        this.out.poll_write(&mut this.inner, cx, data, |data, buf| comp.compress(data, buf))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        ready!(this.out.poll_drain(&mut this.inner, cx))?;
-        debug_assert!(this.out.is_empty());
-        Pin::new(&mut this.inner).poll_flush(cx)
+        this.out.poll_flush(&mut this.inner, cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        ready!(this.out.poll_drain(&mut this.inner, cx))?;
-        Pin::new(&mut this.inner).poll_shutdown(cx)
+        this.out.poll_shutdown(&mut this.inner, cx)
     }
 }
 
