@@ -1,28 +1,12 @@
-//! burrow: puts a desktop app's local web stack on a public URL through frps.
-//!
-//! `main` only wires: it parses the command line, loads the configuration, sets up logging and
-//! hands over to [`app`] (the tunnel) or [`demo`] (the loopback demonstration).
-
-mod admin;
-mod app;
-mod check;
-mod client;
-mod config;
-mod control;
-mod demo;
-mod events;
-mod frpc;
-mod layers;
-mod provision;
-mod proxy;
-mod status;
-mod transport;
+//! burrow's executable: parses the command line, loads the configuration, sets up logging and
+//! hands over to the library's `app` (the tunnel), `check` or `demo`.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::events::{ErrorCode, Events, Format};
+use burrow::events::{ErrorCode, Events, Format};
+use burrow::{app, check, config, demo, frpc};
 
 /// Puts your app's local web stack on a public URL through an frp server (frps).
 #[derive(Debug, Parser)]
@@ -105,7 +89,7 @@ fn main() {
         (Some(m), _) => match config::Mode::parse("--mode", m) {
             Ok(m) => Some(m),
             Err(e) => {
-                crate::say!("burrow: {e}");
+                burrow::say!("burrow: {e}");
                 events.error(ErrorCode::ConfigInvalid, &e.to_string(), "use --mode auto, native or frpc", true);
                 events.emit("stopped", serde_json::json!({"reason": "config_invalid"}));
                 events.flush(std::time::Duration::from_secs(2));
@@ -131,7 +115,7 @@ fn main() {
             std::process::exit(ErrorCode::ConfigInvalid.exit_code());
         }
         Err(e) => {
-            crate::say!("burrow: {e}");
+            burrow::say!("burrow: {e}");
             events.error(
                 ErrorCode::ConfigInvalid,
                 &e.to_string(),
@@ -161,7 +145,7 @@ fn runtime() -> tokio::runtime::Runtime {
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            crate::say!("burrow: cannot start the async runtime: {e}");
+            burrow::say!("burrow: cannot start the async runtime: {e}");
             std::process::exit(1);
         }
     }
