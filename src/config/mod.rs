@@ -5,7 +5,7 @@
 //! with one [`ConfigError`] naming the variable (or file key), the bad value — masked when it is a
 //! secret — and an accepted example.
 
-mod frpc_toml;
+pub mod frpc_toml;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -103,7 +103,10 @@ impl Routes {
             {
                 return Err(err("the prefix must be a plain path starting with /"));
             }
-            let prefix = if prefix.len() > 1 { prefix.trim_end_matches('/').to_string() } else { prefix.to_string() };
+            // Requests are routed with repeated slashes merged, so the prefix is written that way
+            // too: `//api` must still match `/api/x`.
+            let merged = prefix.split('/').filter(|s| !s.is_empty()).collect::<Vec<_>>().join("/");
+            let prefix = format!("/{merged}");
             let rest = url
                 .trim()
                 .strip_prefix("http://")
@@ -230,6 +233,18 @@ mod tests {
 
     fn port_for(routes: &Routes, path: &str) -> Option<u16> {
         routes.select(path).unwrap().map(|r| r.port)
+    }
+
+    #[test]
+    fn prefix_slashes_are_merged_like_request_paths() {
+        // Found by fuzz/fuzz_targets/routes.rs: a `///x` prefix never matched, since request
+        // paths are routed with their slashes merged.
+        let r = Routes::parse("///ap+tl.-x-=http://local:30,/=http://127.0.0.1:1").unwrap();
+        assert_eq!(r.all()[0].prefix, "/ap+tl.-x-");
+        assert_eq!(r.select("//ap+tl.-x-/v1").unwrap().unwrap().port, 30);
+        let r = Routes::parse("/api//alt/=http://h:1,//=http://h:2").unwrap();
+        assert_eq!(r.select("/api/alt/x").unwrap().unwrap().port, 1);
+        assert_eq!(r.select("/").unwrap().unwrap().port, 2);
     }
 
     #[test]
