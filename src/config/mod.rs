@@ -367,6 +367,37 @@ fn parse_socket_addr(name: &str, v: &str) -> Result<SocketAddr, ConfigError> {
         })
 }
 
+/// Accepts levels and `target=level` directives only. tracing's span and field filters
+/// (`[span{field=value}]`) compile their values into regular-expression automata whose size can
+/// explode: fuzzing found a 437-byte BURROW_LOG that kept startup busy for over 10 s.
+fn check_log_filter(v: &str) -> Result<(), &'static str> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let level = |l: &str| LEVELS.iter().any(|x| x.eq_ignore_ascii_case(l.trim()));
+    let target = |t: &str| {
+        let t = t.trim();
+        !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '.'))
+    };
+    if v.len() > 1024 {
+        return Err("longer than 1024 bytes");
+    }
+    if v.contains(['[', ']', '{', '}']) {
+        return Err("span and field filters ([...], {...}) are not supported; use levels and targets");
+    }
+    for d in v.split(',').filter(|d| !d.trim().is_empty()) {
+        let ok = match d.split_once('=') {
+            Some((t, l)) => target(t) && level(l),
+            None => level(d) || target(d),
+        };
+        if !ok {
+            return Err("expected comma-separated levels (off, error, warn, info, debug, trace) or target=level");
+        }
+    }
+    if tracing_subscriber::EnvFilter::try_new(v).is_err() {
+        return Err("not a tracing filter");
+    }
+    Ok(())
+}
+
 /// Resolves the configuration from the environment, an optional frpc TOML file and the flags.
 pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
     let file_path = flags.config_file.clone().or_else(|| get(env, "BURROW_CONFIG").map(PathBuf::from));
@@ -549,12 +580,12 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
     })?;
 
     let log_filter = get(env, "BURROW_LOG").unwrap_or("info").to_string();
-    if tracing_subscriber::EnvFilter::try_new(&log_filter).is_err() {
+    if let Err(problem) = check_log_filter(&log_filter) {
         return Err(ConfigError::new(
             "BURROW_LOG",
             log_filter,
-            "not a tracing filter",
-            "BURROW_LOG=info or BURROW_LOG=burrow=debug",
+            problem,
+            "BURROW_LOG=info or BURROW_LOG=warn,burrow=debug",
         ));
     }
 
@@ -686,6 +717,25 @@ mod tests {
             ("BURROW_SERVER_TOKEN", "s3cret"),
             ("BURROW_SUBDOMAIN", "myapp"),
         ]
+    }
+
+    #[test]
+    fn log_filter_takes_levels_and_targets_only() {
+        for ok in ["info", "warn,burrow=debug", "burrow::client=trace", "DEBUG", "off"] {
+            assert!(check_log_filter(ok).is_ok(), "{ok}");
+        }
+        for bad in ["burrow=loud", "a b=info", "[span]=debug", "x[{f=.*}]=info", "=info"] {
+            assert!(check_log_filter(bad).is_err(), "{bad}");
+        }
+        // Found by fuzz/fuzz_targets/env_config.rs: a field filter whose value took tracing over
+        // 10 s to compile. Refused at once now.
+        let slow = format!("x[{{a=5{}w_{}L}}]=info", ".".repeat(70), ".".repeat(60));
+        let t = std::time::Instant::now();
+        let mut e = base();
+        e.push(("BURROW_LOG", &slow));
+        let err = load(&env(&e), &Overrides::default()).unwrap_err();
+        assert_eq!(err.source_name, "BURROW_LOG");
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]
