@@ -326,7 +326,7 @@ async fn serve(
                         }
                         continue;
                     }
-                    pending_work.spawn(work::open(conns.clone(), shared.clone(), run_id.clone()));
+                    pending_work.spawn(work::open(conns.clone(), shared.clone(), run_id.clone(), shutdown.clone()));
                 }
                 Some(Ok(Message::NewProxyResp(r))) => {
                     let Some(t) = shared.tunnel(&r.proxy_name) else {

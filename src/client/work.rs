@@ -13,6 +13,7 @@ use burrow_proto::msg::NewWorkConn;
 use burrow_proto::Message;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use super::framed::{read_msg, write_msg, ReadError};
 use super::{Shared, Tunnel};
@@ -48,9 +49,15 @@ pub enum WorkError {
 }
 
 /// Opens one work connection and waits (indefinitely: frps pools it) for its user connection;
-/// then hands it to a task of its own, so a pooled connection in use outlives the session that
-/// opened it where the transport allows (without tcp_mux).
-pub(super) async fn open(conns: Arc<dyn Transport>, shared: Arc<Shared>, run_id: String) -> Result<(), WorkError> {
+/// then hands it to a task of its own, so a connection in use outlives the session that opened it
+/// where the transport allows (without tcp_mux): a reconnect does not cut transfers. `stop` ends
+/// it: when the host stops the tunnels, no user connection may go on reaching the app.
+pub(super) async fn open(
+    conns: Arc<dyn Transport>,
+    shared: Arc<Shared>,
+    run_id: String,
+    stop: CancellationToken,
+) -> Result<(), WorkError> {
     let mut conn = conns.connect().await?;
     let ts = super::session::unix_now();
     let hello = NewWorkConn {
@@ -75,14 +82,14 @@ pub(super) async fn open(conns: Arc<dyn Transport>, shared: Arc<Shared>, run_id:
         // Straight into the proxy's HTTP server: no loopback connection, no second copy loop.
         let c = &tunnel.config;
         let stream = wrap_work_conn(conn, c.use_encryption.then_some(&key), c.use_compression);
-        tokio::spawn(proxy.serve_connection(stream, crate::proxy::Origin::Tunnel));
+        tokio::spawn(stop.run_until_cancelled_owned(proxy.serve_connection(stream, crate::proxy::Origin::Tunnel)));
         return Ok(());
     }
-    tokio::spawn(async move {
+    tokio::spawn(stop.run_until_cancelled_owned(async move {
         if let Err(e) = pipe(conn, &tunnel, &key).await {
             tracing::debug!("tunnel {} connection ended: {e}", tunnel.config.name);
         }
-    });
+    }));
     Ok(())
 }
 
