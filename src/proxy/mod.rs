@@ -41,6 +41,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default time an upstream may take to start its response once the request is sent (frps' own
 /// vhost timeout is 60 s); `BURROW_UPSTREAM_TIMEOUT` changes it.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Cap of hyper's read buffer per upstream connection (its default is about 400 KiB). A response
+/// whose reader stalls holds at most this much here; backpressure keeps the rest in the upstream.
+const UPSTREAM_BUF: usize = 64 * 1024;
+
 /// Largest request head (request line + headers) the proxy forwards; larger is 431.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Longest request target; longer is 414.
@@ -408,8 +412,11 @@ async fn connect_upstream(route: &Route) -> Result<SendRequest<ReqBody>, Upstrea
         .map_err(|_| UpstreamError::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")))?
         .map_err(UpstreamError::Connect)?;
     let _ = tcp.set_nodelay(true);
-    let (sender, conn) =
-        hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(tcp)).await.map_err(UpstreamError::Http)?;
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(UPSTREAM_BUF)
+        .handshake(TokioIo::new(tcp))
+        .await
+        .map_err(UpstreamError::Http)?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!("upstream connection ended: {e}");

@@ -473,6 +473,8 @@ impl Drop for Burrow {
         }
         let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
         self.assert_no_secret(&refs);
+        // A panic in any task is a bug even when the process survives it.
+        assert!(!self.output().contains("panicked at"), "burrow panicked:\n{}", self.output());
         // And every event it printed follows the published schema.
         for e in self.events() {
             if let Err(why) = validate_event(&e) {
@@ -677,6 +679,11 @@ pub async fn app_upstream(name: &'static str) -> SocketAddr {
     addr
 }
 
+/// Open file descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
 /// Resident set size of a process, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -687,13 +694,29 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// A TCP relay in front of a server that records what the first client sent, and can turn into a
-/// blackhole: existing connections then swallow every byte both ways without closing (a server
-/// that vanished without FIN or RST). New connections are forwarded whenever it is off.
+/// A TCP relay in front of a server that injects faults. It records what the first client sent,
+/// and can
+/// - turn into a **blackhole**: existing connections then swallow every byte both ways without
+///   closing (a server that vanished without FIN or RST); new connections are forwarded whenever
+///   it is off;
+/// - **drip**: forward one byte per write, a millisecond apart, both ways, so every parser on the
+///   path sees its input one byte at a time;
+/// - **reset** every open connection at once (RST both ways, as a NAT or a crashed box would).
 pub struct FaultRelay {
     pub port: u16,
     pub blackhole: Arc<std::sync::atomic::AtomicBool>,
+    pub drip: Arc<std::sync::atomic::AtomicBool>,
     pub first_bytes: Arc<Mutex<Vec<u8>>>,
+    reset: tokio::sync::watch::Sender<u64>,
+    /// Connections reset so far.
+    pub resets: Arc<AtomicUsize>,
+}
+
+impl FaultRelay {
+    /// Resets every connection open now; later connections are forwarded normally.
+    pub fn reset_all(&self) {
+        self.reset.send_modify(|g| *g += 1);
+    }
 }
 
 pub async fn fault_relay(target: u16) -> FaultRelay {
@@ -701,57 +724,82 @@ pub async fn fault_relay(target: u16) -> FaultRelay {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let blackhole = Arc::new(AtomicBool::new(false));
+    let drip = Arc::new(AtomicBool::new(false));
     let first_bytes = Arc::new(Mutex::new(Vec::new()));
-    let (bh, fb) = (blackhole.clone(), first_bytes.clone());
+    let (reset, reset_rx) = tokio::sync::watch::channel(0u64);
+    let resets = Arc::new(AtomicUsize::new(0));
+    let (bh, dr, fb, rs) = (blackhole.clone(), drip.clone(), first_bytes.clone(), resets.clone());
     tokio::spawn(async move {
         let mut first = true;
         loop {
             let Ok((s, _)) = listener.accept().await else { return };
             let Ok(t) = TcpStream::connect(("127.0.0.1", target)).await else { continue };
+            let _ = (s.set_nodelay(true), t.set_nodelay(true));
             let record = if first { Some(fb.clone()) } else { None };
             first = false;
-            let (mut sr, mut sw) = s.into_split();
-            let (mut tr, mut tw) = t.into_split();
-            let bh1 = bh.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 32 * 1024];
-                loop {
-                    let Ok(n) = sr.read(&mut buf).await else { return };
-                    if n == 0 {
-                        let _ = tw.shutdown().await;
-                        return;
-                    }
-                    if let Some(r) = &record {
-                        let mut r = r.lock().unwrap();
-                        if r.len() < 64 * 1024 {
-                            r.extend_from_slice(&buf[..n]);
+            let (sr, sw) = s.into_split();
+            let (tr, tw) = t.into_split();
+            let dirs = [(sr, tw, record), (tr, sw, None)];
+            for (mut from, mut to, record) in dirs {
+                let (bh, dr, rs) = (bh.clone(), dr.clone(), rs.clone());
+                let mut reset = reset_rx.clone();
+                reset.mark_unchanged();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = relay_pump(&mut from, &mut to, record, &bh, &dr) => {}
+                        _ = reset.changed() => {
+                            // Linger 0: closing sends RST instead of FIN.
+                            let _ = socket2::SockRef::from(from.as_ref()).set_linger(Some(Duration::ZERO));
+                            let _ = socket2::SockRef::from(to.as_ref()).set_linger(Some(Duration::ZERO));
+                            rs.fetch_add(1, Ordering::SeqCst);
                         }
                     }
-                    if !bh1.load(Ordering::SeqCst) && tw.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            let bh2 = bh.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 32 * 1024];
-                loop {
-                    let Ok(n) = tr.read(&mut buf).await else { return };
-                    if n == 0 {
-                        if !bh2.load(Ordering::SeqCst) {
-                            let _ = sw.shutdown().await;
-                        }
-                        // A blackhole never closes: keep the client side open.
-                        std::future::pending::<()>().await;
-                    }
-                    if !bh2.load(Ordering::SeqCst) && sw.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
+                });
+            }
         }
     });
-    FaultRelay { port, blackhole, first_bytes }
+    FaultRelay { port, blackhole, drip, first_bytes, reset, resets }
+}
+
+/// One direction of a [`FaultRelay`] connection, until EOF or an error.
+async fn relay_pump(
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
+    record: Option<Arc<Mutex<Vec<u8>>>>,
+    blackhole: &std::sync::atomic::AtomicBool,
+    drip: &std::sync::atomic::AtomicBool,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let Ok(n) = from.read(&mut buf).await else { return };
+        if n == 0 {
+            if blackhole.load(Ordering::SeqCst) {
+                // A blackhole never closes: keep the other side open.
+                std::future::pending::<()>().await;
+            }
+            let _ = to.shutdown().await;
+            return;
+        }
+        if let Some(r) = &record {
+            let mut r = r.lock().unwrap();
+            if r.len() < 64 * 1024 {
+                r.extend_from_slice(&buf[..n]);
+            }
+        }
+        if blackhole.load(Ordering::SeqCst) {
+            continue;
+        }
+        if drip.load(Ordering::SeqCst) {
+            for b in &buf[..n] {
+                if to.write_all(std::slice::from_ref(b)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        } else if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// A real HTTP provisioning API on loopback (contract §5) with scripted reservation answers.
