@@ -446,7 +446,38 @@ fn check_head<B>(req: &Request<B>, json: bool) -> Option<Response<RespBody>> {
             json,
         ));
     }
+    if let Err(why) = check_framing(req.headers()) {
+        let mut resp = local_error(StatusCode::BAD_REQUEST, "ambiguous_framing", why, json);
+        // Where this request's body ends is in doubt, so nothing after it on the connection
+        // can be trusted either.
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Some(resp);
+    }
     None
+}
+
+/// Refuses a request whose body length two parsers could read differently — the stuff of
+/// request smuggling (RFC 9112 §6.3, §11.2) — as nginx does, so no upstream ever sees one.
+/// hyper's parser already refuses conflicting lengths, obs-fold and a final coding other than
+/// chunked; it resolves Content-Length with chunked itself (chunked wins, the length is
+/// dropped, the connection closes after the answer). What it lets through and this refuses:
+/// codings besides chunked, and Transfer-Encoding given more than once.
+fn check_framing(h: &HeaderMap) -> Result<(), &'static str> {
+    let te: Vec<_> = h.get_all(header::TRANSFER_ENCODING).iter().collect();
+    let cl: Vec<_> = h.get_all(header::CONTENT_LENGTH).iter().collect();
+    if !te.is_empty() && !cl.is_empty() {
+        return Err("the request has both Transfer-Encoding and Content-Length");
+    }
+    if cl.len() > 1 {
+        return Err("the request has more than one Content-Length");
+    }
+    if cl.first().is_some_and(|v| v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_digit)) {
+        return Err("the request's Content-Length is not a number");
+    }
+    if te.len() > 1 || te.first().is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"chunked")) {
+        return Err("the request's Transfer-Encoding is not exactly \"chunked\"");
+    }
+    Ok(())
 }
 
 fn is_upgrade(h: &HeaderMap) -> bool {
