@@ -5,6 +5,9 @@
 //! same parsers the program runs (configuration, routes, stdin commands, provisioning answers).
 //! Its API is not stable and not meant for other crates.
 
+// One exception, in `frpc`: the pre-exec hook that ties frpc's life to burrow's.
+#![deny(unsafe_code)]
+
 pub mod admin;
 pub mod app;
 pub mod check;

@@ -1,6 +1,8 @@
 //! burrow's executable: parses the command line, loads the configuration, sets up logging and
 //! hands over to the library's `app` (the tunnel), `check` or `demo`.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};

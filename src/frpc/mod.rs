@@ -162,7 +162,10 @@ impl Supervisor<'_> {
         for k in ["BURROW_API_TOKEN", "BURROW_SERVER_TOKEN", "BURROW_ADMIN_TOKEN"] {
             cmd.env_remove(k);
         }
+        // The crate's one `unsafe`: std offers no safe way to run code between fork and exec,
+        // and without PR_SET_PDEATHSIG a SIGKILLed burrow would leave frpc running.
         #[cfg(target_os = "linux")]
+        #[allow(unsafe_code)]
         {
             let parent = std::process::id();
             // SAFETY: runs in the child between fork and exec. It only makes two system calls
