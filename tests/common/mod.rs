@@ -743,14 +743,14 @@ pub async fn fault_relay(target: u16) -> FaultRelay {
             first = false;
             let (sr, sw) = s.into_split();
             let (tr, tw) = t.into_split();
-            let dirs = [(sr, tw, record), (tr, sw, None)];
-            for (mut from, mut to, record) in dirs {
+            let dirs = [(sr, tw, record, true), (tr, sw, None, false)];
+            for (mut from, mut to, record, toward_server) in dirs {
                 let (bh, dr, rs) = (bh.clone(), dr.clone(), rs.clone());
                 let mut reset = reset_rx.clone();
                 reset.mark_unchanged();
                 tokio::spawn(async move {
                     tokio::select! {
-                        _ = relay_pump(&mut from, &mut to, record, &bh, &dr) => {}
+                        _ = relay_pump(&mut from, &mut to, record, &bh, &dr, toward_server) => {}
                         _ = reset.changed() => {
                             // Linger 0: closing sends RST instead of FIN.
                             let _ = socket2::SockRef::from(from.as_ref()).set_linger(Some(Duration::ZERO));
@@ -772,13 +772,16 @@ async fn relay_pump(
     record: Option<Arc<Mutex<Vec<u8>>>>,
     blackhole: &std::sync::atomic::AtomicBool,
     drip: &std::sync::atomic::AtomicBool,
+    toward_server: bool,
 ) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         let Ok(n) = from.read(&mut buf).await else { return };
         if n == 0 {
-            if blackhole.load(Ordering::SeqCst) {
-                // A blackhole never closes: keep the other side open.
+            if !toward_server && blackhole.load(Ordering::SeqCst) {
+                // A blackholed server never closes: keep the client's side open. (The client's
+                // own close still reaches the server, so that frps lets the next login with the
+                // same run id in without waiting for its own 90 s heartbeat timeout.)
                 std::future::pending::<()>().await;
             }
             let _ = to.shutdown().await;
