@@ -4,6 +4,8 @@
 #   - bulk throughput through a tcp tunnel, each direction (iperf3), MiB/s, and client CPU s/GiB;
 #   - HTTP through the http vhost tunnel (wrk, 1 KiB responses) at 1, 16, 128 connections:
 #     req/s, p50, p99, client CPU s per 1,000 requests;
+#   - new-connection rate through a tcp tunnel (connect, one 32-byte round trip, close; 16 at a
+#     time), and client CPU s per 1,000 connections;
 #   - RSS idle 5 s after start, peak RSS (VmHWM);
 #   - start to usable (tunnel_up for burrow; first successful request for frpc);
 #   - stripped binary size.
@@ -19,8 +21,9 @@ for tool in wrk iperf3 nginx python3; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (Debian: apt-get install wrk iperf3 nginx-light python3)" >&2; exit 1; }
 done
 echo "bench: building burrow (release) ..." >&2
-cargo build --release --quiet
+cargo build --release --quiet --bin burrow --example connrate
 BURROW="$PWD/target/release/burrow"
+CONNRATE="$PWD/target/release/examples/connrate"
 FRP="$(bash resources/fetch-frp.sh)"
 work="$(mktemp -d)"
 pids=()
@@ -29,8 +32,8 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 TOKEN="bench-$(date +%s)"
 
-# Local services: 1 KiB over HTTP (nginx), and an iperf3 server.
-UP=$(free_port); IPERF=$(free_port)
+# Local services: 1 KiB over HTTP (nginx), an iperf3 server, a TCP echo server.
+UP=$(free_port); IPERF=$(free_port); ECHO=$(free_port)
 body=$(head -c 1024 /dev/zero | tr '\0' 'x')
 cat >"$work/up.conf" <<NGINX
 worker_processes 1;
@@ -42,6 +45,7 @@ http { access_log off; keepalive_requests 1000000;
 NGINX
 nginx -c "$work/up.conf" -g 'daemon off;' & pids+=($!)
 iperf3 -s -p "$IPERF" >/dev/null 2>&1 & pids+=($!)
+"$CONNRATE" echo "$ECHO" & pids+=($!)
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -56,8 +60,8 @@ record() { echo "$1" >>"$results"; }
 run_case() { # transport(mux|nomux) client(burrow|frpc|none) rep
   local mux="$1" client="$2" rep="$3" tcpmux=true
   [ "$mux" = nomux ] && tcpmux=false
-  local BIND VHOST REMOTE
-  BIND=$(free_port); VHOST=$(free_port); REMOTE=$(free_port)
+  local BIND VHOST REMOTE REMOTE_ECHO
+  BIND=$(free_port); VHOST=$(free_port); REMOTE=$(free_port); REMOTE_ECHO=$(free_port)
   cat >"$work/frps.toml" <<TOML
 bindAddr = "127.0.0.1"
 bindPort = $BIND
@@ -87,14 +91,20 @@ name = "bulk"
 type = "tcp"
 localPort = $IPERF
 remotePort = $REMOTE
+
+[[proxies]]
+name = "echo"
+type = "tcp"
+localPort = $ECHO
+remotePort = $REMOTE_ECHO
 TOML
-  local pid=0 t0 start_ms="null" http_port=$VHOST bulk_port=$REMOTE host="web.bench.test"
+  local pid=0 t0 start_ms="null" http_port=$VHOST bulk_port=$REMOTE echo_port=$REMOTE_ECHO host="web.bench.test"
   t0=$(date +%s%N)
   case "$client" in
     burrow)
       BURROW_CONFIG="$work/client.toml" BURROW_PROXY_ADDR=off BURROW_MODE=native BURROW_LOG=warn \
         "$BURROW" >"$work/burrow.out" 2>/dev/null < <(sleep 100000) & pid=$!
-      for _ in $(seq 400); do [ "$(grep -c '"tunnel_up"' "$work/burrow.out" 2>/dev/null || true)" -ge 2 ] && break; sleep 0.005; done
+      for _ in $(seq 400); do [ "$(grep -c '"tunnel_up"' "$work/burrow.out" 2>/dev/null || true)" -ge 3 ] && break; sleep 0.005; done
       start_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
       ;;
     frpc)
@@ -102,7 +112,7 @@ TOML
       for _ in $(seq 2000); do curl -s -o /dev/null -w '%{http_code}' -H "Host: $host" "http://127.0.0.1:$VHOST/" 2>/dev/null | grep -q 200 && break; sleep 0.005; done
       start_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
       ;;
-    none) http_port=$UP; bulk_port=$IPERF; host="127.0.0.1" ;;
+    none) http_port=$UP; bulk_port=$IPERF; echo_port=$ECHO; host="127.0.0.1" ;;
   esac
   sleep 5
   local idle=0; [ "$pid" != 0 ] && idle=$(rss_kib "$pid")
@@ -117,6 +127,16 @@ TOML
   record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_up_mib_s\",\"value\":$(python3 -c "print(round($up_bps/8/2**20,1))")}"
   record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_down_mib_s\",\"value\":$(python3 -c "print(round($down_bps/8/2**20,1))")}"
   record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_cpu_s_per_gib\",\"value\":$bulk_cpu_per_gib}"
+  # New connections through the tcp tunnel.
+  local rate ok failed
+  c0=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
+  read -r rate ok failed < <("$CONNRATE" rate "$echo_port" "$DUR" 16)
+  c1=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
+  record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_per_s\",\"value\":$rate}"
+  record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_failed\",\"value\":$failed}"
+  if [ "$pid" != 0 ] && [ "$ok" -gt 0 ]; then
+    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_cpu_s_per_1k\",\"value\":$(python3 -c "print(round(($c1-$c0)/$TICK/($ok/1000),4))")}"
+  fi
   # HTTP through the vhost tunnel.
   for conns in 1 16 128; do
     c0=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
