@@ -6,7 +6,8 @@
 #     req/s, p50, p99, client CPU s per 1,000 requests;
 #   - new-connection rate through a tcp tunnel (connect, one 32-byte round trip, close; 16 at a
 #     time), and client CPU s per 1,000 connections;
-#   - RSS idle 5 s after start, peak RSS (VmHWM);
+#   - RSS idle 5 s after start (VmRSS, and RssAnon: the process's own memory without the
+#     file-backed pages of its binary and libraries), peak RSS (VmHWM);
 #   - start to usable (tunnel_up for burrow; first successful request for frpc);
 #   - stripped binary size.
 # Medians over REPS runs (default 3); a markdown table on stdout, JSON in target/bench-tunnel.json.
@@ -49,6 +50,7 @@ iperf3 -s -p "$IPERF" >/dev/null 2>&1 & pids+=($!)
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+anon_kib() { awk '/^RssAnon:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 TICK=$(getconf CLK_TCK)
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
@@ -115,7 +117,7 @@ TOML
     none) http_port=$UP; bulk_port=$IPERF; echo_port=$ECHO; host="127.0.0.1" ;;
   esac
   sleep 5
-  local idle=0; [ "$pid" != 0 ] && idle=$(rss_kib "$pid")
+  local idle=0 idle_anon=0; [ "$pid" != 0 ] && idle=$(rss_kib "$pid") && idle_anon=$(anon_kib "$pid")
   # Bulk, both directions.
   local c0 c1 up_bps down_bps up_bytes down_bytes
   c0=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
@@ -165,6 +167,7 @@ PY
   done
   if [ "$pid" != 0 ]; then
     record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"rss_idle_mib\",\"value\":$(python3 -c "print(round($idle/1024,1))")}"
+    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"rss_idle_anon_mib\",\"value\":$(python3 -c "print(round($idle_anon/1024,1))")}"
     record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"rss_peak_mib\",\"value\":$(python3 -c "print(round($(hwm_kib "$pid")/1024,1))")}"
     record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"start_to_usable_ms\",\"value\":$start_ms}"
     kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
