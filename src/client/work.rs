@@ -82,7 +82,11 @@ pub(super) async fn open(
         // Straight into the proxy's HTTP server: no loopback connection, no second copy loop.
         let c = &tunnel.config;
         let stream = wrap_work_conn(conn, c.use_encryption.then_some(&key), c.use_compression);
-        tokio::spawn(stop.run_until_cancelled_owned(proxy.serve_connection(stream, crate::proxy::Origin::Tunnel)));
+        tokio::spawn(stop.clone().run_until_cancelled_owned(proxy.serve_connection(
+            stream,
+            crate::proxy::Origin::Tunnel,
+            stop,
+        )));
         return Ok(());
     }
     tokio::spawn(stop.run_until_cancelled_owned(async move {
@@ -124,21 +128,41 @@ async fn pipe(conn: BoxStream, tunnel: &Tunnel, key: &[u8; 16]) -> io::Result<()
 /// Copies until EOF through a buffer that starts at 4 KiB and doubles, up to [`PIPE_BUF`], each
 /// time a read fills it. Most tunnel connections are short (a request, an answer): they never
 /// pay for zeroing and faulting in 2 × 64 KiB, which dominated the cost of a new connection.
+///
+/// Like `tokio::io::copy_buf`, it flushes whenever the reader has nothing ready: the TLS, cipher
+/// and snappy writers may accept bytes they have not sent yet, and the last bytes of a burst on a
+/// connection that then goes quiet must not wait for the next write.
 async fn copy<R, W>(mut r: R, w: &mut W) -> io::Result<u64>
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
-    use tokio::io::AsyncReadExt;
+    use std::pin::Pin;
+    use std::task::Poll;
     let mut buf = vec![0u8; 4096];
     let mut total = 0u64;
+    let mut unflushed = false;
     loop {
-        let n = r.read(&mut buf).await?;
+        let n = std::future::poll_fn(|cx| {
+            let mut rb = tokio::io::ReadBuf::new(&mut buf);
+            match Pin::new(&mut r).poll_read(cx, &mut rb) {
+                Poll::Ready(res) => Poll::Ready(res.map(|()| rb.filled().len())),
+                Poll::Pending => {
+                    if unflushed {
+                        std::task::ready!(Pin::new(&mut *w).poll_flush(cx))?;
+                        unflushed = false;
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await?;
         if n == 0 {
             w.flush().await?;
             return Ok(total);
         }
         w.write_all(&buf[..n]).await?;
+        unflushed = true;
         total += n as u64;
         if n == buf.len() && buf.len() < PIPE_BUF {
             buf.resize(buf.len() * 2, 0);
