@@ -166,11 +166,9 @@ fn init_tracing(filter: &str) {
     use tracing_subscriber::util::SubscriberInitExt;
     // Validated by config::load; `Targets` needs no regex engine, unlike `EnvFilter`.
     let targets: Targets = filter.parse().unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .finish()
-        .with(targets)
-        .init();
+        .with_target(false);
+    tracing_subscriber::registry().with(fmt).with(targets).init();
 }

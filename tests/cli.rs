@@ -194,3 +194,29 @@ async fn a_bad_mode_flag_is_exit_2_with_stopped_last() {
     assert_eq!(evs[0]["code"], "config_invalid");
     assert_eq!(evs.last().unwrap()["event"], "stopped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burrow_log_sets_the_stderr_level() {
+    let frps = Frps::start(FrpsOpts::default()).await;
+    let up = http_upstream().await;
+    let routes = format!("/=http://{}", up.addr);
+    let server = frps.addr();
+    let base = [
+        ("BURROW_SERVER_ADDR", server.as_str()),
+        ("BURROW_SERVER_TOKEN", TOKEN),
+        ("BURROW_SUBDOMAIN", "logs"),
+        ("BURROW_ROUTES", routes.as_str()),
+    ];
+    let debug_lines = |b: &Burrow| b.output().lines().filter(|l| l.contains(" DEBUG ")).count();
+    for (level, debug_expected) in [("debug", true), ("info", false), ("warn, yamux=debug", true)] {
+        let mut env = base.to_vec();
+        env.push(("BURROW_LOG", level));
+        let mut b = Burrow::spawn(&env);
+        b.wait("tunnel_up", Duration::from_secs(15)).await;
+        assert_eq!(b.close_stdin_and_wait(Duration::from_secs(5)).await, 0);
+        assert_eq!(debug_lines(&b) > 0, debug_expected, "BURROW_LOG={level}:\n{}", b.output());
+        if level == "info" {
+            assert!(b.output().contains(" INFO "), "{}", b.output());
+        }
+    }
+}
