@@ -580,11 +580,17 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
         )
     })?;
 
-    let log_filter = get(env, "BURROW_LOG").unwrap_or("info").to_string();
+    let raw_filter = get(env, "BURROW_LOG").unwrap_or("info");
+    // Spaces around directives and empty ones are dropped: `Targets` would keep " burrow" as a
+    // target name and read an empty directive as "error".
+    let mut log_filter = raw_filter.split(',').map(str::trim).filter(|d| !d.is_empty()).collect::<Vec<_>>().join(",");
+    if log_filter.is_empty() {
+        log_filter = "info".into();
+    }
     if let Err(problem) = check_log_filter(&log_filter) {
         return Err(ConfigError::new(
             "BURROW_LOG",
-            log_filter,
+            raw_filter,
             problem,
             "BURROW_LOG=info or BURROW_LOG=warn,burrow=debug",
         ));
@@ -718,6 +724,15 @@ mod tests {
             ("BURROW_SERVER_TOKEN", "s3cret"),
             ("BURROW_SUBDOMAIN", "myapp"),
         ]
+    }
+
+    #[test]
+    fn log_filter_is_normalized() {
+        for (given, used) in [("info, burrow=debug", "info,burrow=debug"), ("debug,", "debug"), (" , ", "info")] {
+            let mut e = base();
+            e.push(("BURROW_LOG", given));
+            assert_eq!(load(&env(&e), &Overrides::default()).unwrap().log_filter, used, "{given:?}");
+        }
     }
 
     #[test]
