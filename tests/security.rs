@@ -203,3 +203,54 @@ async fn listeners_are_loopback_unless_told_and_then_warn() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!b.events().iter().any(|e| e["code"].as_str().is_some_and(|c| c.ends_with("not_loopback"))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_tunnels_cuts_open_websockets() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    // Without tcp_mux a WebSocket has a work connection of its own, which outlives the session.
+    let frps = Frps::start(FrpsOpts { tcp_mux: false, ..Default::default() }).await;
+    let app = app_upstream("ws").await;
+    let (proxy, routes) = (format!("127.0.0.1:{}", free_port()), format!("/=http://{app}"));
+    let server = frps.addr();
+    let mut b = Burrow::spawn(&[
+        ("BURROW_SERVER_ADDR", server.as_str()),
+        ("BURROW_SERVER_TOKEN", TOKEN),
+        ("BURROW_SUBDOMAIN", "shared"),
+        ("BURROW_TCP_MUX", "off"),
+        ("BURROW_PROXY_ADDR", proxy.as_str()),
+        ("BURROW_ROUTES", routes.as_str()),
+    ]);
+    b.wait("tunnel_up", T).await;
+    let host = format!("shared.{SUBDOMAIN_HOST}");
+    vhost_get_ok(frps.vhost_port, &host, "/", T).await;
+    let stream = TcpStream::connect(("127.0.0.1", frps.vhost_port)).await.unwrap();
+    let req = tokio_tungstenite::tungstenite::handshake::client::Request::builder()
+        .uri(format!("ws://{host}/socket"))
+        .header("host", &host)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", tokio_tungstenite::tungstenite::handshake::client::generate_key())
+        .body(())
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(req, stream).await.unwrap();
+    ws.send(Message::Text("before".into())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::Text("ws:before".into()));
+
+    // The user stops sharing: the open WebSocket must not go on reaching the app.
+    b.send(r#"{"cmd":"stop"}"#).await;
+    b.wait("tunnel_down", T).await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = ws.send(Message::Text("after".into())).await;
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(Message::Text(t))) if t == "ws:after" => return false,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(ended, Ok(true), "the WebSocket still reached the app after stop");
+}

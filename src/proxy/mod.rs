@@ -32,6 +32,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 pub use routes::{Route, Routes};
 use stats::{CountingBody, Direction, RouteStats};
@@ -166,20 +167,24 @@ impl Proxy {
             };
             let _ = stream.set_nodelay(true);
             let this = self.clone();
-            tokio::spawn(async move { this.serve_connection(stream, Origin::Local(peer)).await });
+            tokio::spawn(
+                async move { this.serve_connection(stream, Origin::Local(peer), CancellationToken::new()).await },
+            );
         }
     }
 
     /// Serves one connection (a local client, or a tunnel work stream) as persistent HTTP/1.1.
-    pub async fn serve_connection<S>(self: Arc<Self>, io: S, origin: Origin)
+    /// `stop` also ends the WebSockets and other upgraded connections it hands off, which outlive
+    /// the HTTP connection: stopping a tunnel must cut them too.
+    pub async fn serve_connection<S>(self: Arc<Self>, io: S, origin: Origin, stop: CancellationToken)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let upstreams: Upstreams = Arc::new(std::sync::Mutex::new(self.routes.all().iter().map(|_| None).collect()));
         let svc = hyper::service::service_fn(move |req| {
             let this = self.clone();
-            let upstreams = upstreams.clone();
-            async move { Ok::<_, Infallible>(this.handle(req, origin, &upstreams).await) }
+            let (upstreams, stop) = (upstreams.clone(), stop.clone());
+            async move { Ok::<_, Infallible>(this.handle(req, origin, &upstreams, stop).await) }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         // hyper's own read-buffer cap bounds memory per connection (past it hyper answers 431 by
@@ -194,7 +199,13 @@ impl Proxy {
         }
     }
 
-    async fn handle(&self, mut req: Request<Incoming>, origin: Origin, upstreams: &Upstreams) -> Response<RespBody> {
+    async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        origin: Origin,
+        upstreams: &Upstreams,
+        stop: CancellationToken,
+    ) -> Response<RespBody> {
         let wants_json = wants_json(req.headers());
         if let Some(resp) = check_head(&req, wants_json) {
             return resp;
@@ -312,7 +323,7 @@ impl Proxy {
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
                 let stats = stats.clone();
-                tokio::spawn(async move {
+                tokio::spawn(stop.run_until_cancelled_owned(async move {
                     let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
                         (Ok(c), Ok(u)) => (c, u),
                         (c, u) => {
@@ -321,6 +332,8 @@ impl Proxy {
                         }
                     };
                     stats.websockets_open.fetch_add(1, Relaxed);
+                    // Decremented however the task ends, cancellation by `stop` included.
+                    let _open = OpenWebSocket(&stats);
                     let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
                     match tokio::io::copy_bidirectional(&mut c, &mut u).await {
                         Ok((up, down)) => {
@@ -329,8 +342,7 @@ impl Proxy {
                         }
                         Err(e) => tracing::debug!("upgraded connection ended: {e}"),
                     }
-                    stats.websockets_open.fetch_sub(1, Relaxed);
-                });
+                }));
                 let (parts, _) = resp.into_parts();
                 return Response::from_parts(parts, Either::Right(Full::new(Bytes::new())));
             }
@@ -457,11 +469,12 @@ fn check_head<B>(req: &Request<B>, json: bool) -> Option<Response<RespBody>> {
 }
 
 /// Refuses a request whose body length two parsers could read differently — the stuff of
-/// request smuggling (RFC 9112 §6.3, §11.2) — as nginx does, so no upstream ever sees one.
-/// hyper's parser already refuses conflicting lengths, obs-fold and a final coding other than
-/// chunked; it resolves Content-Length with chunked itself (chunked wins, the length is
-/// dropped, the connection closes after the answer). What it lets through and this refuses:
-/// codings besides chunked, and Transfer-Encoding given more than once.
+/// request smuggling (RFC 9112 §6.3, §11.2) — so no upstream ever sees one. hyper's parser
+/// already refuses conflicting or non-numeric lengths, obs-fold and a final coding other than
+/// chunked, and resolves Content-Length with chunked itself (chunked wins, the length is
+/// dropped, the connection closes after the answer), so the Content-Length checks here only
+/// guard against a change in hyper. What hyper lets through and this refuses: codings besides
+/// chunked, and Transfer-Encoding given more than once.
 fn check_framing(h: &HeaderMap) -> Result<(), &'static str> {
     let te: Vec<_> = h.get_all(header::TRANSFER_ENCODING).iter().collect();
     let cl: Vec<_> = h.get_all(header::CONTENT_LENGTH).iter().collect();
@@ -478,6 +491,15 @@ fn check_framing(h: &HeaderMap) -> Result<(), &'static str> {
         return Err("the request's Transfer-Encoding is not exactly \"chunked\"");
     }
     Ok(())
+}
+
+/// Counts an upgraded connection as open for as long as it lives.
+struct OpenWebSocket<'a>(&'a RouteStats);
+
+impl Drop for OpenWebSocket<'_> {
+    fn drop(&mut self) {
+        self.0.websockets_open.fetch_sub(1, Relaxed);
+    }
 }
 
 fn is_upgrade(h: &HeaderMap) -> bool {
