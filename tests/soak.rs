@@ -242,7 +242,9 @@ async fn soak() {
     workers.push(tokio::spawn(bulk_worker(remote, tally.clone(), until, true)));
 
     println!("soak: {minutes} min, frps restarted every {} s, burrow pid {pid}", restart_every.as_secs());
-    println!("| t (s) | RSS MiB | fds | http ok | ws ok | bulk ok | failures (in restart) | failures (other) | reconnects |");
+    println!(
+        "| t (s) | RSS MiB | fds | http ok | ws ok | bulk ok | failures (in restart) | failures (other) | reconnects |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     let (mut rss, mut fds) = (Vec::new(), Vec::new());
     let mut restarts = 0usize;
@@ -269,13 +271,14 @@ async fn soak() {
         }
         if Instant::now() >= next_restart && next_restart + Duration::from_secs(30) < until {
             *tally.restart_at.lock().unwrap() = Some(Instant::now());
+            let ups_before = b.count("tunnel_up");
             frps.kill().await;
             tokio::time::sleep(Duration::from_secs(1)).await;
             frps.restart().await;
             restarts += 1;
             println!("| {} | frps restarted (#{restarts}) | | | | | | | |", start.elapsed().as_secs());
-            // Both tunnels must come back: 2 tunnel_up events per session.
-            let want = 2 * (restarts + 1);
+            // Both tunnels must come back: two more tunnel_up events.
+            let want = ups_before + 2;
             let deadline = Instant::now() + RESTART_GRACE;
             while b.count("tunnel_up") < want && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -755,6 +755,8 @@ pub async fn fault_relay(target: u16) -> FaultRelay {
                             // Linger 0: closing sends RST instead of FIN.
                             let _ = socket2::SockRef::from(from.as_ref()).set_linger(Some(Duration::ZERO));
                             let _ = socket2::SockRef::from(to.as_ref()).set_linger(Some(Duration::ZERO));
+                            // Dropping a write half would send FIN first; only the RST must go.
+                            to.forget();
                             rs.fetch_add(1, Ordering::SeqCst);
                         }
                     }
