@@ -132,7 +132,10 @@ TOML
   # New connections through the tcp tunnel.
   local rate ok failed
   c0=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
-  read -r rate ok failed < <("$CONNRATE" rate "$echo_port" "$DUR" 16)
+  local conn_out
+  conn_out=$("$CONNRATE" rate "$echo_port" "$DUR" 16) || conn_out=""
+  [ -n "$conn_out" ] || { echo "bench: connrate failed against port $echo_port" >&2; conn_out="0 0 1"; }
+  read -r rate ok failed <<<"$conn_out"
   c1=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
   record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_per_s\",\"value\":$rate}"
   record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_failed\",\"value\":$failed}"

@@ -12,8 +12,8 @@ fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 
-/// Segments of the path with every %XX decoded; `None` when decoding makes a separator (%2F, %5C)
-/// or the raw path has a backslash or NUL, which the proxy must refuse.
+/// Segments of the path with %XX of unreserved characters decoded; `None` when the path has an
+/// encoded separator or NUL (%2F, %5C, %00) or a raw backslash or NUL, which the proxy must refuse.
 fn reference_segments(path: &str) -> Option<Vec<Vec<u8>>> {
     let raw = path.as_bytes();
     if raw.contains(&b'\\') || raw.contains(&0) {
@@ -30,9 +30,13 @@ fn reference_segments(path: &str) -> Option<Vec<Vec<u8>>> {
                     if b == b'/' || b == b'\\' || b == 0 {
                         return None;
                     }
-                    out.push(b);
-                    i += 3;
-                    continue;
+                    // RFC 3986 §6.2.2.2: only unreserved characters are the same encoded or
+                    // not; `%21` and `!` are different paths, and both sides must agree so.
+                    if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
                 }
             }
             out.push(seg[i]);
