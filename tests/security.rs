@@ -120,37 +120,18 @@ async fn smuggling_attempts_are_refused_before_any_upstream_byte() {
         String::from_utf8_lossy(&up.seen.lock().unwrap())
     );
 
-    // Content-Length with Transfer-Encoding: hyper's parser lets chunked win, drops the length
-    // and closes the connection after the answer (RFC 9112 §6.3 allows exactly this), before the
-    // proxy sees the request. Either way the smuggled request must never reach an upstream, and
-    // what does reach it is one request framed one way only.
-    for order in ["Content-Length: 6\r\nTransfer-Encoding: chunked", "Transfer-Encoding: chunked\r\nContent-Length: 6"]
-    {
-        up.seen.lock().unwrap().clear();
-        let req = format!(
-            "POST /outer HTTP/1.1\r\nHost: a\r\n{order}\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
-        );
+    // hyper resolves these two itself (chunked wins; equal lengths merge); the proxy's framing
+    // guard sees the raw head and refuses them like the rest.
+    for (what, req) in [
+        ("CL then TE", "POST /outer HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ("TE then CL", "POST /outer HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 6\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ("two equal Content-Lengths", "POST /dup HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd"),
+        ("the same, as the second request", "GET /first HTTP/1.1\r\nHost: a\r\n\r\nPOST /dup HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd"),
+    ] {
         let answer = raw(port, req.as_bytes()).await;
+        assert!(answer.contains("HTTP/1.1 400"), "{what}: answered {answer:?}");
         let seen = String::from_utf8_lossy(&up.seen.lock().unwrap()).to_ascii_lowercase();
-        assert!(!seen.contains("/smuggled"), "{order}: the smuggled request reached the upstream: {seen:?}");
-        if !answer.starts_with("HTTP/1.1 400") {
-            assert!(answer.starts_with("HTTP/1.1 200"), "{order}: {answer:?}");
-            assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{order}: one answer, then closed: {answer:?}");
-            assert!(!seen.contains("content-length"), "{order}: forwarded both framings: {seen:?}");
-            assert!(seen.contains("transfer-encoding: chunked"), "{seen:?}");
-        }
-    }
-    // Two equal Content-Lengths are one length (RFC 9110 §8.6 lets a recipient take them so);
-    // hyper keeps one, and the upstream must see exactly one.
-    up.seen.lock().unwrap().clear();
-    let answer = raw(
-        port,
-        b"POST /dup HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 4\r\nConnection: close\r\n\r\nabcd",
-    )
-    .await;
-    let seen = String::from_utf8_lossy(&up.seen.lock().unwrap()).to_ascii_lowercase();
-    if !answer.starts_with("HTTP/1.1 400") {
-        assert_eq!(seen.matches("content-length").count(), 1, "{seen:?}");
+        assert!(!seen.contains("/smuggled") && !seen.contains("/outer") && !seen.contains("/dup"), "{what}: reached the upstream: {seen:?}");
     }
     up.seen.lock().unwrap().clear();
 

@@ -13,6 +13,7 @@
 //! asks for the upstream's. Upstream connections are pooled (keep-alive). A dead upstream is an
 //! immediate 502 naming it; a slow one, a 504.
 
+mod framing;
 pub mod routes;
 pub mod stats;
 
@@ -181,10 +182,20 @@ impl Proxy {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let upstreams: Upstreams = Arc::new(std::sync::Mutex::new(self.routes.all().iter().map(|_| None).collect()));
+        let (io, ambiguous) = framing::FramingGuard::new(io);
         let svc = hyper::service::service_fn(move |req| {
             let this = self.clone();
             let (upstreams, stop) = (upstreams.clone(), stop.clone());
-            async move { Ok::<_, Infallible>(this.handle(req, origin, &upstreams, stop).await) }
+            let ambiguous = ambiguous.load(Relaxed);
+            async move {
+                if ambiguous {
+                    return Ok::<_, Infallible>(refuse_framing(
+                        "the request has both Transfer-Encoding and Content-Length, or Content-Length twice",
+                        wants_json(req.headers()),
+                    ));
+                }
+                Ok::<_, Infallible>(this.handle(req, origin, &upstreams, stop).await)
+            }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         // hyper's own read-buffer cap bounds memory per connection (past it hyper answers 431 by
@@ -459,20 +470,24 @@ fn check_head<B>(req: &Request<B>, json: bool) -> Option<Response<RespBody>> {
         ));
     }
     if let Err(why) = check_framing(req.headers()) {
-        let mut resp = local_error(StatusCode::BAD_REQUEST, "ambiguous_framing", why, json);
-        // Where this request's body ends is in doubt, so nothing after it on the connection
-        // can be trusted either.
-        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return Some(resp);
+        return Some(refuse_framing(why, json));
     }
     None
+}
+
+/// 400 for a request whose body length is in doubt. Nothing after it on the connection can be
+/// trusted either, so the connection closes.
+fn refuse_framing(why: &str, json: bool) -> Response<RespBody> {
+    let mut resp = local_error(StatusCode::BAD_REQUEST, "ambiguous_framing", why, json);
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// Refuses a request whose body length two parsers could read differently — the stuff of
 /// request smuggling (RFC 9112 §6.3, §11.2) — so no upstream ever sees one. hyper's parser
 /// already refuses conflicting or non-numeric lengths, obs-fold and a final coding other than
-/// chunked, and resolves Content-Length with chunked itself (chunked wins, the length is
-/// dropped, the connection closes after the answer), so the Content-Length checks here only
+/// chunked; what it resolves by itself (Content-Length with chunked, equal repeated lengths) is
+/// caught on the raw bytes by [`framing::FramingGuard`], so the Content-Length checks here only
 /// guard against a change in hyper. What hyper lets through and this refuses: codings besides
 /// chunked, and Transfer-Encoding given more than once.
 fn check_framing(h: &HeaderMap) -> Result<(), &'static str> {
