@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Heads longer than this are left to hyper (which answers 431 past its own limit).
 const MAX_HEAD: usize = 2 * super::MAX_HEAD;
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     /// Collecting a request head.
     Head,
@@ -36,7 +36,7 @@ enum State {
     Off,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
     /// Reading the size line; `size` so far, `in_ext` after a `;`.
     Size {
@@ -74,7 +74,9 @@ impl<S> FramingGuard<S> {
         (Self { inner, state: State::Head, head: Vec::new(), ambiguous: flag.clone() }, flag)
     }
 
-    fn observe(&mut self, mut data: &[u8]) {
+    /// Follows `data`, the next bytes of the request stream (what `poll_read` does with each
+    /// read; public for the fuzz target).
+    pub fn observe(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             match &mut self.state {
                 State::Off => return,
@@ -126,6 +128,12 @@ impl<S> FramingGuard<S> {
     }
 
     /// Decides what follows a complete head, and raises the flag for ambiguous framing.
+    /// Whether the guard still follows the stream (false after an upgrade or what it could not
+    /// parse), and whether it is between requests.
+    pub fn following(&self) -> (bool, bool) {
+        (!matches!(self.state, State::Off), matches!(self.state, State::Head) && self.head.is_empty())
+    }
+
     fn judge_head(&self) -> State {
         let mut headers = [httparse::EMPTY_HEADER; 128];
         let mut req = httparse::Request::new(&mut headers);

@@ -13,7 +13,7 @@
 //! asks for the upstream's. Upstream connections are pooled (keep-alive). A dead upstream is an
 //! immediate 502 naming it; a slow one, a 504.
 
-mod framing;
+pub mod framing;
 pub mod routes;
 pub mod stats;
 
