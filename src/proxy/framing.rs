@@ -173,30 +173,13 @@ impl<S> FramingGuard<S> {
 }
 
 /// Where the head ends (index into `head ++ data`, after the blank line), if it does in `data`.
+/// A head ends at an empty line: LF LF, or LF CR LF (so CRLF CRLF too).
 fn find_head_end(head: &[u8], data: &[u8]) -> Option<usize> {
-    // Look at the last 3 bytes already held plus the new data, for CRLFCRLF or LFLF.
-    let keep = head.len().min(3);
-    let mut window = head[head.len() - keep..].to_vec();
-    window.extend_from_slice(data);
-    for i in 0..window.len() {
-        let rest = &window[i..];
-        let end = if rest.starts_with(b"\r\n\r\n") {
-            Some(4)
-        } else if rest.starts_with(b"\n\n") {
-            Some(2)
-        } else if rest.starts_with(b"\n\r\n") {
-            Some(3)
-        } else {
-            None
-        };
-        if let Some(len) = end {
-            let at = head.len() - keep + i + len;
-            if at > head.len() {
-                return Some(at);
-            }
-        }
-    }
-    None
+    let at = |k: usize| if k < head.len() { head[k] } else { data[k - head.len()] };
+    data.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(off, _)| head.len() + off).find_map(|k| {
+        let blank = (k >= 1 && at(k - 1) == b'\n') || (k >= 2 && at(k - 1) == b'\r' && at(k - 2) == b'\n');
+        blank.then_some(k + 1)
+    })
 }
 
 /// Advances a chunked body over `data`: bytes used, and the next state (`None` with bytes used:
