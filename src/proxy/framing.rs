@@ -10,8 +10,10 @@
 //! side: it parses each head with `httparse`, then skips the body by its length or its chunks to
 //! find the next head. It never rejects anything itself; it raises a flag that the request handler
 //! checks. It cannot lag behind hyper, which only gets bytes through it. When it cannot follow the
-//! stream (an upgrade, CONNECT, a head it cannot parse, a malformed chunk), it stops watching and
-//! leaves the connection to hyper's own checks.
+//! stream (a head it cannot parse, a malformed chunk — both of which hyper refuses too, closing
+//! the connection), it stops watching. Its line rules follow hyper's where they differ from the
+//! RFC's leniencies (trailer lines end at CRLF only; chunk sizes may have leading zeros), so that
+//! no input makes it read a body as a head, or a head as a body, where hyper does not.
 
 use std::io;
 use std::pin::Pin;
@@ -53,9 +55,11 @@ enum Chunk {
     /// The CRLF after chunk data.
     DataCr,
     DataLf,
-    /// Trailer section: `line_len` bytes of the current line seen (0 at a line start).
+    /// Trailer section: `line_len` bytes of the current line seen (0 at a line start), `cr`
+    /// after a CR. Lines end at CRLF only, as hyper reads them: a bare LF is an ordinary byte.
     Trailer {
         line_len: usize,
+        cr: bool,
     },
 }
 
@@ -141,23 +145,21 @@ impl<S> FramingGuard<S> {
             Ok(httparse::Status::Complete(_)) => {}
             _ => return State::Off,
         }
-        let (mut cl, mut te, mut upgrade) = (Vec::new(), 0, false);
+        let (mut cl, mut te) = (Vec::new(), 0);
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
                 cl.push(h.value);
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 te += 1;
-            } else if h.name.eq_ignore_ascii_case("upgrade") {
-                upgrade = true;
             }
         }
         if (te > 0 && !cl.is_empty()) || cl.len() > 1 {
             self.ambiguous.store(true, Ordering::Relaxed);
             return State::Off;
         }
-        if upgrade || req.method == Some("CONNECT") {
-            return State::Off;
-        }
+        // An `Upgrade` or CONNECT request is followed like any other: hyper goes on serving HTTP
+        // unless the answer switches protocols, and after a switch it dispatches no more
+        // requests, so whatever the guard makes of the upgraded bytes is never acted on.
         if te > 0 {
             return State::Chunk(Chunk::Size { size: 0, digits: 0, in_ext: false });
         }
@@ -200,7 +202,9 @@ fn step_chunk(mut c: Chunk, data: &[u8]) -> (usize, Option<Chunk>) {
                 b'\n' => end_of_size(size),
                 _ if in_ext => c,
                 b';' | b' ' | b'\t' => Chunk::Size { size, digits, in_ext: true },
+                // Leading zeros are free (hyper only checks that the value fits in a u64).
                 _ => match (b as char).to_digit(16) {
+                    Some(0) if size == 0 => Chunk::Size { size, digits, in_ext },
                     Some(d) if digits < 16 => {
                         Chunk::Size { size: size * 16 + u64::from(d), digits: digits + 1, in_ext }
                     }
@@ -213,11 +217,11 @@ fn step_chunk(mut c: Chunk, data: &[u8]) -> (usize, Option<Chunk>) {
             Chunk::DataCr if b == b'\r' => Chunk::DataLf,
             Chunk::DataCr | Chunk::DataLf if b == b'\n' => Chunk::Size { size: 0, digits: 0, in_ext: false },
             Chunk::DataCr | Chunk::DataLf => return (0, None),
-            Chunk::Trailer { line_len } => match b {
-                b'\n' if line_len == 0 => return (i + 1, None),
-                b'\n' => Chunk::Trailer { line_len: 0 },
-                b'\r' => c,
-                _ => Chunk::Trailer { line_len: line_len + 1 },
+            Chunk::Trailer { line_len, cr } => match b {
+                b'\n' if cr && line_len == 0 => return (i + 1, None),
+                b'\n' if cr => Chunk::Trailer { line_len: 0, cr: false },
+                b'\r' => Chunk::Trailer { line_len, cr: true },
+                _ => Chunk::Trailer { line_len: line_len + 1 + usize::from(cr), cr: false },
             },
         };
         i += 1;
@@ -227,7 +231,7 @@ fn step_chunk(mut c: Chunk, data: &[u8]) -> (usize, Option<Chunk>) {
 
 fn end_of_size(size: u64) -> Chunk {
     if size == 0 {
-        Chunk::Trailer { line_len: 0 }
+        Chunk::Trailer { line_len: 0, cr: false }
     } else {
         Chunk::Data(size)
     }
@@ -315,9 +319,29 @@ GET /d HTTP/1.1\r\nHost: x\r\n\r\n";
     }
 
     #[test]
-    fn stops_following_upgrades_and_what_it_cannot_parse() {
-        let ws = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x05Content-Length: 1\r\nContent-Length: 2\r\n\r\n";
-        assert_eq!(every_slicing(ws), (false, "Off".into()));
+    fn an_upgrade_request_does_not_end_the_watch() {
+        // hyper goes on serving HTTP when the answer is not 101: so must the guard.
+        let s = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: a\r\n\r\nPOST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert!(every_slicing(s).0);
+        let c = b"CONNECT x:1 HTTP/1.1\r\nHost: x:1\r\n\r\nPOST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\na";
+        assert!(every_slicing(c).0);
+    }
+
+    #[test]
+    fn trailers_end_at_crlf_only_and_sizes_take_leading_zeros() {
+        // A bare LF in the trailers is data to hyper: the GET below is part of the trailer
+        // section, and the smuggling request after it is the next request.
+        let s = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: b\n\r\nGET / HTTP/1.1\r\nContent-Length: 80\r\n\r\n\
+POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\na";
+        assert!(every_slicing(s).0);
+        let z =
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n000000000000000005\r\nhello\r\n0\r\n\r\n\
+POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\na";
+        assert!(every_slicing(z).0);
+    }
+
+    #[test]
+    fn stops_following_what_it_cannot_parse() {
         let bad_chunk = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
         assert_eq!(every_slicing(bad_chunk), (false, "Off".into()));
         let huge = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &vec![b'a'; MAX_HEAD + 10]].concat();
