@@ -19,12 +19,7 @@ echo "bench: building burrow (release) ..." >&2
 cargo build --release --quiet
 BURROW="$PWD/target/release/burrow"
 
-work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 UP_FRONT=$(free_port); UP_API=$(free_port); UP_ALT=$(free_port); NGX=$(free_port); BUR=$(free_port)
 body=$(head -c 1024 /dev/zero | tr '\0' 'x')
 

@@ -26,11 +26,7 @@ cargo build --release --quiet --bin burrow --example connrate
 BURROW="$PWD/target/release/burrow"
 CONNRATE="$PWD/target/release/examples/connrate"
 FRP="$(bash resources/fetch-frp.sh)"
-work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 TOKEN="bench-$(date +%s)"
 
 # Local services: 1 KiB over HTTP (nginx), an iperf3 server, a TCP echo server.

@@ -9,7 +9,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -56,30 +55,14 @@ fn config_with(
     .to_string()
 }
 
-/// Downloads `n` bytes from the tcp tunnel's `D` command; the SHA-256 of what arrived and its
-/// length (short when the connection failed).
-async fn download(port: u16, n: u64) -> (usize, [u8; 32]) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(b"D").await.unwrap();
-    s.write_u64(n).await.unwrap();
-    let mut h = Sha256::new();
-    let mut got = 0;
-    let mut buf = vec![0u8; 64 * 1024];
-    while let Ok(k) = s.read(&mut buf).await {
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-        got += k;
-    }
-    (got, h.finalize().into())
+/// `n` bytes through the tcp tunnel: how many arrived and their SHA-256.
+async fn download(port: u16, n: u64) -> (u64, [u8; 32]) {
+    tcp_download(port, n).await.unwrap()
 }
 
-fn expected(n: u64) -> [u8; 32] {
-    let mut g = Pattern::new(n);
-    let mut buf = vec![0u8; n as usize];
-    g.fill(&mut buf);
-    Sha256::digest(&buf).into()
+/// What [`download`] must return for `n` bytes.
+fn expected(n: u64) -> (u64, [u8; 32]) {
+    (n, pattern_sha256(n, n))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +103,7 @@ async fn reset_mid_transfer_then_the_tunnel_returns_intact() {
         assert!(!down["reason"].as_str().unwrap_or("").is_empty(), "{down}");
         b.wait_nth("tunnel_up", 3, T).await;
         let n = 8 << 20;
-        assert_eq!(download(remote, n).await, (n as usize, expected(n)), "after the reset (mux {mux})");
+        assert_eq!(download(remote, n).await, expected(n), "after the reset (mux {mux})");
         let host = format!("rst.{SUBDOMAIN_HOST}");
         assert_eq!(vhost_get_ok(frps.vhost_port, &host, "/again", T).await, "hello /again");
     }
@@ -143,7 +126,7 @@ async fn a_server_dripping_one_byte_at_a_time_still_works() {
     let host = format!("drip.{SUBDOMAIN_HOST}");
     assert_eq!(vhost_get_ok(frps.vhost_port, &host, "/slowly", Duration::from_secs(60)).await, "hello /slowly");
     let n = 1500;
-    assert_eq!(download(remote, n).await, (n as usize, expected(n)));
+    assert_eq!(download(remote, n).await, expected(n));
     eprintln!("drip: tunnel up and two transfers in {:?}", started.elapsed());
     assert_eq!(b.count("reconnecting"), 0, "a slow server is not a dead one: {}", b.output());
 }
@@ -201,7 +184,7 @@ async fn frps_restarted_during_100_transfers() {
     let want = expected(n);
     let again: Vec<_> = (0..100).map(|_| tokio::spawn(download(remote, n))).collect();
     for t in again {
-        assert_eq!(tokio::time::timeout(Duration::from_secs(60), t).await.unwrap().unwrap(), (n as usize, want));
+        assert_eq!(tokio::time::timeout(Duration::from_secs(60), t).await.unwrap().unwrap(), want);
     }
     // And the 100 dead transfers left nothing open behind them.
     let settled = wait_fds_at_most(pid, idle_fds + 2, Duration::from_secs(10)).await;

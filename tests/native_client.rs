@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -144,50 +143,12 @@ async fn integrity_64_mib_each_way() {
     b.wait("tunnel_up", T).await;
     const N: u64 = 64 << 20;
     let upload = async {
-        let mut s = TcpStream::connect(("127.0.0.1", remote_port)).await.unwrap();
-        s.write_all(b"U").await.unwrap();
-        s.write_u64(N).await.unwrap();
-        let mut g = Pattern::new(7);
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut left = N;
-        while left > 0 {
-            let k = left.min(buf.len() as u64) as usize;
-            g.fill(&mut buf[..k]);
-            h.update(&buf[..k]);
-            s.write_all(&buf[..k]).await.unwrap();
-            left -= k as u64;
-        }
-        let mut got = [0u8; 32];
-        s.read_exact(&mut got).await.unwrap();
-        assert_eq!(got[..], h.finalize()[..], "upload SHA-256");
+        assert!(tcp_upload(remote_port, 7, N).await.unwrap(), "upload SHA-256");
     };
     let download = async {
-        let mut s = TcpStream::connect(("127.0.0.1", remote_port)).await.unwrap();
-        s.write_all(b"D").await.unwrap();
-        s.write_u64(N).await.unwrap();
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut total = 0u64;
-        loop {
-            let k = s.read(&mut buf).await.unwrap();
-            if k == 0 {
-                break;
-            }
-            h.update(&buf[..k]);
-            total += k as u64;
-        }
+        let (total, digest) = tcp_download(remote_port, N).await.unwrap();
         assert_eq!(total, N);
-        let mut want = Sha256::new();
-        let mut g = Pattern::new(N);
-        let mut left = N;
-        while left > 0 {
-            let k = left.min(buf.len() as u64) as usize;
-            g.fill(&mut buf[..k]);
-            want.update(&buf[..k]);
-            left -= k as u64;
-        }
-        assert_eq!(h.finalize(), want.finalize(), "download SHA-256");
+        assert_eq!(digest, pattern_sha256(N, N), "download SHA-256");
     };
     tokio::time::timeout(Duration::from_secs(120), async { tokio::join!(upload, download) })
         .await

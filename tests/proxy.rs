@@ -375,16 +375,7 @@ async fn websocket_end_to_end_through_frps_and_the_tunnel() {
     assert_eq!(v["headers"]["x-forwarded-for"], "127.0.0.1", "frps' X-Forwarded-For is kept, not doubled");
 
     let stream = TcpStream::connect(("127.0.0.1", frps.vhost_port)).await.unwrap();
-    let req = tokio_tungstenite::tungstenite::handshake::client::Request::builder()
-        .uri(format!("ws://{host}/api/socket"))
-        .header("host", &host)
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", tokio_tungstenite::tungstenite::handshake::client::generate_key())
-        .body(())
-        .unwrap();
-    let (mut ws, resp) = tokio_tungstenite::client_async(req, stream).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async(ws_request(&host, "/api/socket"), stream).await.unwrap();
     assert_eq!(resp.status(), 101);
     for i in 0..20 {
         ws.send(Message::Text(format!("m{i}"))).await.unwrap();

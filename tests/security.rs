@@ -206,16 +206,7 @@ async fn stopping_the_tunnels_cuts_open_websockets() {
     let host = format!("shared.{SUBDOMAIN_HOST}");
     vhost_get_ok(frps.vhost_port, &host, "/", T).await;
     let stream = TcpStream::connect(("127.0.0.1", frps.vhost_port)).await.unwrap();
-    let req = tokio_tungstenite::tungstenite::handshake::client::Request::builder()
-        .uri(format!("ws://{host}/socket"))
-        .header("host", &host)
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", tokio_tungstenite::tungstenite::handshake::client::generate_key())
-        .body(())
-        .unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(req, stream).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(ws_request(&host, "/socket"), stream).await.unwrap();
     ws.send(Message::Text("before".into())).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::Text("ws:before".into()));
 

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -93,16 +92,8 @@ async fn http_worker(port: u16, host: String, tally: Arc<Tally>, until: Instant,
 
 async fn ws_session(port: u16, host: &str, msgs: usize) -> Result<(), String> {
     let stream = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
-    let req = tokio_tungstenite::tungstenite::handshake::client::Request::builder()
-        .uri(format!("ws://{host}/api/socket"))
-        .header("host", host)
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", tokio_tungstenite::tungstenite::handshake::client::generate_key())
-        .body(())
-        .unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(req, stream).await.map_err(|e| e.to_string())?;
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(ws_request(host, "/api/socket"), stream).await.map_err(|e| e.to_string())?;
     for i in 0..msgs {
         ws.send(Message::Text(format!("m{i}"))).await.map_err(|e| e.to_string())?;
         match ws.next().await {
@@ -130,53 +121,18 @@ async fn ws_worker(port: u16, host: String, tally: Arc<Tally>, until: Instant) {
 }
 
 async fn bulk_once(port: u16, n: u64, up: bool) -> Result<(), String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
-    let mut pattern = Pattern::new(n);
-    let mut buf = vec![0u8; 64 * 1024];
     if up {
-        s.write_all(b"U").await.map_err(|e| e.to_string())?;
-        s.write_u64(n).await.map_err(|e| e.to_string())?;
-        let mut h = Sha256::new();
-        let mut left = n;
-        while left > 0 {
-            let k = left.min(buf.len() as u64) as usize;
-            pattern.fill(&mut buf[..k]);
-            h.update(&buf[..k]);
-            s.write_all(&buf[..k]).await.map_err(|e| e.to_string())?;
-            left -= k as u64;
-        }
-        let mut digest = [0u8; 32];
-        s.read_exact(&mut digest).await.map_err(|e| format!("upload answer: {e}"))?;
-        if digest[..] != h.finalize()[..] {
-            return Err("upload arrived corrupted".into());
+        match tcp_upload(port, n, n).await.map_err(|e| e.to_string())? {
+            true => Ok(()),
+            false => Err("upload arrived corrupted".into()),
         }
     } else {
-        s.write_all(b"D").await.map_err(|e| e.to_string())?;
-        s.write_u64(n).await.map_err(|e| e.to_string())?;
-        let (mut got, mut h, mut want) = (0u64, Sha256::new(), Sha256::new());
-        loop {
-            let k = s.read(&mut buf).await.map_err(|e| e.to_string())?;
-            if k == 0 {
-                break;
-            }
-            h.update(&buf[..k]);
-            got += k as u64;
-        }
-        if got != n {
-            return Err(format!("download ended after {got} of {n} bytes"));
-        }
-        let mut left = n;
-        while left > 0 {
-            let k = left.min(buf.len() as u64) as usize;
-            pattern.fill(&mut buf[..k]);
-            want.update(&buf[..k]);
-            left -= k as u64;
-        }
-        if h.finalize() != want.finalize() {
-            return Err("download arrived corrupted".into());
+        match tcp_download(port, n).await.map_err(|e| e.to_string())? {
+            (got, _) if got != n => Err(format!("download ended after {got} of {n} bytes")),
+            (_, digest) if digest != pattern_sha256(n, n) => Err("download arrived corrupted".into()),
+            _ => Ok(()),
         }
     }
-    Ok(())
 }
 
 async fn bulk_worker(port: u16, tally: Arc<Tally>, until: Instant, up: bool) {

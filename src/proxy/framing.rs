@@ -145,15 +145,16 @@ impl<S> FramingGuard<S> {
             Ok(httparse::Status::Complete(_)) => {}
             _ => return State::Off,
         }
-        let (mut cl, mut te) = (Vec::new(), 0);
+        let (mut cl, mut cls, mut te) = (None, 0, 0);
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
-                cl.push(h.value);
+                cl = Some(h.value);
+                cls += 1;
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 te += 1;
             }
         }
-        if (te > 0 && !cl.is_empty()) || cl.len() > 1 {
+        if (te > 0 && cls > 0) || cls > 1 {
             self.ambiguous.store(true, Ordering::Relaxed);
             return State::Off;
         }
@@ -163,7 +164,7 @@ impl<S> FramingGuard<S> {
         if te > 0 {
             return State::Chunk(Chunk::Size { size: 0, digits: 0, in_ext: false });
         }
-        match cl.first() {
+        match cl {
             None => State::Head,
             Some(v) => match std::str::from_utf8(v).ok().and_then(|s| s.trim().parse::<u64>().ok()) {
                 Some(0) => State::Head,

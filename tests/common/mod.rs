@@ -260,6 +260,70 @@ pub async fn tcp_upstream() -> SocketAddr {
     addr
 }
 
+/// SHA-256 of the first `n` bytes of `Pattern::new(seed)`, computed in 64 KiB pieces.
+pub fn pattern_sha256(seed: u64, n: u64) -> [u8; 32] {
+    use sha2::Digest;
+    let (mut g, mut h, mut buf, mut left) = (Pattern::new(seed), sha2::Sha256::new(), vec![0u8; 64 * 1024], n);
+    while left > 0 {
+        let k = left.min(buf.len() as u64) as usize;
+        g.fill(&mut buf[..k]);
+        h.update(&buf[..k]);
+        left -= k as u64;
+    }
+    h.finalize().into()
+}
+
+/// Asks [`tcp_upstream`] (through whatever tunnel listens on `port`) for `n` bytes with `D`;
+/// returns how many arrived before the end and their SHA-256. Compare with
+/// `pattern_sha256(n, n)`: the service seeds its pattern with `n`.
+pub async fn tcp_download(port: u16, n: u64) -> std::io::Result<(u64, [u8; 32])> {
+    use sha2::Digest;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(b"D").await?;
+    s.write_u64(n).await?;
+    let (mut h, mut buf, mut got) = (sha2::Sha256::new(), vec![0u8; 64 * 1024], 0u64);
+    loop {
+        let k = s.read(&mut buf).await?;
+        if k == 0 {
+            return Ok((got, h.finalize().into()));
+        }
+        h.update(&buf[..k]);
+        got += k as u64;
+    }
+}
+
+/// Sends `n` bytes of `Pattern::new(seed)` to [`tcp_upstream`] with `U`; true when the digest it
+/// answers is that of what was sent.
+pub async fn tcp_upload(port: u16, seed: u64, n: u64) -> std::io::Result<bool> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(b"U").await?;
+    s.write_u64(n).await?;
+    let (mut g, mut buf, mut left) = (Pattern::new(seed), vec![0u8; 64 * 1024], n);
+    while left > 0 {
+        let k = left.min(buf.len() as u64) as usize;
+        g.fill(&mut buf[..k]);
+        s.write_all(&buf[..k]).await?;
+        left -= k as u64;
+    }
+    let mut digest = [0u8; 32];
+    s.read_exact(&mut digest).await?;
+    Ok(digest == pattern_sha256(seed, n))
+}
+
+/// A WebSocket handshake request for `ws://{host}{path}`, to send with
+/// `tokio_tungstenite::client_async` over a connection to frps' vhost port or the proxy.
+pub fn ws_request(host: &str, path: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    tokio_tungstenite::tungstenite::handshake::client::Request::builder()
+        .uri(format!("ws://{host}{path}"))
+        .header("host", host)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", tokio_tungstenite::tungstenite::handshake::client::generate_key())
+        .body(())
+        .unwrap()
+}
+
 /// Deterministic pseudo-random bytes (xorshift), cheap enough for hundreds of MiB.
 pub struct Pattern(u64);
 impl Pattern {
