@@ -115,6 +115,12 @@ impl<S> FramingGuard<S> {
                     }
                     let before = self.head.len();
                     let end = find_head_end(&self.head, data);
+                    if let (0, Some(end)) = (before, end) {
+                        // The whole head is in this read (the usual case): judged where it lies.
+                        self.state = self.judge_head(&data[..end]);
+                        data = &data[end..];
+                        continue;
+                    }
                     let take = end.map_or(data.len(), |e| e - before);
                     self.head.extend_from_slice(&data[..take]);
                     data = &data[take..];
@@ -124,7 +130,7 @@ impl<S> FramingGuard<S> {
                         }
                         return;
                     }
-                    self.state = self.judge_head();
+                    self.state = self.judge_head(&self.head);
                     self.head.clear();
                 }
             }
@@ -138,10 +144,11 @@ impl<S> FramingGuard<S> {
         (!matches!(self.state, State::Off), matches!(self.state, State::Head) && self.head.is_empty())
     }
 
-    fn judge_head(&self) -> State {
-        let mut headers = [httparse::EMPTY_HEADER; 128];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&self.head) {
+    fn judge_head(&self, head: &[u8]) -> State {
+        // Uninitialised: this runs for every request, and 128 headers are 4 KiB to fill.
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; 128];
+        let mut req = httparse::Request::new(&mut []);
+        match req.parse_with_uninit_headers(head, &mut headers) {
             Ok(httparse::Status::Complete(_)) => {}
             _ => return State::Off,
         }
@@ -179,7 +186,7 @@ impl<S> FramingGuard<S> {
 /// A head ends at an empty line: LF LF, or LF CR LF (so CRLF CRLF too).
 fn find_head_end(head: &[u8], data: &[u8]) -> Option<usize> {
     let at = |k: usize| if k < head.len() { head[k] } else { data[k - head.len()] };
-    data.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(off, _)| head.len() + off).find_map(|k| {
+    memchr::memchr_iter(b'\n', data).map(|off| head.len() + off).find_map(|k| {
         let blank = (k >= 1 && at(k - 1) == b'\n') || (k >= 2 && at(k - 1) == b'\r' && at(k - 2) == b'\n');
         blank.then_some(k + 1)
     })

@@ -16,6 +16,7 @@
 pub mod framing;
 pub mod routes;
 pub mod stats;
+pub mod timer;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,14 +30,15 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 pub use routes::{Route, Routes};
-use stats::{CountingBody, Direction, RouteStats};
+use stats::{Counters, CountingBody, Direction, RouteStats};
+use timer::ConnTimer;
 
 /// How long an upstream may take to connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,7 +70,7 @@ pub enum Origin {
 /// The reverse proxy.
 pub struct Proxy {
     routes: Routes,
-    stats: Vec<Arc<RouteStats>>,
+    stats: Vec<RouteStats>,
     response_timeout: Duration,
 }
 
@@ -78,7 +80,18 @@ pub struct Proxy {
 /// most one upstream connection per route at a time. Keeping them with the client connection (as
 /// a per-connection keep-alive pool) avoids a shared pool's locking and checkout on every request;
 /// they close when the client connection does.
-type Upstreams = Arc<std::sync::Mutex<Vec<Option<SendRequest<ReqBody>>>>>;
+type Upstreams = std::sync::Mutex<Vec<Option<SendRequest<ReqBody>>>>;
+
+/// What the requests of one client connection share. Each request takes one handle to it, which
+/// only this connection's thread touches (a handle to the [`Proxy`] itself, shared by all
+/// workers, would move a cache line between threads on every request).
+struct Conn {
+    proxy: Arc<Proxy>,
+    client_ip: Option<HeaderValue>,
+    upstreams: Upstreams,
+    timer: ConnTimer,
+    stop: CancellationToken,
+}
 
 /// Why an upstream did not answer.
 enum UpstreamError {
@@ -94,7 +107,7 @@ impl Proxy {
 
     /// A proxy whose upstreams may take `response_timeout` to answer.
     pub fn with_timeout(routes: Routes, response_timeout: Duration) -> Arc<Self> {
-        let stats = routes.all().iter().map(|_| Arc::new(RouteStats::default())).collect();
+        let stats = routes.all().iter().map(|_| RouteStats::default()).collect();
         Arc::new(Self { routes, stats, response_timeout })
     }
 
@@ -181,11 +194,17 @@ impl Proxy {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let upstreams: Upstreams = Arc::new(std::sync::Mutex::new(self.routes.all().iter().map(|_| None).collect()));
+        let timer = ConnTimer::default();
+        let conn = Arc::new(Conn {
+            upstreams: std::sync::Mutex::new(self.routes.all().iter().map(|_| None).collect()),
+            proxy: self,
+            client_ip: client_ip(origin),
+            timer: timer.clone(),
+            stop,
+        });
         let (io, ambiguous) = framing::FramingGuard::new(io);
         let svc = hyper::service::service_fn(move |req| {
-            let this = self.clone();
-            let (upstreams, stop) = (upstreams.clone(), stop.clone());
+            let conn = conn.clone();
             let ambiguous = ambiguous.load(Relaxed);
             async move {
                 if ambiguous {
@@ -194,13 +213,13 @@ impl Proxy {
                         wants_json(req.headers()),
                     ));
                 }
-                Ok::<_, Infallible>(this.handle(req, origin, &upstreams, stop).await)
+                Ok::<_, Infallible>(conn.proxy.handle(req, &conn).await)
             }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         // hyper's own read-buffer cap bounds memory per connection (past it hyper answers 431 by
         // itself); the exact head limit is checked per request in `handle`.
-        builder.max_buf_size(2 * MAX_HEAD).keep_alive(true).timer(TokioTimer::new());
+        builder.max_buf_size(2 * MAX_HEAD).keep_alive(true).timer(timer);
         if matches!(origin, Origin::Local(_)) {
             // Slow-loris guard for local clients; frps manages its own idle work connections.
             builder.header_read_timeout(Duration::from_secs(30));
@@ -210,13 +229,7 @@ impl Proxy {
         }
     }
 
-    async fn handle(
-        &self,
-        mut req: Request<Incoming>,
-        origin: Origin,
-        upstreams: &Upstreams,
-        stop: CancellationToken,
-    ) -> Response<RespBody> {
+    async fn handle(&self, mut req: Request<Incoming>, conn: &Conn) -> Response<RespBody> {
         let wants_json = wants_json(req.headers());
         if let Some(resp) = check_head(&req, wants_json) {
             return resp;
@@ -235,7 +248,7 @@ impl Proxy {
                 return local_error(StatusCode::BAD_REQUEST, "bad_path", &format!("{e}; request refused"), wants_json)
             }
         };
-        let stats = self.stats[idx].clone();
+        let stats = self.stats[idx].local().clone();
         stats.requests.fetch_add(1, Relaxed);
 
         let upgrade = is_upgrade(req.headers());
@@ -267,7 +280,7 @@ impl Proxy {
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, v);
         }
-        forwarded_headers(&mut parts.headers, origin);
+        forwarded_headers(&mut parts.headers, conn.client_ip.as_ref());
         if route.rewrite_host {
             if let Ok(v) = HeaderValue::from_str(&route.authority()) {
                 parts.headers.insert(header::HOST, v);
@@ -276,21 +289,22 @@ impl Proxy {
         parts.version = http::Version::HTTP_11;
         // The response timer starts once the request body has been sent: an upload may take as
         // long as it takes, an upstream that then says nothing may not.
-        let (body_sent, body_sent_rx) = tokio::sync::oneshot::channel();
         let body = CountingBody::new(body, stats.clone(), Direction::In);
-        let body = if hyper::body::Body::is_end_stream(&body) {
-            let _ = body_sent.send(());
-            body
+        let (body, body_sent) = if hyper::body::Body::is_end_stream(&body) {
+            (body, None)
         } else {
-            body.with_end_signal(body_sent)
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (body.with_end_signal(tx), Some(rx))
         };
         let upstream_req = Request::from_parts(parts, body);
         let timeout = self.response_timeout;
         let timer = async move {
-            let _ = body_sent_rx.await;
-            tokio::time::sleep(timeout).await;
+            if let Some(rx) = body_sent {
+                let _ = rx.await;
+            }
+            conn.timer.sleep_for(timeout).await;
         };
-        let sent = send_upstream(route, idx, upstreams, upstream_req, upgrade);
+        let sent = send_upstream(route, idx, &conn.upstreams, upstream_req, upgrade);
         let outcome = tokio::select! {
             r = sent => Ok(r),
             _ = timer => Err(()),
@@ -334,7 +348,7 @@ impl Proxy {
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
                 let stats = stats.clone();
-                tokio::spawn(stop.run_until_cancelled_owned(async move {
+                tokio::spawn(conn.stop.clone().run_until_cancelled_owned(async move {
                     let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
                         (Ok(c), Ok(u)) => (c, u),
                         (c, u) => {
@@ -509,7 +523,7 @@ fn check_framing(h: &HeaderMap) -> Result<(), &'static str> {
 }
 
 /// Counts an upgraded connection as open for as long as it lives.
-struct OpenWebSocket<'a>(&'a RouteStats);
+struct OpenWebSocket<'a>(&'a Counters);
 
 impl Drop for OpenWebSocket<'_> {
     fn drop(&mut self) {
@@ -525,57 +539,96 @@ fn is_upgrade(h: &HeaderMap) -> bool {
 }
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus those `Connection` names.
+///
+/// This runs twice per request. A message carries one of these at most, as a rule (`Connection:
+/// keep-alive`), so the names present are found in one pass over the map, comparing names, and
+/// only those are removed: each removal hashes a name and probes the map.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let mut present = 0u16;
+    for k in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
+        // The usual values name no other header.
+        .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"keep-alive") && !v.as_bytes().eq_ignore_ascii_case(b"close"))
         .filter_map(|v| v.to_str().ok())
         .flat_map(|s| s.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("close") && !HOP_BY_HOP.iter().any(|n| t.eq_ignore_ascii_case(n.as_str())))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for n in named {
         h.remove(n);
     }
-    for n in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authenticate",
-        "proxy-authorization",
-    ] {
-        h.remove(n);
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            h.remove(n);
+        }
     }
 }
 
-fn forwarded_headers(h: &mut HeaderMap, origin: Origin) {
+/// The hop-by-hop headers (RFC 9110 §7.6.1, and the older `Keep-Alive` and `Proxy-Connection`).
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+];
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// How `X-Forwarded-For` names the client of a connection: a local client by its address,
+/// rendered once per connection rather than per request; a tunnel stream by nothing, since frps
+/// has named the public client already.
+fn client_ip(origin: Origin) -> Option<HeaderValue> {
     match origin {
-        Origin::Local(peer) => {
-            let ip = peer.ip().to_string();
-            let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-                _ => ip,
+        Origin::Local(peer) => HeaderValue::from_str(&peer.ip().to_string()).ok(),
+        Origin::Tunnel => None,
+    }
+}
+
+/// Sets the `X-Forwarded-*` headers; `client` is [`client_ip`]'s answer for the connection.
+fn forwarded_headers(h: &mut HeaderMap, client: Option<&HeaderValue>) {
+    match client {
+        Some(ip) => {
+            let xff = match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+                Some(prev) if !prev.trim().is_empty() => {
+                    HeaderValue::from_str(&format!("{prev}, {}", ip.to_str().unwrap_or_default())).ok()
+                }
+                _ => Some(ip.clone()),
             };
-            if let Ok(v) = HeaderValue::from_str(&xff) {
-                h.insert("x-forwarded-for", v);
+            if let Some(v) = xff {
+                h.insert(X_FORWARDED_FOR, v);
             }
-            h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+            h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
             if let Some(host) = h.get(header::HOST).cloned() {
-                h.insert("x-forwarded-host", host);
+                h.insert(X_FORWARDED_HOST, host);
             }
         }
-        Origin::Tunnel => {
+        None => {
             // frps has appended the public client to X-Forwarded-For and set Proto and Host; keep
             // them, and fill in only what is missing.
-            if !h.contains_key("x-forwarded-proto") {
-                h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+            if !h.contains_key(X_FORWARDED_PROTO) {
+                h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
             }
-            if !h.contains_key("x-forwarded-host") {
+            if !h.contains_key(X_FORWARDED_HOST) {
                 if let Some(host) = h.get(header::HOST).cloned() {
-                    h.insert("x-forwarded-host", host);
+                    h.insert(X_FORWARDED_HOST, host);
                 }
             }
         }
@@ -627,7 +680,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("host", "app.example".parse().unwrap());
         h.insert("x-forwarded-for", "203.0.113.7".parse().unwrap());
-        forwarded_headers(&mut h, Origin::Local("127.0.0.1:5555".parse().unwrap()));
+        forwarded_headers(&mut h, client_ip(Origin::Local("127.0.0.1:5555".parse().unwrap())).as_ref());
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "app.example");
@@ -635,7 +688,7 @@ mod tests {
         h.insert("host", "app.example".parse().unwrap());
         h.insert("x-forwarded-for", "203.0.113.7".parse().unwrap());
         h.insert("x-forwarded-proto", "https".parse().unwrap());
-        forwarded_headers(&mut h, Origin::Tunnel);
+        forwarded_headers(&mut h, client_ip(Origin::Tunnel).as_ref());
         assert_eq!(h["x-forwarded-for"], "203.0.113.7");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "app.example");
