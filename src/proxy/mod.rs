@@ -34,6 +34,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 pub use routes::{Route, Routes};
@@ -81,6 +82,9 @@ pub struct Proxy {
 /// a per-connection keep-alive pool) avoids a shared pool's locking and checkout on every request;
 /// they close when the client connection does.
 type Upstreams = std::sync::Mutex<Vec<Option<SendRequest<ReqBody>>>>;
+
+/// A connection the accepting worker hands to another.
+type Dealt = (std::net::TcpStream, SocketAddr);
 
 /// What the requests of one client connection share. Each request takes one handle to it, which
 /// only this connection's thread touches (a handle to the [`Proxy`] itself, shared by all
@@ -131,44 +135,51 @@ impl Proxy {
 
     /// Serves `listener` on one thread per core, each with a single-threaded runtime. A client
     /// connection and its upstream connections then live on one thread, as in nginx's worker
-    /// model: no cross-thread wake-ups per request. On Linux each worker gets its own
-    /// `SO_REUSEPORT` socket on the same address, so the kernel spreads connections evenly;
-    /// elsewhere the workers accept from the one socket.
+    /// model: no cross-thread wake-ups per request.
+    ///
+    /// The first worker accepts and deals the connections out in turn, so that a burst of them
+    /// (a browser's six, a load test's sixteen) is spread evenly. The kernel's `SO_REUSEPORT`
+    /// hashing, used before, left one worker of two with 10 or 11 of 16 connections about one run
+    /// in three; that worker's queue then set the tail latency and capped the throughput.
     pub fn spawn_workers(self: &Arc<Self>, listener: std::net::TcpListener) -> std::io::Result<()> {
         listener.set_nonblocking(true)?;
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
-        let mut sockets = vec![listener];
-        #[cfg(target_os = "linux")]
-        {
-            let addr = sockets[0].local_addr()?;
-            let first = socket2::SockRef::from(&sockets[0]);
-            if first.reuse_port().unwrap_or(false) {
-                for _ in 1..workers {
-                    sockets.push(reuseport_listener(addr)?);
-                }
-            }
-        }
-        for i in 0..workers {
-            let l = match sockets.get(i) {
-                Some(s) => s.try_clone()?,
-                None => sockets[0].try_clone()?,
-            };
+        let mut others = Vec::new();
+        for i in 1..workers {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Dealt>();
+            others.push(tx);
             let this = self.clone();
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             std::thread::Builder::new().name(format!("burrow-proxy-{i}")).spawn(move || {
                 rt.block_on(async move {
-                    match TcpListener::from_std(l) {
-                        Ok(l) => this.serve(l).await,
-                        Err(e) => tracing::error!("proxy worker {i} cannot use the listener: {e}"),
+                    while let Some((stream, peer)) = rx.recv().await {
+                        this.clone().spawn_local_client(stream, peer);
                     }
                 })
             })?;
         }
+        let this = self.clone();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new().name("burrow-proxy-0".into()).spawn(move || {
+            rt.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(l) => this.accept_loop(l, others).await,
+                    Err(e) => tracing::error!("the proxy cannot use its listener: {e}"),
+                }
+            })
+        })?;
         Ok(())
     }
 
     /// Serves the listener until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        self.accept_loop(listener, Vec::new()).await
+    }
+
+    /// Accepts connections, serving one in `others.len() + 1` here and handing the rest to the
+    /// other workers in turn.
+    async fn accept_loop(self: Arc<Self>, listener: TcpListener, others: Vec<UnboundedSender<Dealt>>) {
+        let mut turn = 0;
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(c) => c,
@@ -180,10 +191,30 @@ impl Proxy {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let this = self.clone();
-            tokio::spawn(
-                async move { this.serve_connection(stream, Origin::Local(peer), CancellationToken::new()).await },
-            );
+            turn = (turn + 1) % (others.len() + 1);
+            let stream = match (turn.checked_sub(1).and_then(|w| others.get(w)), stream.into_std()) {
+                (_, Err(e)) => {
+                    tracing::warn!("proxy cannot take a connection from {peer}: {e}");
+                    continue;
+                }
+                (None, Ok(stream)) => stream,
+                (Some(worker), Ok(stream)) => match worker.send((stream, peer)) {
+                    Ok(()) => continue,
+                    // That worker is gone (shutting down): serve it here.
+                    Err(back) => back.0 .0,
+                },
+            };
+            self.clone().spawn_local_client(stream, peer);
+        }
+    }
+
+    /// Serves a loopback client's connection on a task of the current runtime.
+    fn spawn_local_client(self: Arc<Self>, stream: std::net::TcpStream, peer: SocketAddr) {
+        match TcpStream::from_std(stream) {
+            Ok(stream) => {
+                tokio::spawn(self.serve_connection(stream, Origin::Local(peer), CancellationToken::new()));
+            }
+            Err(e) => tracing::warn!("proxy cannot serve a connection from {peer}: {e}"),
         }
     }
 
@@ -378,29 +409,14 @@ impl Proxy {
     }
 }
 
-/// Binds the proxy's address. On Linux with `SO_REUSEPORT`, so that each worker can bind its own
-/// socket to the same address (only processes of the same user can join such a group).
+/// Binds the proxy's address, with a listen backlog that takes a burst of a thousand connects
+/// (the standard library's is 128; past it, connects wait for SYN retries, a second or more).
 pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    #[cfg(target_os = "linux")]
-    {
-        // A plain bind first: it fails when anyone (another burrow included) holds the address,
-        // which a SO_REUSEPORT bind by the same user would silently share instead.
-        drop(std::net::TcpListener::bind(addr)?);
-        reuseport_listener(addr)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        std::net::TcpListener::bind(addr)
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As the standard library does on Unix: rebinding while old connections sit in TIME_WAIT.
+    #[cfg(unix)]
     s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
-    s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     s.listen(1024)?;
     Ok(s.into())
