@@ -93,6 +93,8 @@ struct Conn {
     proxy: Arc<Proxy>,
     client_ip: Option<HeaderValue>,
     upstreams: Upstreams,
+    /// Only this connection's task may poll its sleeps (see [`timer`]): hyper's header-read
+    /// timeout and `handle`'s response timeout, never an upgrade's task.
     timer: ConnTimer,
     stop: CancellationToken,
 }
@@ -153,21 +155,26 @@ impl Proxy {
             std::thread::Builder::new().name(format!("burrow-proxy-{i}")).spawn(move || {
                 rt.block_on(async move {
                     while let Some((stream, peer)) = rx.recv().await {
-                        this.clone().spawn_local_client(stream, peer);
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => this.clone().spawn_client(stream, peer),
+                            Err(e) => tracing::warn!("proxy cannot serve a connection from {peer}: {e}"),
+                        }
                     }
+                    // The accepting worker is gone; the connections here still run to their end.
+                    std::future::pending::<()>().await
                 })
             })?;
         }
         let this = self.clone();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        std::thread::Builder::new().name("burrow-proxy-0".into()).spawn(move || {
-            rt.block_on(async move {
-                match TcpListener::from_std(listener) {
-                    Ok(l) => this.accept_loop(l, others).await,
-                    Err(e) => tracing::error!("the proxy cannot use its listener: {e}"),
-                }
-            })
-        })?;
+        // Registered here, so that a listener the runtime cannot take is an error of this call.
+        let listener = {
+            let _enter = rt.enter();
+            TcpListener::from_std(listener)?
+        };
+        std::thread::Builder::new()
+            .name("burrow-proxy-0".into())
+            .spawn(move || rt.block_on(this.accept_loop(listener, others)))?;
         Ok(())
     }
 
@@ -192,30 +199,29 @@ impl Proxy {
             };
             let _ = stream.set_nodelay(true);
             turn = (turn + 1) % (others.len() + 1);
-            let stream = match (turn.checked_sub(1).and_then(|w| others.get(w)), stream.into_std()) {
-                (_, Err(e)) => {
-                    tracing::warn!("proxy cannot take a connection from {peer}: {e}");
-                    continue;
-                }
-                (None, Ok(stream)) => stream,
-                (Some(worker), Ok(stream)) => match worker.send((stream, peer)) {
-                    Ok(()) => continue,
-                    // That worker is gone (shutting down): serve it here.
-                    Err(back) => back.0 .0,
-                },
+            let Some(worker) = turn.checked_sub(1).and_then(|w| others.get(w)) else {
+                self.clone().spawn_client(stream, peer);
+                continue;
             };
-            self.clone().spawn_local_client(stream, peer);
+            // Off this runtime's reactor, onto the other worker's.
+            match stream.into_std() {
+                Ok(stream) => {
+                    if let Err(back) = worker.send((stream, peer)) {
+                        // That worker is gone: serve the connection here.
+                        match TcpStream::from_std(back.0 .0) {
+                            Ok(stream) => self.clone().spawn_client(stream, peer),
+                            Err(e) => tracing::warn!("proxy cannot serve a connection from {peer}: {e}"),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("proxy cannot hand over a connection from {peer}: {e}"),
+            }
         }
     }
 
     /// Serves a loopback client's connection on a task of the current runtime.
-    fn spawn_local_client(self: Arc<Self>, stream: std::net::TcpStream, peer: SocketAddr) {
-        match TcpStream::from_std(stream) {
-            Ok(stream) => {
-                tokio::spawn(self.serve_connection(stream, Origin::Local(peer), CancellationToken::new()));
-            }
-            Err(e) => tracing::warn!("proxy cannot serve a connection from {peer}: {e}"),
-        }
+    fn spawn_client(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+        tokio::spawn(self.serve_connection(stream, Origin::Local(peer), CancellationToken::new()));
     }
 
     /// Serves one connection (a local client, or a tunnel work stream) as persistent HTTP/1.1.
@@ -251,10 +257,12 @@ impl Proxy {
         // hyper's own read-buffer cap bounds memory per connection (past it hyper answers 431 by
         // itself); the exact head limit is checked per request in `handle`.
         builder.max_buf_size(2 * MAX_HEAD).keep_alive(true).timer(timer);
-        if matches!(origin, Origin::Local(_)) {
-            // Slow-loris guard for local clients; frps manages its own idle work connections.
-            builder.header_read_timeout(Duration::from_secs(30));
-        }
+        // Slow-loris guard for local clients. frps manages its own idle work connections: hyper
+        // would otherwise close them after its default 30 s, racing frps reusing one.
+        builder.header_read_timeout(match origin {
+            Origin::Local(_) => Some(Duration::from_secs(30)),
+            Origin::Tunnel => None,
+        });
         if let Err(e) = builder.serve_connection(TokioIo::new(io), svc).with_upgrades().await {
             tracing::debug!("proxy connection ended: {e}");
         }
@@ -411,6 +419,7 @@ impl Proxy {
 
 /// Binds the proxy's address, with a listen backlog that takes a burst of a thousand connects
 /// (the standard library's is 128; past it, connects wait for SYN retries, a second or more).
+/// Linux caps it at `net.core.somaxconn` (4096 since 5.4, 128 before).
 pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -613,7 +622,11 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// has named the public client already.
 fn client_ip(origin: Origin) -> Option<HeaderValue> {
     match origin {
-        Origin::Local(peer) => HeaderValue::from_str(&peer.ip().to_string()).ok(),
+        // An IP address is always a valid header value; "unknown" (RFC 7239's word) keeps a
+        // local client from ever being taken for a tunnel stream.
+        Origin::Local(peer) => {
+            Some(HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown")))
+        }
         Origin::Tunnel => None,
     }
 }
