@@ -149,7 +149,7 @@ fn runtime() -> tokio::runtime::Runtime {
     // switch. Measured with bench/tunnel.sh (TLS + tcp_mux): client CPU per 1,000 requests -38 %
     // and req/s +27 % at 16 connections, new connections/s +19 %; bulk throughput, which two
     // threads can split between TLS and copying, drops by about 10 %. The reverse proxy keeps a
-    // runtime per core of its own (proxy::spawn_workers).
+    // pair of runtimes per core of its own (proxy::spawn_workers).
     match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
