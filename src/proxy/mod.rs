@@ -162,10 +162,7 @@ impl Proxy {
             std::thread::Builder::new().name(format!("burrow-proxy-{i}")).spawn(move || {
                 rt.block_on(async move {
                     while let Some((stream, peer)) = rx.recv().await {
-                        match TcpStream::from_std(stream) {
-                            Ok(stream) => this.clone().spawn_client(stream, peer),
-                            Err(e) => tracing::warn!("proxy cannot serve a connection from {peer}: {e}"),
-                        }
+                        this.clone().spawn_dealt_client(stream, peer);
                     }
                     // The accepting worker is gone; the connections here still run to their end.
                     std::future::pending::<()>().await
@@ -215,10 +212,7 @@ impl Proxy {
                 Ok(stream) => {
                     if let Err(back) = worker.send((stream, peer)) {
                         // That worker is gone: serve the connection here.
-                        match TcpStream::from_std(back.0 .0) {
-                            Ok(stream) => self.clone().spawn_client(stream, peer),
-                            Err(e) => tracing::warn!("proxy cannot serve a connection from {peer}: {e}"),
-                        }
+                        self.clone().spawn_dealt_client(back.0 .0, peer);
                     }
                 }
                 Err(e) => tracing::warn!("proxy cannot hand over a connection from {peer}: {e}"),
@@ -229,6 +223,14 @@ impl Proxy {
     /// Serves a loopback client's connection on a task of the current runtime.
     fn spawn_client(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
         tokio::spawn(self.serve_connection(stream, Origin::Local(peer), CancellationToken::new()));
+    }
+
+    /// [`Self::spawn_client`] for a connection taken off another runtime's reactor.
+    fn spawn_dealt_client(self: Arc<Self>, stream: std::net::TcpStream, peer: SocketAddr) {
+        match TcpStream::from_std(stream) {
+            Ok(stream) => self.spawn_client(stream, peer),
+            Err(e) => tracing::warn!("proxy cannot serve a connection from {peer}: {e}"),
+        }
     }
 
     /// Serves one connection (a local client, or a tunnel work stream) as persistent HTTP/1.1.
@@ -588,8 +590,6 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
-        // The usual values name no other header.
-        .filter(|v| !v.as_bytes().eq_ignore_ascii_case(b"keep-alive") && !v.as_bytes().eq_ignore_ascii_case(b"close"))
         .filter_map(|v| v.to_str().ok())
         .flat_map(|s| s.split(','))
         .map(str::trim)
