@@ -22,7 +22,10 @@ for tool in wrk iperf3 nginx python3; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (Debian: apt-get install wrk iperf3 nginx-light python3)" >&2; exit 1; }
 done
 echo "bench: building burrow (release) ..." >&2
-cargo build --release --quiet --bin burrow --example connrate
+# Two builds: one with the example would unify its dev-dependencies' features (tokio's
+# multi-thread scheduler) into the measured binary, which ships without them.
+cargo build --release --quiet --example connrate
+cargo build --release --quiet --bin burrow
 BURROW="$PWD/target/release/burrow"
 CONNRATE="$PWD/target/release/examples/connrate"
 FRP="$(bash resources/fetch-frp.sh)"
