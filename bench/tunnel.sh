@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Tunnel benchmark: burrow's native client vs frpc 0.65.0 vs no tunnel, on the same real frps
 # 0.65.0, in one run. For TLS + tcp_mux and for tcp_mux off it measures, per client:
-#   - bulk throughput through a tcp tunnel, each direction (iperf3), MiB/s, and client CPU s/GiB;
+#   - bulk throughput through a tcp tunnel, each direction (iperf3), MiB/s, and client CPU s/GiB
+#     (with the kernel's part of it, and frps' CPU s/GiB for comparison);
 #   - HTTP through the http vhost tunnel (wrk, 1 KiB responses) at 1, 16, 128 connections:
-#     req/s, p50, p99, client CPU s per 1,000 requests;
+#     req/s, p50, p99, client CPU s per 1,000 requests (and the kernel's part of it);
 #   - new-connection rate through a tcp tunnel (connect, one 32-byte round trip, close; 16 at a
 #     time), and client CPU s per 1,000 connections;
-#   - RSS idle 5 s after start (VmRSS, and RssAnon: the process's own memory without the
-#     file-backed pages of its binary and libraries), peak RSS (VmHWM);
+#   - RSS idle 5 s after start (VmRSS; RssAnon: the process's own memory without the file-backed
+#     pages of its binary and libraries; Pss: shared library pages divided among their users),
+#     peak RSS (VmHWM);
 #   - start to usable (tunnel_up for burrow; first successful request for frpc);
 #   - stripped binary size.
 # Medians over REPS runs (default 3); a markdown table on stdout, JSON in target/bench-tunnel.json.
@@ -48,6 +50,8 @@ iperf3 -s -p "$IPERF" >/dev/null 2>&1 & pids+=($!)
 "$CONNRATE" echo "$ECHO" & pids+=($!)
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+sys_ticks() { awk '{print $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+pss_kib() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 anon_kib() { awk '/^RssAnon:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -116,18 +120,27 @@ TOML
     none) http_port=$UP; bulk_port=$IPERF; echo_port=$ECHO; host="127.0.0.1" ;;
   esac
   sleep 5
-  local idle=0 idle_anon=0; [ "$pid" != 0 ] && idle=$(rss_kib "$pid") && idle_anon=$(anon_kib "$pid")
+  local idle=0 idle_anon=0 idle_pss=0
+  [ "$pid" != 0 ] && idle=$(rss_kib "$pid") && idle_anon=$(anon_kib "$pid") && idle_pss=$(pss_kib "$pid")
   # Bulk, both directions.
-  local c0 c1 up_bps down_bps up_bytes down_bytes
+  local c0 c1 k0 k1 f0 f1 up_bps down_bps up_bytes down_bytes
   c0=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
+  k0=$( [ "$pid" != 0 ] && sys_ticks "$pid" || echo 0 )
+  f0=$(cpu_ticks "$frps")
   read -r up_bps up_bytes < <(iperf3 -c 127.0.0.1 -p "$bulk_port" -t "$DUR" -J | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum_received"]; print(e["bits_per_second"], e["bytes"])')
   read -r down_bps down_bytes < <(iperf3 -c 127.0.0.1 -p "$bulk_port" -t "$DUR" -R -J | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum_received"]; print(e["bits_per_second"], e["bytes"])')
   c1=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
-  local bulk_cpu_per_gib
+  k1=$( [ "$pid" != 0 ] && sys_ticks "$pid" || echo 0 )
+  f1=$(cpu_ticks "$frps")
+  local bulk_cpu_per_gib bulk_sys_per_gib frps_per_gib
   bulk_cpu_per_gib=$(python3 -c "print(round(($c1-$c0)/$TICK/(($up_bytes+$down_bytes)/2**30),3) if $pid else 'null')")
+  bulk_sys_per_gib=$(python3 -c "print(round(($k1-$k0)/$TICK/(($up_bytes+$down_bytes)/2**30),3) if $pid else 'null')")
+  frps_per_gib=$(python3 -c "print(round(($f1-$f0)/$TICK/(($up_bytes+$down_bytes)/2**30),3))")
   record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_up_mib_s\",\"value\":$(python3 -c "print(round($up_bps/8/2**20,1))")}"
   record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_down_mib_s\",\"value\":$(python3 -c "print(round($down_bps/8/2**20,1))")}"
   record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_cpu_s_per_gib\",\"value\":$bulk_cpu_per_gib}"
+  record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_kernel_cpu_s_per_gib\",\"value\":$bulk_sys_per_gib}"
+  record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_frps_cpu_s_per_gib\",\"value\":$frps_per_gib}"
   # New connections through the tcp tunnel.
   local rate ok failed
   c0=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
@@ -144,13 +157,15 @@ TOML
   # HTTP through the vhost tunnel.
   for conns in 1 16 128; do
     c0=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
+    k0=$( [ "$pid" != 0 ] && sys_ticks "$pid" || echo 0 )
     local out threads=2
     [ "$conns" = 1 ] && threads=1
     out=$(wrk -t"$threads" -c"$conns" -d"${DUR}s" --latency -H "Host: $host" "http://127.0.0.1:$http_port/" 2>&1)
     c1=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
-    python3 - "$mux" "$client" "$rep" "$conns" "$((c1-c0))" "$TICK" "$pid" >>"$results" <<PY
+    k1=$( [ "$pid" != 0 ] && sys_ticks "$pid" || echo 0 )
+    python3 - "$mux" "$client" "$rep" "$conns" "$((c1-c0))" "$TICK" "$pid" "$((k1-k0))" >>"$results" <<PY
 import json, re, sys
-mux, client, rep, conns, ticks, tick, pid = sys.argv[1:]
+mux, client, rep, conns, ticks, tick, pid, kticks = sys.argv[1:]
 out = """$out"""
 def ms(v):
     m = re.match(r"([\d.]+)(us|ms|s)", v)
@@ -165,11 +180,13 @@ for k, v in [(f"http_rps_c{conns}", round(rps)), (f"http_p50_ms_c{conns}", p50),
     print(json.dumps({**base, "metric": k, "value": v}))
 if pid != "0":
     print(json.dumps({**base, "metric": f"http_cpu_s_per_1k_c{conns}", "value": round(int(ticks) / int(tick) / (reqs / 1000), 4)}))
+    print(json.dumps({**base, "metric": f"http_kernel_cpu_s_per_1k_c{conns}", "value": round(int(kticks) / int(tick) / (reqs / 1000), 4)}))
 PY
   done
   if [ "$pid" != 0 ]; then
     record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"rss_idle_mib\",\"value\":$(python3 -c "print(round($idle/1024,1))")}"
     record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"rss_idle_anon_mib\",\"value\":$(python3 -c "print(round($idle_anon/1024,1))")}"
+    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"pss_idle_mib\",\"value\":$(python3 -c "print(round($idle_pss/1024,1))")}"
     record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"rss_peak_mib\",\"value\":$(python3 -c "print(round($(hwm_kib "$pid")/1024,1))")}"
     record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"start_to_usable_ms\",\"value\":$start_ms}"
     kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
