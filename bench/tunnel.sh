@@ -6,7 +6,7 @@
 #   - HTTP through the http vhost tunnel (wrk, 1 KiB responses) at 1, 16, 128 connections:
 #     req/s, p50, p99, client CPU s per 1,000 requests (and the kernel's part of it);
 #   - new-connection rate through a tcp tunnel (connect, one 32-byte round trip, close; 16 at a
-#     time), and client CPU s per 1,000 connections;
+#     time), and client CPU s per 1,000 connections (and frps' CPU for them);
 #   - RSS idle 5 s after start (VmRSS; RssAnon: the process's own memory without the file-backed
 #     pages of its binary and libraries; Pss: shared library pages divided among their users),
 #     peak RSS (VmHWM);
@@ -51,10 +51,13 @@ iperf3 -s -p "$IPERF" >/dev/null 2>&1 & pids+=($!)
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 sys_ticks() { awk '{print $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-pss_kib() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-anon_kib() { awk '/^RssAnon:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# A field of a /proc file, in KiB; 0 when the file or the field is missing (old kernels have no
+# smaps_rollup), so that the JSON stays valid.
+proc_kib() { [ -r "$1" ] && awk -v k="$2:" '$1 == k {print $2; f=1} END {if (!f) print 0}' "$1" 2>/dev/null || echo 0; }
+pss_kib() { proc_kib "/proc/$1/smaps_rollup" Pss; }
+rss_kib() { proc_kib "/proc/$1/status" VmRSS; }
+anon_kib() { proc_kib "/proc/$1/status" RssAnon; }
+hwm_kib() { proc_kib "/proc/$1/status" VmHWM; }
 TICK=$(getconf CLK_TCK)
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
@@ -135,7 +138,7 @@ TOML
   local bulk_cpu_per_gib bulk_sys_per_gib frps_per_gib
   bulk_cpu_per_gib=$(python3 -c "print(round(($c1-$c0)/$TICK/(($up_bytes+$down_bytes)/2**30),3) if $pid else 'null')")
   bulk_sys_per_gib=$(python3 -c "print(round(($k1-$k0)/$TICK/(($up_bytes+$down_bytes)/2**30),3) if $pid else 'null')")
-  frps_per_gib=$(python3 -c "print(round(($f1-$f0)/$TICK/(($up_bytes+$down_bytes)/2**30),3))")
+  frps_per_gib=$(python3 -c "print(round(($f1-$f0)/$TICK/(($up_bytes+$down_bytes)/2**30),3) if $pid else 'null')")
   record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_up_mib_s\",\"value\":$(python3 -c "print(round($up_bps/8/2**20,1))")}"
   record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_down_mib_s\",\"value\":$(python3 -c "print(round($down_bps/8/2**20,1))")}"
   record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_cpu_s_per_gib\",\"value\":$bulk_cpu_per_gib}"
@@ -145,14 +148,17 @@ TOML
   local rate ok failed
   c0=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
   local conn_out
+  f0=$(cpu_ticks "$frps")
   conn_out=$("$CONNRATE" rate "$echo_port" "$DUR" 16) || conn_out=""
   [ -n "$conn_out" ] || { echo "bench: connrate failed against port $echo_port" >&2; conn_out="0 0 1"; }
   read -r rate ok failed <<<"$conn_out"
+  f1=$(cpu_ticks "$frps")
   c1=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
   record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_per_s\",\"value\":$rate}"
   record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_failed\",\"value\":$failed}"
   if [ "$pid" != 0 ] && [ "$ok" -gt 0 ]; then
     record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_cpu_s_per_1k\",\"value\":$(python3 -c "print(round(($c1-$c0)/$TICK/($ok/1000),4))")}"
+    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_frps_cpu_s_per_1k\",\"value\":$(python3 -c "print(round(($f1-$f0)/$TICK/($ok/1000),4))")}"
   fi
   # HTTP through the vhost tunnel.
   for conns in 1 16 128; do
