@@ -312,22 +312,9 @@ mod tests {
         assert!(ev.lock().dropped >= 99);
     }
 
-    /// A `Vec` the test can read while the writer thread owns its half.
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-    impl Write for Shared {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn written_lines_leave_the_queue() {
-        let out = Shared::default();
+        let out = Buf::default();
         let ev = Events::to_writer(Box::new(out.clone()), Format::Json);
         for round in 0..3 {
             for i in 0..QUEUE {
