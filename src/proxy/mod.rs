@@ -580,8 +580,8 @@ fn is_upgrade(h: &HeaderMap) -> bool {
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1), plus those `Connection` names.
 ///
 /// This runs twice per request. A message carries one of these at most, as a rule (`Connection:
-/// keep-alive`), so the names present are found in one pass over the map, comparing names, and
-/// only those are removed: each removal hashes a name and probes the map.
+/// keep-alive`), so the names present are found in one pass over the map ([`hop_by_hop_index`]),
+/// and only those are removed: each removal hashes a name and probes the map.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     let mut present = 0u16;
     for k in h.keys() {
@@ -598,8 +598,10 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|s| s.split(','))
         .map(str::trim)
-        .filter(|t| !t.eq_ignore_ascii_case("close") && !HOP_BY_HOP.iter().any(|n| t.eq_ignore_ascii_case(n.as_str())))
+        .filter(|t| !t.eq_ignore_ascii_case("close"))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        // The hop-by-hop names themselves go below, once each.
+        .filter(|n| hop_by_hop_index(n).is_none())
         .collect();
     for n in named {
         h.remove(n);
