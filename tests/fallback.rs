@@ -95,14 +95,30 @@ async fn sigkill_of_burrow_leaves_no_frpc() {
     let burrow = b.child.id().unwrap();
     let pid = frpc_child(burrow).await;
     assert!(alive(pid));
+    let args = cmdline(pid);
+    let cfg = std::path::PathBuf::from(&args[args.iter().position(|a| a == "-c").unwrap() + 1]);
     std::process::Command::new("kill").args(["-9", &burrow.to_string()]).status().unwrap();
+    let mut orphaned = true;
     for _ in 0..50 {
         if !alive(pid) {
-            return;
+            orphaned = false;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("frpc {pid} outlived burrow killed with SIGKILL");
+    assert!(!orphaned, "frpc {pid} outlived burrow killed with SIGKILL");
+
+    // The killed burrow could not remove its config, which holds the token: the next one does.
+    assert!(cfg.exists());
+    let next = Burrow::spawn(&[
+        ("BURROW_SERVER_ADDR", &frps.addr()),
+        ("BURROW_SERVER_TOKEN", TOKEN),
+        ("BURROW_SUBDOMAIN", "heir"),
+        ("BURROW_MODE", "frpc"),
+        ("BURROW_FRPC_PATH", frpc.to_str().unwrap()),
+    ]);
+    next.wait("tunnel_up", T).await;
+    assert!(!cfg.parent().unwrap().exists(), "{cfg:?} left by the killed burrow is swept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,9 +5,7 @@
 //! mode 0600, and is removed when the [`PrivateDir`] is dropped (burrow's exit).
 
 use std::io::Write;
-#[cfg(test)]
-use std::path::Path;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
@@ -25,31 +23,71 @@ pub struct Admin {
 }
 
 /// A private temporary directory, removed on drop.
-pub struct PrivateDir(PathBuf);
+///
+/// Drop does not run when burrow is killed outright (SIGKILL, a crash), and the directory holds the
+/// frp token; so each one also holds a `lock` file, `flock`ed for as long as its burrow lives, and
+/// [`PrivateDir::new`] first removes this user's directories whose lock nobody holds. A lock, not
+/// the pid in the name, tells the living from the dead: pids are reused, and a burrow in another
+/// pid namespace (a sandbox sharing /tmp) has a pid that means nothing here.
+pub struct PrivateDir {
+    path: PathBuf,
+    _lock: Lock,
+}
+
+#[cfg(unix)]
+type Lock = nix::fcntl::Flock<std::fs::File>;
+#[cfg(not(unix))]
+type Lock = ();
+
+/// Without flock there is nothing to take, and nothing swept.
+#[cfg(not(unix))]
+fn lock(_: &Path, _: bool) -> std::io::Result<Lock> {
+    Ok(())
+}
+
+const PREFIX: &str = "burrow-frpc-";
+const LOCK: &str = "lock";
 
 impl PrivateDir {
-    /// Creates `burrow-frpc-<pid>-<random>` under the temp dir, mode 0700.
+    /// Creates `burrow-frpc-<pid>-<random>` under the temp dir, mode 0700, after sweeping away the
+    /// ones dead burrows left.
     pub fn new() -> std::io::Result<Self> {
-        let p = std::env::temp_dir().join(format!("burrow-frpc-{}-{:016x}", std::process::id(), rand::random::<u64>()));
+        Self::new_in(&std::env::temp_dir())
+    }
+
+    fn new_in(tmp: &Path) -> std::io::Result<Self> {
+        #[cfg(unix)]
+        sweep(tmp);
+        let path = tmp.join(format!("{PREFIX}{}-{:016x}", std::process::id(), rand::random::<u64>()));
+        // Made under a name sweeps ignore, locked, then renamed into place: a sweep never sees it
+        // unlocked.
+        let building = path.with_extension("new");
         let mut b = std::fs::DirBuilder::new();
         #[cfg(unix)]
         {
             use std::os::unix::fs::DirBuilderExt;
             b.mode(0o700);
         }
-        b.create(&p)?;
-        Ok(Self(p))
+        b.create(&building)?;
+        let locked = lock(&building.join(LOCK), true).and_then(|l| std::fs::rename(&building, &path).map(|()| l));
+        match locked {
+            Ok(_lock) => Ok(Self { path, _lock }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&building);
+                Err(e)
+            }
+        }
     }
 
     /// The directory.
     #[cfg(test)]
     pub fn path(&self) -> &Path {
-        &self.0
+        &self.path
     }
 
     /// Writes `name` with `text`, mode 0600.
     pub fn write(&self, name: &str, text: &str) -> std::io::Result<PathBuf> {
-        let path = self.0.join(name);
+        let path = self.path.join(name);
         let mut o = std::fs::OpenOptions::new();
         o.write(true).create_new(true);
         #[cfg(unix)]
@@ -65,8 +103,57 @@ impl PrivateDir {
 
 impl Drop for PrivateDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir_all(&self.path);
     }
+}
+
+/// Opens `path` (creating it if `create`) and takes an exclusive lock on it without waiting.
+#[cfg(unix)]
+fn lock(path: &Path, create: bool) -> std::io::Result<Lock> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new().read(true).write(true).create_new(create).mode(0o600).open(path)?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e.into())
+}
+
+/// Removes this user's `burrow-frpc-*` directories in `tmp` that no living burrow holds.
+#[cfg(unix)]
+fn sweep(tmp: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    let me = nix::unistd::geteuid().as_raw();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(dir_pid) else { continue };
+        let dir = entry.path();
+        // Not followed through a symlink, and never another user's.
+        match dir.symlink_metadata() {
+            Ok(m) if m.is_dir() && m.uid() == me => {}
+            _ => continue,
+        }
+        let dead = match lock(&dir.join(LOCK), false) {
+            Ok(_) => true,
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EWOULDBLOCK as i32) => false,
+            // No lock file: a directory from before locks. Only a pid that is gone lets us remove it.
+            Err(_) => {
+                matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH))
+            }
+        };
+        if dead {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => tracing::info!("removed {} left by a burrow that was killed", dir.display()),
+                Err(e) => tracing::debug!("cannot remove stale {}: {e}", dir.display()),
+            }
+        }
+    }
+}
+
+/// The pid in a name [`PrivateDir::new`] made: `burrow-frpc-<pid>-<16 hex digits>`.
+#[cfg(unix)]
+fn dir_pid(name: &str) -> Option<i32> {
+    let (pid, tag) = name.strip_prefix(PREFIX)?.split_once('-')?;
+    if tag.len() != 16 || !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    pid.parse().ok().filter(|&p| p > 0)
 }
 
 fn admin_table(admin: &Admin) -> Value {
@@ -339,5 +426,61 @@ mod tests {
         let d = dir.path().to_path_buf();
         drop(dir);
         assert!(!d.exists());
+    }
+
+    /// A fresh directory to stand for the temp dir, so sweeps see only what a test puts there.
+    #[cfg(unix)]
+    fn scratch() -> PathBuf {
+        let p = std::env::temp_dir().join(format!("burrow-sweep-test-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir(&p).unwrap();
+        p
+    }
+
+    #[cfg(unix)]
+    fn dead_pid() -> u32 {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn dirs_of_killed_burrows_are_swept_and_living_ones_kept() {
+        let tmp = scratch();
+        let living = PrivateDir::new_in(&tmp).unwrap();
+        living.write("frpc.toml", "token").unwrap();
+        // What a SIGKILLed burrow leaves: the dir, its config, its lock file with nobody holding it.
+        let killed = tmp.join(format!("{PREFIX}{}-00000000000000aa", std::process::id()));
+        std::fs::create_dir(&killed).unwrap();
+        std::fs::write(killed.join(LOCK), "").unwrap();
+        std::fs::write(killed.join("frpc.toml"), "token").unwrap();
+        // From before locks: judged by the pid alone.
+        let old_dead = tmp.join(format!("{PREFIX}{}-00000000000000bb", dead_pid()));
+        let old_alive = tmp.join(format!("{PREFIX}{}-00000000000000cc", std::process::id()));
+        // Not burrow's names: left alone.
+        let others = ["burrow-frpc-1-xyz", "burrow-frpc-1-00000000000000dd.new", "burrow-frpc-0-00000000000000ee"];
+        for d in [&old_dead, &old_alive].into_iter().cloned().chain(others.iter().map(|n| tmp.join(n))) {
+            std::fs::create_dir(&d).unwrap();
+        }
+
+        let next = PrivateDir::new_in(&tmp).unwrap();
+        assert!(!killed.exists() && !old_dead.exists());
+        assert!(living.path().join("frpc.toml").exists() && old_alive.exists());
+        assert!(others.iter().all(|n| tmp.join(n).exists()));
+        drop((living, next));
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_private_dir_is_locked_from_the_moment_it_has_its_name() {
+        let tmp = scratch();
+        let dir = PrivateDir::new_in(&tmp).unwrap();
+        let e = lock(&dir.path().join(LOCK), false).map(drop).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(nix::errno::Errno::EWOULDBLOCK as i32));
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 1, "no half-built directory left beside it");
+        drop(dir);
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 }
