@@ -611,13 +611,15 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
         },
     };
 
+    // Unset disables the admin API; `off` does too, as it does for BURROW_PROXY_ADDR.
     let admin_addr = match get(env, "BURROW_ADMIN_ADDR") {
         None => None,
+        Some(v) if v.trim().eq_ignore_ascii_case("off") => None,
         Some(v) => Some(v.trim().parse::<SocketAddr>().map_err(|_| {
             ConfigError::new(
                 "BURROW_ADMIN_ADDR",
                 v,
-                "expected an IP address (loopback: 127.0.0.1) and a port (0 picks a free one)",
+                "expected an IP address (loopback: 127.0.0.1) and a port (0 picks a free one), or off",
                 "BURROW_ADMIN_ADDR=127.0.0.1:7401",
             )
         })?),
@@ -765,6 +767,19 @@ mod tests {
         assert_eq!(c.tunnels[0].name, "web");
         assert_eq!(c.tunnels[0].local_addr, "127.0.0.1:8080");
         assert!(matches!(&c.tunnels[0].kind, TunnelKind::Http { subdomain: Some(s), .. } if s == "myapp"));
+    }
+
+    #[test]
+    fn admin_api_is_off_unless_given_an_address() {
+        let admin = |v: Option<&str>| {
+            let mut e = base();
+            e.extend(v.map(|v| ("BURROW_ADMIN_ADDR", v)));
+            load(&env(&e), &Overrides::default()).unwrap().admin_addr
+        };
+        assert_eq!(admin(None), None);
+        assert_eq!(admin(Some("off")), None);
+        assert_eq!(admin(Some(" OFF ")), None);
+        assert_eq!(admin(Some("127.0.0.1:7401")), Some("127.0.0.1:7401".parse().unwrap()));
     }
 
     #[test]
