@@ -3,6 +3,9 @@
 # 0.65.0, in one run. For TLS + tcp_mux and for tcp_mux off it measures, per client:
 #   - bulk throughput through a tcp tunnel, each direction (iperf3), MiB/s, and client CPU s/GiB
 #     (with the kernel's part of it, and frps' CPU s/GiB for comparison);
+#   - for each rate, the whole machine's CPU per unit and how busy its cores were, from which the
+#     last tables derive what bounds each burrow/frpc ratio (the best ratio a burrow that cost no
+#     CPU could reach, and a floor under its CPU ratio);
 #   - HTTP through the http vhost tunnel (wrk, 1 KiB responses) at 1, 16, 128 connections:
 #     req/s, p50, p99, client CPU s per 1,000 requests (and the kernel's part of it);
 #   - new-connection rate through a tcp tunnel (connect, one 32-byte round trip, close; 16 at a
@@ -58,6 +61,10 @@ pss_kib() { proc_kib "/proc/$1/smaps_rollup" Pss; }
 rss_kib() { proc_kib "/proc/$1/status" VmRSS; }
 anon_kib() { proc_kib "/proc/$1/status" RssAnon; }
 hwm_kib() { proc_kib "/proc/$1/status" VmHWM; }
+# The whole machine's busy and total ticks (every process, the kernel, interrupts): "busy" is all
+# but idle and iowait. With the cores saturated, a client's ratio to frpc can be no better than
+# what the rest of the machine leaves (see the bounds table at the end).
+machine_ticks() { awk '$1 == "cpu" {t=0; for (i=2; i<=NF; i++) t+=$i; print t-$5-$6, t; exit}' /proc/stat; }
 TICK=$(getconf CLK_TCK)
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
@@ -125,39 +132,61 @@ TOML
   sleep 5
   local idle=0 idle_anon=0 idle_pss=0
   [ "$pid" != 0 ] && idle=$(rss_kib "$pid") && idle_anon=$(anon_kib "$pid") && idle_pss=$(pss_kib "$pid")
-  # Bulk, both directions.
-  local c0 c1 k0 k1 f0 f1 up_bps down_bps up_bytes down_bytes
-  c0=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
-  k0=$( [ "$pid" != 0 ] && sys_ticks "$pid" || echo 0 )
-  f0=$(cpu_ticks "$frps")
-  read -r up_bps up_bytes < <(iperf3 -c 127.0.0.1 -p "$bulk_port" -t "$DUR" -J | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum_received"]; print(e["bits_per_second"], e["bytes"])')
-  read -r down_bps down_bytes < <(iperf3 -c 127.0.0.1 -p "$bulk_port" -t "$DUR" -R -J | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum_received"]; print(e["bits_per_second"], e["bytes"])')
-  c1=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
-  k1=$( [ "$pid" != 0 ] && sys_ticks "$pid" || echo 0 )
-  f1=$(cpu_ticks "$frps")
+  # Bulk, each direction: client, frps and machine CPU around each.
+  local c0 c1 k0 k1 f0 f1 m0 m1 t0m t1m up_bps up_bytes down_bps down_bytes
+  local cpu_sum=0 sys_sum=0 frps_sum=0 bytes_sum=0
+  for dir in up down; do
+    local rflag="" bps bytes
+    [ "$dir" = down ] && rflag="-R"
+    c0=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
+    k0=$( [ "$pid" != 0 ] && sys_ticks "$pid" || echo 0 )
+    f0=$(cpu_ticks "$frps")
+    read -r m0 t0m < <(machine_ticks)
+    # shellcheck disable=SC2086
+    read -r bps bytes < <(iperf3 -c 127.0.0.1 -p "$bulk_port" -t "$DUR" $rflag -J | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum_received"]; print(e["bits_per_second"], e["bytes"])')
+    read -r m1 t1m < <(machine_ticks)
+    c1=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
+    k1=$( [ "$pid" != 0 ] && sys_ticks "$pid" || echo 0 )
+    f1=$(cpu_ticks "$frps")
+    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_${dir}_mib_s\",\"value\":$(python3 -c "print(round($bps/8/2**20,1))")}"
+    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_${dir}_machine_cpu_s_per_gib\",\"value\":$(python3 -c "print(round(($m1-$m0)/$TICK/($bytes/2**30),3))")}"
+    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_${dir}_machine_busy_pct\",\"value\":$(python3 -c "print(round(100*($m1-$m0)/max(1,$t1m-$t0m),1))")}"
+    if [ "$pid" != 0 ]; then
+      record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_${dir}_cpu_s_per_gib\",\"value\":$(python3 -c "print(round(($c1-$c0)/$TICK/($bytes/2**30),3))")}"
+      record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_${dir}_kernel_cpu_s_per_gib\",\"value\":$(python3 -c "print(round(($k1-$k0)/$TICK/($bytes/2**30),3))")}"
+    fi
+    cpu_sum=$((cpu_sum + c1 - c0)); sys_sum=$((sys_sum + k1 - k0)); frps_sum=$((frps_sum + f1 - f0)); bytes_sum=$((bytes_sum + bytes))
+  done
   local bulk_cpu_per_gib bulk_sys_per_gib frps_per_gib
-  bulk_cpu_per_gib=$(python3 -c "print(round(($c1-$c0)/$TICK/(($up_bytes+$down_bytes)/2**30),3) if $pid else 'null')")
-  bulk_sys_per_gib=$(python3 -c "print(round(($k1-$k0)/$TICK/(($up_bytes+$down_bytes)/2**30),3) if $pid else 'null')")
-  frps_per_gib=$(python3 -c "print(round(($f1-$f0)/$TICK/(($up_bytes+$down_bytes)/2**30),3) if $pid else 'null')")
-  record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_up_mib_s\",\"value\":$(python3 -c "print(round($up_bps/8/2**20,1))")}"
-  record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_down_mib_s\",\"value\":$(python3 -c "print(round($down_bps/8/2**20,1))")}"
+  bulk_cpu_per_gib=$(python3 -c "print(round($cpu_sum/$TICK/($bytes_sum/2**30),3) if $pid else 'null')")
+  bulk_sys_per_gib=$(python3 -c "print(round($sys_sum/$TICK/($bytes_sum/2**30),3) if $pid else 'null')")
+  frps_per_gib=$(python3 -c "print(round($frps_sum/$TICK/($bytes_sum/2**30),3) if $pid else 'null')")
   record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_cpu_s_per_gib\",\"value\":$bulk_cpu_per_gib}"
   record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_kernel_cpu_s_per_gib\",\"value\":$bulk_sys_per_gib}"
   record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_frps_cpu_s_per_gib\",\"value\":$frps_per_gib}"
   # New connections through the tcp tunnel.
   local rate ok failed
   c0=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
+  k0=$( [ "$pid" != 0 ] && sys_ticks "$pid" || echo 0 )
   local conn_out
   f0=$(cpu_ticks "$frps")
+  read -r m0 t0m < <(machine_ticks)
   conn_out=$("$CONNRATE" rate "$echo_port" "$DUR" 16) || conn_out=""
   [ -n "$conn_out" ] || { echo "bench: connrate failed against port $echo_port" >&2; conn_out="0 0 1"; }
   read -r rate ok failed <<<"$conn_out"
+  read -r m1 t1m < <(machine_ticks)
   f1=$(cpu_ticks "$frps")
   c1=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
+  k1=$( [ "$pid" != 0 ] && sys_ticks "$pid" || echo 0 )
   record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_per_s\",\"value\":$rate}"
   record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_failed\",\"value\":$failed}"
+  if [ "$ok" -gt 0 ]; then
+    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_machine_cpu_s_per_1k\",\"value\":$(python3 -c "print(round(($m1-$m0)/$TICK/($ok/1000),4))")}"
+    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_machine_busy_pct\",\"value\":$(python3 -c "print(round(100*($m1-$m0)/max(1,$t1m-$t0m),1))")}"
+  fi
   if [ "$pid" != 0 ] && [ "$ok" -gt 0 ]; then
     record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_cpu_s_per_1k\",\"value\":$(python3 -c "print(round(($c1-$c0)/$TICK/($ok/1000),4))")}"
+    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_kernel_cpu_s_per_1k\",\"value\":$(python3 -c "print(round(($k1-$k0)/$TICK/($ok/1000),4))")}"
     record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_frps_cpu_s_per_1k\",\"value\":$(python3 -c "print(round(($f1-$f0)/$TICK/($ok/1000),4))")}"
   fi
   # HTTP through the vhost tunnel.
@@ -166,12 +195,14 @@ TOML
     k0=$( [ "$pid" != 0 ] && sys_ticks "$pid" || echo 0 )
     local out threads=2
     [ "$conns" = 1 ] && threads=1
+    read -r m0 t0m < <(machine_ticks)
     out=$(wrk -t"$threads" -c"$conns" -d"${DUR}s" --latency -H "Host: $host" "http://127.0.0.1:$http_port/" 2>&1)
+    read -r m1 t1m < <(machine_ticks)
     c1=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
     k1=$( [ "$pid" != 0 ] && sys_ticks "$pid" || echo 0 )
-    python3 - "$mux" "$client" "$rep" "$conns" "$((c1-c0))" "$TICK" "$pid" "$((k1-k0))" >>"$results" <<PY
+    python3 - "$mux" "$client" "$rep" "$conns" "$((c1-c0))" "$TICK" "$pid" "$((k1-k0))" "$((m1-m0))" "$((t1m-t0m))" >>"$results" <<PY
 import json, re, sys
-mux, client, rep, conns, ticks, tick, pid, kticks = sys.argv[1:]
+mux, client, rep, conns, ticks, tick, pid, kticks, mticks, tticks = sys.argv[1:]
 out = """$out"""
 def ms(v):
     m = re.match(r"([\d.]+)(us|ms|s)", v)
@@ -182,7 +213,9 @@ reqs = int(re.search(r"(\d+) requests in", out).group(1))
 p50 = ms(re.search(r"\s50%\s+(\S+)", out).group(1))
 p99 = ms(re.search(r"\s99%\s+(\S+)", out).group(1))
 base = {"mux": mux, "client": client, "rep": int(rep)}
-for k, v in [(f"http_rps_c{conns}", round(rps)), (f"http_p50_ms_c{conns}", p50), (f"http_p99_ms_c{conns}", p99)]:
+for k, v in [(f"http_rps_c{conns}", round(rps)), (f"http_p50_ms_c{conns}", p50), (f"http_p99_ms_c{conns}", p99),
+             (f"http_machine_cpu_s_per_1k_c{conns}", round(int(mticks) / int(tick) / (reqs / 1000), 4)),
+             (f"http_machine_busy_pct_c{conns}", round(100 * int(mticks) / max(1, int(tticks)), 1))]:
     print(json.dumps({**base, "metric": k, "value": v}))
 if pid != "0":
     print(json.dumps({**base, "metric": f"http_cpu_s_per_1k_c{conns}", "value": round(int(ticks) / int(tick) / (reqs / 1000), 4)}))
@@ -236,4 +269,56 @@ for mux, title in [("mux", "TLS + tcp_mux"), ("nomux", "TLS, tcp_mux off")]:
         show = lambda v: "" if v is None else (f"{v:g}")
         print(f"| {k} | {show(b)} | {show(f)} | {show(n)} | {ratio(b, f)} | {ratio(b, n)} |")
 print(f"\nstripped binary: burrow {sizes['burrow']/2**20:.1f} MiB, frpc {sizes['frpc']/2**20:.1f} MiB\n")
+
+# What bounds each rate ratio. With the cores saturated, rate = busy cores / (machine CPU per unit),
+# and the client's share of that is its own CPU. So even a burrow that cost nothing could not beat
+# frpc by more than M_frpc / (M_burrow - C_burrow), the rest of the machine (frps, the load
+# generator, the local server, the kernel) staying as measured; and a burrow whose own code cost
+# nothing, but which still makes its system calls, by no more than M_frpc / (M_burrow - U_burrow),
+# U being its user-space CPU. One connection at a time is serial instead: each request waits for
+# every process in turn, so there T, the time per request, takes the place of M.
+print("### What bounds the rate ratios\n")
+print("Ceilings: the best burrow/frpc ratio if burrow's own CPU were zero (all of it, or only its")
+print("user-space part: its code, not its system calls), everything else staying as measured. A goal")
+print("above the second ceiling cannot be reached by making burrow's code faster.\n")
+print("| transport | measure | burrow/frpc | goal | machine busy % burrow / frpc | ceiling: no CPU | ceiling: no user CPU |")
+print("|---|---|---|---|---|---|---|")
+def g(mux, client, k):
+    return med.get((mux, client, k))
+for mux, title in [("mux", "TLS + tcp_mux"), ("nomux", "tcp_mux off")]:
+    for name, rate, mach, cpu, kern, busy, goal in [
+        ("bulk up", "bulk_up_mib_s", "bulk_up_machine_cpu_s_per_gib", "bulk_up_cpu_s_per_gib", "bulk_up_kernel_cpu_s_per_gib", "bulk_up_machine_busy_pct", 1.3),
+        ("bulk down", "bulk_down_mib_s", "bulk_down_machine_cpu_s_per_gib", "bulk_down_cpu_s_per_gib", "bulk_down_kernel_cpu_s_per_gib", "bulk_down_machine_busy_pct", 1.3),
+        ("new connections", "newconn_per_s", "newconn_machine_cpu_s_per_1k", "newconn_cpu_s_per_1k", "newconn_kernel_cpu_s_per_1k", "newconn_machine_busy_pct", 1.5),
+        ("HTTP c1 (serial)", "http_rps_c1", None, "http_cpu_s_per_1k_c1", "http_kernel_cpu_s_per_1k_c1", "http_machine_busy_pct_c1", 1.2),
+        ("HTTP c16", "http_rps_c16", "http_machine_cpu_s_per_1k_c16", "http_cpu_s_per_1k_c16", "http_kernel_cpu_s_per_1k_c16", "http_machine_busy_pct_c16", 1.2),
+        ("HTTP c128", "http_rps_c128", "http_machine_cpu_s_per_1k_c128", "http_cpu_s_per_1k_c128", "http_kernel_cpu_s_per_1k_c128", "http_machine_busy_pct_c128", 1.2),
+    ]:
+        rb, rf, cb, kb = g(mux, "burrow", rate), g(mux, "frpc", rate), g(mux, "burrow", cpu), g(mux, "burrow", kern)
+        if mach is None:  # serial: seconds per request (the CPU figures are per 1,000)
+            mb, mf, cb, kb = (1 / rb if rb else None), (1 / rf if rf else None), cb and cb / 1000, kb and kb / 1000
+        else:
+            mb, mf = g(mux, "burrow", mach), g(mux, "frpc", mach)
+        if None in (rb, rf, mb, mf, cb, kb) or not rf or mb <= cb:
+            continue
+        busy = f"{g(mux, 'burrow', busy):g} / {g(mux, 'frpc', busy):g}"
+        print(f"| {title} | {name} | {rb / rf:.2f} | ≥ {goal} | {busy} | {mf / (mb - cb):.2f} | {mf / (mb - (cb - kb)):.2f} |")
+print()
+# The CPU goals: burrow's system calls cost kernel time whatever its code does, so its kernel time
+# alone, against frpc's whole CPU, is a floor under the ratio.
+print("| transport | client CPU per | burrow/frpc | goal | floor: burrow's kernel time alone / frpc's CPU |")
+print("|---|---|---|---|---|")
+for mux, title in [("mux", "TLS + tcp_mux"), ("nomux", "tcp_mux off")]:
+    for name, cpu, kern in [
+        ("GiB (bulk)", "bulk_cpu_s_per_gib", "bulk_kernel_cpu_s_per_gib"),
+        ("1k connections", "newconn_cpu_s_per_1k", "newconn_kernel_cpu_s_per_1k"),
+        ("1k requests c1", "http_cpu_s_per_1k_c1", "http_kernel_cpu_s_per_1k_c1"),
+        ("1k requests c16", "http_cpu_s_per_1k_c16", "http_kernel_cpu_s_per_1k_c16"),
+        ("1k requests c128", "http_cpu_s_per_1k_c128", "http_kernel_cpu_s_per_1k_c128"),
+    ]:
+        cb, cf, kb = g(mux, "burrow", cpu), g(mux, "frpc", cpu), g(mux, "burrow", kern)
+        if None in (cb, cf, kb) or not cf:
+            continue
+        print(f"| {title} | {name} | {cb / cf:.2f} | ≤ 0.33 | {kb / cf:.2f} |")
+print()
 PY
