@@ -84,19 +84,35 @@ async fn fallback_flag_serves_through_frpc_and_cleans_up() {
 async fn sigkill_of_burrow_leaves_no_frpc() {
     let frps = Frps::start(FrpsOpts::default()).await;
     let frpc = frp_dir().join("frpc");
-    let b = Burrow::spawn(&[
-        ("BURROW_SERVER_ADDR", &frps.addr()),
-        ("BURROW_SERVER_TOKEN", TOKEN),
-        ("BURROW_SUBDOMAIN", "orphan"),
-        ("BURROW_MODE", "frpc"),
-        ("BURROW_FRPC_PATH", frpc.to_str().unwrap()),
-    ]);
+    // A temp dir of this test's own: other tests' burrows would sweep the killed one's config too.
+    let tmp = tempdir::TempDir::new();
+    let env = |subdomain| {
+        [
+            ("BURROW_SERVER_ADDR", frps.addr()),
+            ("BURROW_SERVER_TOKEN", TOKEN.to_string()),
+            ("BURROW_SUBDOMAIN", subdomain),
+            ("BURROW_MODE", "frpc".to_string()),
+            ("BURROW_FRPC_PATH", frpc.display().to_string()),
+            ("TMPDIR", tmp.path().display().to_string()),
+        ]
+    };
+    let pairs = env("orphan".to_string());
+    let b = Burrow::spawn(&pairs.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>());
     b.wait("tunnel_up", T).await;
     let burrow = b.child.id().unwrap();
     let pid = frpc_child(burrow).await;
     assert!(alive(pid));
     let args = cmdline(pid);
     let cfg = std::path::PathBuf::from(&args[args.iter().position(|a| a == "-c").unwrap() + 1]);
+    let dir = cfg.parent().unwrap().to_path_buf();
+    assert!(dir.starts_with(tmp.path()), "{dir:?}");
+    // frpc must not inherit the open, locked directory: the lock would outlive burrow in it.
+    let fds: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .collect();
+    assert!(!fds.iter().any(|p| p.starts_with(&dir)), "frpc holds {fds:?}");
     std::process::Command::new("kill").args(["-9", &burrow.to_string()]).status().unwrap();
     let mut orphaned = true;
     for _ in 0..50 {
@@ -110,15 +126,10 @@ async fn sigkill_of_burrow_leaves_no_frpc() {
 
     // The killed burrow could not remove its config, which holds the token: the next one does.
     assert!(cfg.exists());
-    let next = Burrow::spawn(&[
-        ("BURROW_SERVER_ADDR", &frps.addr()),
-        ("BURROW_SERVER_TOKEN", TOKEN),
-        ("BURROW_SUBDOMAIN", "heir"),
-        ("BURROW_MODE", "frpc"),
-        ("BURROW_FRPC_PATH", frpc.to_str().unwrap()),
-    ]);
+    let pairs = env("heir".to_string());
+    let next = Burrow::spawn(&pairs.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>());
     next.wait("tunnel_up", T).await;
-    assert!(!cfg.parent().unwrap().exists(), "{cfg:?} left by the killed burrow is swept");
+    assert!(!dir.exists(), "{dir:?} left by the killed burrow is swept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

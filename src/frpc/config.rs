@@ -2,7 +2,8 @@
 //! admin API enabled on loopback behind a random password, so burrow can follow frpc's tunnels.
 //!
 //! The file holds the frp token. It lives in a directory only burrow's user can enter, is itself
-//! mode 0600, and is removed when the [`PrivateDir`] is dropped (burrow's exit).
+//! mode 0600, and is removed when the [`PrivateDir`] is dropped (burrow's exit), or, when burrow
+//! was killed outright, by the next burrow that starts frpc.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,28 +26,19 @@ pub struct Admin {
 /// A private temporary directory, removed on drop.
 ///
 /// Drop does not run when burrow is killed outright (SIGKILL, a crash), and the directory holds the
-/// frp token; so each one also holds a `lock` file, `flock`ed for as long as its burrow lives, and
-/// [`PrivateDir::new`] first removes this user's directories whose lock nobody holds. A lock, not
-/// the pid in the name, tells the living from the dead: pids are reused, and a burrow in another
-/// pid namespace (a sandbox sharing /tmp) has a pid that means nothing here.
+/// frp token. So on Unix burrow holds an `flock` on the directory for as long as it lives (the
+/// kernel lets go of it when the process ends, however it ends), and [`PrivateDir::new`] first
+/// removes this user's directories that nobody holds. A lock, not the pid in the name, tells the
+/// living from the dead: pids are reused, and a burrow in another pid namespace (a sandbox sharing
+/// /tmp) has a pid that means nothing here. systemd-tmpfiles' age-based cleaning also skips a
+/// locked directory.
 pub struct PrivateDir {
     path: PathBuf,
-    _lock: Lock,
-}
-
-#[cfg(unix)]
-type Lock = nix::fcntl::Flock<std::fs::File>;
-#[cfg(not(unix))]
-type Lock = ();
-
-/// Without flock there is nothing to take, and nothing swept.
-#[cfg(not(unix))]
-fn lock(_: &Path, _: bool) -> std::io::Result<Lock> {
-    Ok(())
+    /// The directory, open and locked; closing it releases the lock.
+    _lock: Option<std::fs::File>,
 }
 
 const PREFIX: &str = "burrow-frpc-";
-const LOCK: &str = "lock";
 
 impl PrivateDir {
     /// Creates `burrow-frpc-<pid>-<random>` under the temp dir, mode 0700, after sweeping away the
@@ -59,8 +51,8 @@ impl PrivateDir {
         #[cfg(unix)]
         sweep(tmp);
         let path = tmp.join(format!("{PREFIX}{}-{:016x}", std::process::id(), rand::random::<u64>()));
-        // Made under a name sweeps ignore, locked, then renamed into place: a sweep never sees it
-        // unlocked.
+        // Made under a name sweeps pass over, locked, then renamed into place: a sweep never sees
+        // it unlocked.
         let building = path.with_extension("new");
         let mut b = std::fs::DirBuilder::new();
         #[cfg(unix)]
@@ -69,8 +61,7 @@ impl PrivateDir {
             b.mode(0o700);
         }
         b.create(&building)?;
-        let locked = lock(&building.join(LOCK), true).and_then(|l| std::fs::rename(&building, &path).map(|()| l));
-        match locked {
+        match lock(&building).and_then(|l| std::fs::rename(&building, &path).map(|()| l)) {
             Ok(_lock) => Ok(Self { path, _lock }),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&building);
@@ -107,12 +98,24 @@ impl Drop for PrivateDir {
     }
 }
 
-/// Opens `path` (creating it if `create`) and takes an exclusive lock on it without waiting.
+/// Opens the directory and locks it, without waiting. (std opens files close-on-exec, so frpc,
+/// which burrow starts, never holds the lock.)
 #[cfg(unix)]
-fn lock(path: &Path, create: bool) -> std::io::Result<Lock> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new().read(true).write(true).create_new(create).mode(0o600).open(path)?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e.into())
+fn lock(dir: &Path) -> std::io::Result<Option<std::fs::File>> {
+    let f = std::fs::File::open(dir)?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(std::io::Error::new(std::io::ErrorKind::WouldBlock, "locked by another process"))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// A directory cannot be opened as a file here: nothing is locked, and nothing swept.
+#[cfg(not(unix))]
+fn lock(_: &Path) -> std::io::Result<Option<std::fs::File>> {
+    Ok(None)
 }
 
 /// Removes this user's `burrow-frpc-*` directories in `tmp` that no living burrow holds.
@@ -122,38 +125,36 @@ fn sweep(tmp: &Path) {
     let Ok(entries) = std::fs::read_dir(tmp) else { return };
     let me = nix::unistd::geteuid().as_raw();
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(dir_pid) else { continue };
+        if !entry.file_name().to_str().is_some_and(is_private_dir_name) {
+            continue;
+        }
         let dir = entry.path();
         // Not followed through a symlink, and never another user's.
         match dir.symlink_metadata() {
             Ok(m) if m.is_dir() && m.uid() == me => {}
             _ => continue,
         }
-        let dead = match lock(&dir.join(LOCK), false) {
-            Ok(_) => true,
-            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EWOULDBLOCK as i32) => false,
-            // No lock file: a directory from before locks. Only a pid that is gone lets us remove it.
-            Err(_) => {
-                matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH))
-            }
-        };
-        if dead {
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => tracing::info!("removed {} left by a burrow that was killed", dir.display()),
+        match lock(&dir) {
+            // Removed while this sweep holds it, so that no other sweep takes it meanwhile.
+            Ok(_held) => match std::fs::remove_dir_all(&dir) {
+                Ok(()) => tracing::info!("removed {}, left by a burrow that was killed", dir.display()),
                 Err(e) => tracing::debug!("cannot remove stale {}: {e}", dir.display()),
-            }
+            },
+            // A living burrow's; or, when the lock cannot be tried, kept, as it may be one.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => tracing::debug!("cannot tell whether {} is in use: {e}", dir.display()),
         }
     }
 }
 
-/// The pid in a name [`PrivateDir::new`] made: `burrow-frpc-<pid>-<16 hex digits>`.
+/// Whether `name` is one [`PrivateDir::new`] gives: `burrow-frpc-<pid>-<16 hex digits>`.
 #[cfg(unix)]
-fn dir_pid(name: &str) -> Option<i32> {
-    let (pid, tag) = name.strip_prefix(PREFIX)?.split_once('-')?;
-    if tag.len() != 16 || !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    pid.parse().ok().filter(|&p| p > 0)
+fn is_private_dir_name(name: &str) -> bool {
+    let Some((pid, tag)) = name.strip_prefix(PREFIX).and_then(|r| r.split_once('-')) else { return false };
+    !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && tag.len() == 16
+        && tag.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn admin_table(admin: &Admin) -> Value {
@@ -436,37 +437,25 @@ mod tests {
         p
     }
 
-    #[cfg(unix)]
-    fn dead_pid() -> u32 {
-        let mut c = std::process::Command::new("true").spawn().unwrap();
-        let pid = c.id();
-        c.wait().unwrap();
-        pid
-    }
-
     #[test]
     #[cfg(unix)]
     fn dirs_of_killed_burrows_are_swept_and_living_ones_kept() {
         let tmp = scratch();
         let living = PrivateDir::new_in(&tmp).unwrap();
         living.write("frpc.toml", "token").unwrap();
-        // What a SIGKILLed burrow leaves: the dir, its config, its lock file with nobody holding it.
+        // What a SIGKILLed burrow leaves: the directory and its config, with nobody holding it.
         let killed = tmp.join(format!("{PREFIX}{}-00000000000000aa", std::process::id()));
         std::fs::create_dir(&killed).unwrap();
-        std::fs::write(killed.join(LOCK), "").unwrap();
         std::fs::write(killed.join("frpc.toml"), "token").unwrap();
-        // From before locks: judged by the pid alone.
-        let old_dead = tmp.join(format!("{PREFIX}{}-00000000000000bb", dead_pid()));
-        let old_alive = tmp.join(format!("{PREFIX}{}-00000000000000cc", std::process::id()));
-        // Not burrow's names: left alone.
-        let others = ["burrow-frpc-1-xyz", "burrow-frpc-1-00000000000000dd.new", "burrow-frpc-0-00000000000000ee"];
-        for d in [&old_dead, &old_alive].into_iter().cloned().chain(others.iter().map(|n| tmp.join(n))) {
-            std::fs::create_dir(&d).unwrap();
+        // Not names burrow gives (one still being built): left alone.
+        let others = ["burrow-frpc-1-xyz", "burrow-frpc-1-00000000000000dd.new", "burrow-frpc--00000000000000ee"];
+        for n in others {
+            std::fs::create_dir(tmp.join(n)).unwrap();
         }
 
         let next = PrivateDir::new_in(&tmp).unwrap();
-        assert!(!killed.exists() && !old_dead.exists());
-        assert!(living.path().join("frpc.toml").exists() && old_alive.exists());
+        assert!(!killed.exists());
+        assert!(living.path().join("frpc.toml").exists());
         assert!(others.iter().all(|n| tmp.join(n).exists()));
         drop((living, next));
         std::fs::remove_dir_all(&tmp).unwrap();
@@ -474,13 +463,14 @@ mod tests {
 
     #[test]
     #[cfg(unix)]
-    fn a_private_dir_is_locked_from_the_moment_it_has_its_name() {
+    fn a_private_dir_is_locked_while_it_lives() {
         let tmp = scratch();
         let dir = PrivateDir::new_in(&tmp).unwrap();
-        let e = lock(&dir.path().join(LOCK), false).map(drop).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(nix::errno::Errno::EWOULDBLOCK as i32));
+        let held = std::fs::File::open(dir.path()).unwrap();
+        assert!(matches!(held.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
         assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 1, "no half-built directory left beside it");
         drop(dir);
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
         std::fs::remove_dir_all(&tmp).unwrap();
     }
 }
