@@ -225,7 +225,7 @@ async fn start_admin(
             events.error(
                 code,
                 &format!("cannot listen on {addr} for the admin API: {e}"),
-                "set BURROW_ADMIN_ADDR to a free loopback address, or unset it",
+                "set BURROW_ADMIN_ADDR to a free loopback address, or to off (or unset it)",
                 true,
             );
             return Err(code);

@@ -527,7 +527,7 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
     }
 
     let proxy_addr = match get(env, "BURROW_PROXY_ADDR") {
-        Some(v) if v.eq_ignore_ascii_case("off") => None,
+        Some(v) if v.trim().eq_ignore_ascii_case("off") => None,
         Some(v) => Some(parse_socket_addr("BURROW_PROXY_ADDR", v)?),
         None => Some(DEFAULT_PROXY_ADDR.parse().expect("valid default")),
     };
