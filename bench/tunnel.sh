@@ -64,7 +64,9 @@ hwm_kib() { proc_kib "/proc/$1/status" VmHWM; }
 # The whole machine's busy and total ticks (every process, the kernel, interrupts): "busy" is all
 # but idle and iowait. With the cores saturated, a client's ratio to frpc can be no better than
 # what the rest of the machine leaves (see the bounds table at the end).
-machine_ticks() { awk '$1 == "cpu" {t=0; for (i=2; i<=NF; i++) t+=$i; print t-$5-$6, t; exit}' /proc/stat; }
+# Fields: user nice system idle iowait irq softirq steal guest guest_nice. guest time is already in
+# user and nice; steal is the hypervisor's, not this machine's, so it is left out of both.
+machine_ticks() { awk '$1 == "cpu" {b=$2+$3+$4+$7+$8; print b, b+$5+$6; exit}' /proc/stat; }
 TICK=$(getconf CLK_TCK)
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
@@ -133,7 +135,7 @@ TOML
   local idle=0 idle_anon=0 idle_pss=0
   [ "$pid" != 0 ] && idle=$(rss_kib "$pid") && idle_anon=$(anon_kib "$pid") && idle_pss=$(pss_kib "$pid")
   # Bulk, each direction: client, frps and machine CPU around each.
-  local c0 c1 k0 k1 f0 f1 m0 m1 t0m t1m up_bps up_bytes down_bps down_bytes
+  local c0 c1 k0 k1 f0 f1 m0 m1 t0m t1m dir
   local cpu_sum=0 sys_sum=0 frps_sum=0 bytes_sum=0
   for dir in up down; do
     local rflag="" bps bytes
@@ -143,7 +145,8 @@ TOML
     f0=$(cpu_ticks "$frps")
     read -r m0 t0m < <(machine_ticks)
     # shellcheck disable=SC2086
-    read -r bps bytes < <(iperf3 -c 127.0.0.1 -p "$bulk_port" -t "$DUR" $rflag -J | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum_received"]; print(e["bits_per_second"], e["bytes"])')
+    read -r bps bytes < <(iperf3 -c 127.0.0.1 -p "$bulk_port" -t "$DUR" $rflag -J | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum_received"]; print(e["bits_per_second"], e["bytes"])') \
+      || { echo "bench: iperf3 ($dir) through port $bulk_port failed; is the tunnel up? ($mux, $client)" >&2; exit 1; }
     read -r m1 t1m < <(machine_ticks)
     c1=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
     k1=$( [ "$pid" != 0 ] && sys_ticks "$pid" || echo 0 )
@@ -214,10 +217,11 @@ p50 = ms(re.search(r"\s50%\s+(\S+)", out).group(1))
 p99 = ms(re.search(r"\s99%\s+(\S+)", out).group(1))
 base = {"mux": mux, "client": client, "rep": int(rep)}
 for k, v in [(f"http_rps_c{conns}", round(rps)), (f"http_p50_ms_c{conns}", p50), (f"http_p99_ms_c{conns}", p99),
-             (f"http_machine_cpu_s_per_1k_c{conns}", round(int(mticks) / int(tick) / (reqs / 1000), 4)),
              (f"http_machine_busy_pct_c{conns}", round(100 * int(mticks) / max(1, int(tticks)), 1))]:
     print(json.dumps({**base, "metric": k, "value": v}))
-if pid != "0":
+if reqs:
+    print(json.dumps({**base, "metric": f"http_machine_cpu_s_per_1k_c{conns}", "value": round(int(mticks) / int(tick) / (reqs / 1000), 4)}))
+if pid != "0" and reqs:
     print(json.dumps({**base, "metric": f"http_cpu_s_per_1k_c{conns}", "value": round(int(ticks) / int(tick) / (reqs / 1000), 4)}))
     print(json.dumps({**base, "metric": f"http_kernel_cpu_s_per_1k_c{conns}", "value": round(int(kticks) / int(tick) / (reqs / 1000), 4)}))
 PY
@@ -270,17 +274,18 @@ for mux, title in [("mux", "TLS + tcp_mux"), ("nomux", "TLS, tcp_mux off")]:
         print(f"| {k} | {show(b)} | {show(f)} | {show(n)} | {ratio(b, f)} | {ratio(b, n)} |")
 print(f"\nstripped binary: burrow {sizes['burrow']/2**20:.1f} MiB, frpc {sizes['frpc']/2**20:.1f} MiB\n")
 
-# What bounds each rate ratio. With the cores saturated, rate = busy cores / (machine CPU per unit),
-# and the client's share of that is its own CPU. So even a burrow that cost nothing could not beat
-# frpc by more than M_frpc / (M_burrow - C_burrow), the rest of the machine (frps, the load
-# generator, the local server, the kernel) staying as measured; and a burrow whose own code cost
-# nothing, but which still makes its system calls, by no more than M_frpc / (M_burrow - U_burrow),
-# U being its user-space CPU. One connection at a time is serial instead: each request waits for
-# every process in turn, so there T, the time per request, takes the place of M.
+# What bounds each rate ratio. A rate is the busy share of the cores over the whole machine's CPU
+# per unit: r = B / M. The client's part of M is its own CPU, C; so a burrow that cost nothing,
+# the rest of the machine (frps, the load generator, the local server, the kernel's work for them)
+# staying as measured and the cores as busy, would make B_burrow / (M_burrow - C_burrow), and could
+# beat frpc by no more than that over frpc's B_frpc / M_frpc. The second ceiling takes away only
+# burrow's user-space CPU, U: its code, not the system calls it makes. One connection at a time
+# is serial instead: each request waits for every process in turn, so there the time per request
+# takes the place of M / B.
 print("### What bounds the rate ratios\n")
 print("Ceilings: the best burrow/frpc ratio if burrow's own CPU were zero (all of it, or only its")
-print("user-space part: its code, not its system calls), everything else staying as measured. A goal")
-print("above the second ceiling cannot be reached by making burrow's code faster.\n")
+print("user-space part: its code, not its system calls), everything else staying as measured. Above")
+print("the second ceiling, a goal takes fewer or cheaper system calls, not faster code.\n")
 print("| transport | measure | burrow/frpc | goal | machine busy % burrow / frpc | ceiling: no CPU | ceiling: no user CPU |")
 print("|---|---|---|---|---|---|---|")
 def g(mux, client, k):
@@ -295,18 +300,21 @@ for mux, title in [("mux", "TLS + tcp_mux"), ("nomux", "tcp_mux off")]:
         ("HTTP c128", "http_rps_c128", "http_machine_cpu_s_per_1k_c128", "http_cpu_s_per_1k_c128", "http_kernel_cpu_s_per_1k_c128", "http_machine_busy_pct_c128", 1.2),
     ]:
         rb, rf, cb, kb = g(mux, "burrow", rate), g(mux, "frpc", rate), g(mux, "burrow", cpu), g(mux, "burrow", kern)
-        if mach is None:  # serial: seconds per request (the CPU figures are per 1,000)
-            mb, mf, cb, kb = (1 / rb if rb else None), (1 / rf if rf else None), cb and cb / 1000, kb and kb / 1000
-        else:
-            mb, mf = g(mux, "burrow", mach), g(mux, "frpc", mach)
-        if None in (rb, rf, mb, mf, cb, kb) or not rf or mb <= cb:
+        bb, bf = g(mux, "burrow", busy), g(mux, "frpc", busy)
+        if None in (rb, rf, cb, kb, bb, bf) or not rb or not rf or not bf:
             continue
-        busy = f"{g(mux, 'burrow', busy):g} / {g(mux, 'frpc', busy):g}"
-        print(f"| {title} | {name} | {rb / rf:.2f} | ≥ {goal} | {busy} | {mf / (mb - cb):.2f} | {mf / (mb - (cb - kb)):.2f} |")
+        if mach is None:  # serial: seconds per request (the CPU figures are per 1,000)
+            mb, mf, cb, kb, scale = 1 / rb, 1 / rf, cb / 1000, kb / 1000, 1
+        else:
+            mb, mf, scale = g(mux, "burrow", mach), g(mux, "frpc", mach), bb / bf
+        if None in (mb, mf) or mb <= cb:
+            continue
+        ceil_all, ceil_user = scale * mf / (mb - cb), scale * mf / (mb - (cb - kb))
+        print(f"| {title} | {name} | {rb / rf:.2f} | ≥ {goal} | {bb:g} / {bf:g} | {ceil_all:.2f} | {ceil_user:.2f} |")
 print()
-# The CPU goals: burrow's system calls cost kernel time whatever its code does, so its kernel time
-# alone, against frpc's whole CPU, is a floor under the ratio.
-print("| transport | client CPU per | burrow/frpc | goal | floor: burrow's kernel time alone / frpc's CPU |")
+# The CPU goals: burrow's system calls cost kernel time whatever its code does, so with the same
+# system calls its kernel time alone, against frpc's whole CPU, is a floor under the ratio.
+print("| transport | client CPU per | burrow/frpc | goal | floor at the same system calls: burrow's kernel time / frpc's CPU |")
 print("|---|---|---|---|---|")
 for mux, title in [("mux", "TLS + tcp_mux"), ("nomux", "tcp_mux off")]:
     for name, cpu, kern in [
