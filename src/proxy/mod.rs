@@ -592,25 +592,35 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     if present == 0 {
         return;
     }
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .map(str::trim)
-        .filter(|t| !t.eq_ignore_ascii_case("close"))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        // The hop-by-hop names themselves go below, once each.
-        .filter(|n| hop_by_hop_index(n).is_none())
-        .collect();
-    for n in named {
-        h.remove(n);
+    // Looked at as text first: `Connection` rarely names anything more (`keep-alive` goes anyway),
+    // and a `HeaderName` for a non-standard name is an allocation.
+    if present & 1 != 0 /* Connection */ && connection_named(h).next().is_some() {
+        let named: Vec<HeaderName> =
+            connection_named(h).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
+        for n in named {
+            h.remove(n);
+        }
     }
     for (i, n) in HOP_BY_HOP.iter().enumerate() {
         if present & (1 << i) != 0 {
             h.remove(n);
         }
     }
+}
+
+/// The headers `Connection` names for removal with it, besides the hop-by-hop ones (removed once
+/// each anyway); `close` names none.
+fn connection_named(h: &HeaderMap) -> impl Iterator<Item = &str> {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|t| {
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case("close")
+                && !HOP_BY_HOP.iter().any(|n| n.as_str().eq_ignore_ascii_case(t))
+        })
 }
 
 /// Where `k` is in [`HOP_BY_HOP`]. A match on the name compiles to a switch on its length, so the
@@ -725,7 +735,9 @@ mod tests {
     fn hop_by_hop_and_connection_named_headers_go() {
         let mut h = HeaderMap::new();
         h.insert("connection", "keep-alive, x-secret-hop".parse().unwrap());
+        h.append("connection", "Close, ,X-Other-Hop ".parse().unwrap());
         h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert("x-other-hop", "2".parse().unwrap());
         h.insert("keep-alive", "timeout=5".parse().unwrap());
         h.insert("te", "trailers".parse().unwrap());
         h.insert("transfer-encoding", "chunked".parse().unwrap());
