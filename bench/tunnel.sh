@@ -73,6 +73,9 @@ wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 results="$work/results.jsonl"
 : >"$results"
 record() { echo "$1" >>"$results"; }
+# One measurement of the current case (run_case's mux, client and rep): metric NAME VALUE.
+metric() { record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"$1\",\"value\":$2}"; }
+py() { python3 -c "print($1)"; }
 
 run_case() { # transport(mux|nomux) client(burrow|frpc|none) rep
   local mux="$1" client="$2" rep="$3" tcpmux=true
@@ -151,22 +154,22 @@ TOML
     c1=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
     k1=$( [ "$pid" != 0 ] && sys_ticks "$pid" || echo 0 )
     f1=$(cpu_ticks "$frps")
-    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_${dir}_mib_s\",\"value\":$(python3 -c "print(round($bps/8/2**20,1))")}"
-    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_${dir}_machine_cpu_s_per_gib\",\"value\":$(python3 -c "print(round(($m1-$m0)/$TICK/($bytes/2**30),3))")}"
-    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_${dir}_machine_busy_pct\",\"value\":$(python3 -c "print(round(100*($m1-$m0)/max(1,$t1m-$t0m),1))")}"
+    metric "bulk_${dir}_mib_s" "$(py "round($bps/8/2**20,1)")"
+    metric "bulk_${dir}_machine_cpu_s_per_gib" "$(py "round(($m1-$m0)/$TICK/($bytes/2**30),3)")"
+    metric "bulk_${dir}_machine_busy_pct" "$(py "round(100*($m1-$m0)/max(1,$t1m-$t0m),1)")"
     if [ "$pid" != 0 ]; then
-      record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_${dir}_cpu_s_per_gib\",\"value\":$(python3 -c "print(round(($c1-$c0)/$TICK/($bytes/2**30),3))")}"
-      record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_${dir}_kernel_cpu_s_per_gib\",\"value\":$(python3 -c "print(round(($k1-$k0)/$TICK/($bytes/2**30),3))")}"
+      metric "bulk_${dir}_cpu_s_per_gib" "$(py "round(($c1-$c0)/$TICK/($bytes/2**30),3)")"
+      metric "bulk_${dir}_kernel_cpu_s_per_gib" "$(py "round(($k1-$k0)/$TICK/($bytes/2**30),3)")"
     fi
     cpu_sum=$((cpu_sum + c1 - c0)); sys_sum=$((sys_sum + k1 - k0)); frps_sum=$((frps_sum + f1 - f0)); bytes_sum=$((bytes_sum + bytes))
   done
   local bulk_cpu_per_gib bulk_sys_per_gib frps_per_gib
-  bulk_cpu_per_gib=$(python3 -c "print(round($cpu_sum/$TICK/($bytes_sum/2**30),3) if $pid else 'null')")
-  bulk_sys_per_gib=$(python3 -c "print(round($sys_sum/$TICK/($bytes_sum/2**30),3) if $pid else 'null')")
-  frps_per_gib=$(python3 -c "print(round($frps_sum/$TICK/($bytes_sum/2**30),3) if $pid else 'null')")
-  record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_cpu_s_per_gib\",\"value\":$bulk_cpu_per_gib}"
-  record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_kernel_cpu_s_per_gib\",\"value\":$bulk_sys_per_gib}"
-  record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"bulk_frps_cpu_s_per_gib\",\"value\":$frps_per_gib}"
+  bulk_cpu_per_gib=$(py "round($cpu_sum/$TICK/($bytes_sum/2**30),3) if $pid else 'null'")
+  bulk_sys_per_gib=$(py "round($sys_sum/$TICK/($bytes_sum/2**30),3) if $pid else 'null'")
+  frps_per_gib=$(py "round($frps_sum/$TICK/($bytes_sum/2**30),3) if $pid else 'null'")
+  metric "bulk_cpu_s_per_gib" "$bulk_cpu_per_gib"
+  metric "bulk_kernel_cpu_s_per_gib" "$bulk_sys_per_gib"
+  metric "bulk_frps_cpu_s_per_gib" "$frps_per_gib"
   # New connections through the tcp tunnel.
   local rate ok failed
   c0=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
@@ -181,16 +184,16 @@ TOML
   f1=$(cpu_ticks "$frps")
   c1=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
   k1=$( [ "$pid" != 0 ] && sys_ticks "$pid" || echo 0 )
-  record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_per_s\",\"value\":$rate}"
-  record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_failed\",\"value\":$failed}"
+  metric "newconn_per_s" "$rate"
+  metric "newconn_failed" "$failed"
   if [ "$ok" -gt 0 ]; then
-    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_machine_cpu_s_per_1k\",\"value\":$(python3 -c "print(round(($m1-$m0)/$TICK/($ok/1000),4))")}"
-    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_machine_busy_pct\",\"value\":$(python3 -c "print(round(100*($m1-$m0)/max(1,$t1m-$t0m),1))")}"
+    metric "newconn_machine_cpu_s_per_1k" "$(py "round(($m1-$m0)/$TICK/($ok/1000),4)")"
+    metric "newconn_machine_busy_pct" "$(py "round(100*($m1-$m0)/max(1,$t1m-$t0m),1)")"
   fi
   if [ "$pid" != 0 ] && [ "$ok" -gt 0 ]; then
-    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_cpu_s_per_1k\",\"value\":$(python3 -c "print(round(($c1-$c0)/$TICK/($ok/1000),4))")}"
-    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_kernel_cpu_s_per_1k\",\"value\":$(python3 -c "print(round(($k1-$k0)/$TICK/($ok/1000),4))")}"
-    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"newconn_frps_cpu_s_per_1k\",\"value\":$(python3 -c "print(round(($f1-$f0)/$TICK/($ok/1000),4))")}"
+    metric "newconn_cpu_s_per_1k" "$(py "round(($c1-$c0)/$TICK/($ok/1000),4)")"
+    metric "newconn_kernel_cpu_s_per_1k" "$(py "round(($k1-$k0)/$TICK/($ok/1000),4)")"
+    metric "newconn_frps_cpu_s_per_1k" "$(py "round(($f1-$f0)/$TICK/($ok/1000),4)")"
   fi
   # HTTP through the vhost tunnel.
   for conns in 1 16 128; do
@@ -227,11 +230,11 @@ if pid != "0" and reqs:
 PY
   done
   if [ "$pid" != 0 ]; then
-    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"rss_idle_mib\",\"value\":$(python3 -c "print(round($idle/1024,1))")}"
-    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"rss_idle_anon_mib\",\"value\":$(python3 -c "print(round($idle_anon/1024,1))")}"
-    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"pss_idle_mib\",\"value\":$(python3 -c "print(round($idle_pss/1024,1))")}"
-    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"rss_peak_mib\",\"value\":$(python3 -c "print(round($(hwm_kib "$pid")/1024,1))")}"
-    record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"start_to_usable_ms\",\"value\":$start_ms}"
+    metric "rss_idle_mib" "$(py "round($idle/1024,1)")"
+    metric "rss_idle_anon_mib" "$(py "round($idle_anon/1024,1)")"
+    metric "pss_idle_mib" "$(py "round($idle_pss/1024,1)")"
+    metric "rss_peak_mib" "$(py "round($(hwm_kib "$pid")/1024,1)")"
+    metric "start_to_usable_ms" "$start_ms"
     kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
   fi
   kill "$frps" 2>/dev/null || true; wait "$frps" 2>/dev/null || true

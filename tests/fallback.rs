@@ -86,18 +86,18 @@ async fn sigkill_of_burrow_leaves_no_frpc() {
     let frpc = frp_dir().join("frpc");
     // A temp dir of this test's own: other tests' burrows would sweep the killed one's config too.
     let tmp = tempdir::TempDir::new();
-    let env = |subdomain| {
-        [
-            ("BURROW_SERVER_ADDR", frps.addr()),
-            ("BURROW_SERVER_TOKEN", TOKEN.to_string()),
+    let (addr, frpc_path, tmpdir) = (frps.addr(), frpc.display().to_string(), tmp.path().display().to_string());
+    let spawn = |subdomain: &str| {
+        Burrow::spawn(&[
+            ("BURROW_SERVER_ADDR", &addr),
+            ("BURROW_SERVER_TOKEN", TOKEN),
             ("BURROW_SUBDOMAIN", subdomain),
-            ("BURROW_MODE", "frpc".to_string()),
-            ("BURROW_FRPC_PATH", frpc.display().to_string()),
-            ("TMPDIR", tmp.path().display().to_string()),
-        ]
+            ("BURROW_MODE", "frpc"),
+            ("BURROW_FRPC_PATH", &frpc_path),
+            ("TMPDIR", &tmpdir),
+        ])
     };
-    let pairs = env("orphan".to_string());
-    let b = Burrow::spawn(&pairs.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>());
+    let b = spawn("orphan");
     b.wait("tunnel_up", T).await;
     let burrow = b.child.id().unwrap();
     let pid = frpc_child(burrow).await;
@@ -126,8 +126,7 @@ async fn sigkill_of_burrow_leaves_no_frpc() {
 
     // The killed burrow could not remove its config, which holds the token: the next one does.
     assert!(cfg.exists());
-    let pairs = env("heir".to_string());
-    let next = Burrow::spawn(&pairs.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>());
+    let next = spawn("heir");
     next.wait("tunnel_up", T).await;
     assert!(!dir.exists(), "{dir:?} left by the killed burrow is swept");
 }

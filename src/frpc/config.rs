@@ -429,19 +429,33 @@ mod tests {
         assert!(!d.exists());
     }
 
-    /// A fresh directory to stand for the temp dir, so sweeps see only what a test puts there.
+    /// A fresh directory to stand for the temp dir, so sweeps see only what a test puts there;
+    /// removed when the test ends, passed or not.
     #[cfg(unix)]
-    fn scratch() -> PathBuf {
-        let p = std::env::temp_dir().join(format!("burrow-sweep-test-{:016x}", rand::random::<u64>()));
-        std::fs::create_dir(&p).unwrap();
-        p
+    struct Scratch(PathBuf);
+
+    #[cfg(unix)]
+    impl Scratch {
+        fn new() -> Self {
+            let p = std::env::temp_dir().join(format!("burrow-sweep-test-{:016x}", rand::random::<u64>()));
+            std::fs::create_dir(&p).unwrap();
+            Self(p)
+        }
+    }
+
+    #[cfg(unix)]
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     #[test]
     #[cfg(unix)]
     fn dirs_of_killed_burrows_are_swept_and_living_ones_kept() {
-        let tmp = scratch();
-        let living = PrivateDir::new_in(&tmp).unwrap();
+        let scratch = Scratch::new();
+        let tmp = &scratch.0;
+        let living = PrivateDir::new_in(tmp).unwrap();
         living.write("frpc.toml", "token").unwrap();
         // What a SIGKILLed burrow leaves: the directory and its config, with nobody holding it.
         let killed = tmp.join(format!("{PREFIX}{}-00000000000000aa", std::process::id()));
@@ -453,24 +467,21 @@ mod tests {
             std::fs::create_dir(tmp.join(n)).unwrap();
         }
 
-        let next = PrivateDir::new_in(&tmp).unwrap();
+        let _next = PrivateDir::new_in(tmp).unwrap();
         assert!(!killed.exists());
         assert!(living.path().join("frpc.toml").exists());
         assert!(others.iter().all(|n| tmp.join(n).exists()));
-        drop((living, next));
-        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]
     #[cfg(unix)]
     fn a_private_dir_is_locked_while_it_lives() {
-        let tmp = scratch();
-        let dir = PrivateDir::new_in(&tmp).unwrap();
+        let scratch = Scratch::new();
+        let dir = PrivateDir::new_in(&scratch.0).unwrap();
         let held = std::fs::File::open(dir.path()).unwrap();
         assert!(matches!(held.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
-        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 1, "no half-built directory left beside it");
+        assert_eq!(std::fs::read_dir(&scratch.0).unwrap().count(), 1, "no half-built directory left beside it");
         drop(dir);
-        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
-        std::fs::remove_dir_all(&tmp).unwrap();
+        assert_eq!(std::fs::read_dir(&scratch.0).unwrap().count(), 0);
     }
 }
