@@ -10,10 +10,10 @@
 #     req/s, p50, p99, client CPU s per 1,000 requests (and the kernel's part of it);
 #   - new-connection rate through a tcp tunnel (connect, one 32-byte round trip, close; 16 at a
 #     time), and client CPU s per 1,000 connections (and frps' CPU for them);
-#   - RSS idle 5 s after start (VmRSS; RssAnon: the process's own memory without the file-backed
+#   - RSS idle with one tunnel 5 s after start (VmRSS; RssAnon: the process's own memory without the file-backed
 #     pages of its binary and libraries; Pss: shared library pages divided among their users),
 #     peak RSS (VmHWM);
-#   - start to usable (tunnel_up for burrow; first successful request for frpc);
+#   - start to usable, with one tunnel (tunnel_up for burrow; first successful request for frpc);
 #   - stripped binary size.
 # Medians over REPS runs (default 3); a markdown table on stdout, JSON in target/bench-tunnel.json.
 # Needs wrk, iperf3 and nginx (Debian: apt-get install wrk iperf3 nginx-light). Loopback only.
@@ -70,6 +70,24 @@ machine_ticks() { awk '$1 == "cpu" {b=$2+$3+$4+$7+$8; print b, b+$5+$6; exit}' /
 TICK=$(getconf CLK_TCK)
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
+# start_client burrow|frpc CONFIG TUNNELS VHOST_PORT: starts the client (its pid in `pid`) and
+# returns once it is usable: `tunnel_up` for each tunnel for burrow, the first successful request
+# through the http tunnel for frpc.
+start_client() {
+  case "$1" in
+    burrow)
+      BURROW_CONFIG="$2" BURROW_PROXY_ADDR=off BURROW_MODE=native BURROW_LOG=warn \
+        "$BURROW" >"$work/burrow.out" 2>/dev/null < <(sleep 100000) & pid=$!; pids+=("$pid")
+      for _ in $(seq 2000); do [ "$(grep -c '"tunnel_up"' "$work/burrow.out" 2>/dev/null || true)" -ge "$3" ] && return 0; sleep 0.005; done
+      ;;
+    frpc)
+      "$FRP/frpc" -c "$2" >/dev/null 2>&1 & pid=$!; pids+=("$pid")
+      for _ in $(seq 2000); do curl -s -o /dev/null -w '%{http_code}' -H "Host: web.bench.test" "http://127.0.0.1:$4/" 2>/dev/null | grep -q 200 && return 0; sleep 0.005; done
+      ;;
+  esac
+  echo "bench: $1 did not become usable with $2" >&2; exit 1
+}
+
 results="$work/results.jsonl"
 : >"$results"
 record() { echo "$1" >>"$results"; }
@@ -93,7 +111,8 @@ log.to = "$work/frps.log"
 TOML
   "$FRP/frps" -c "$work/frps.toml" & local frps=$!
   wait_port "$BIND"; wait_port "$VHOST"
-  cat >"$work/client.toml" <<TOML
+  # One tunnel for start-up and idle memory; the tcp tunnels added for the rest.
+  cat >"$work/client1.toml" <<TOML
 serverAddr = "127.0.0.1"
 serverPort = $BIND
 auth.token = "$TOKEN"
@@ -105,6 +124,9 @@ name = "web"
 type = "http"
 localPort = $UP
 subdomain = "web"
+TOML
+  cp "$work/client1.toml" "$work/client.toml"
+  cat >>"$work/client.toml" <<TOML
 
 [[proxies]]
 name = "bulk"
@@ -118,25 +140,25 @@ type = "tcp"
 localPort = $ECHO
 remotePort = $REMOTE_ECHO
 TOML
-  local pid=0 t0 start_ms="null" http_port=$VHOST bulk_port=$REMOTE echo_port=$REMOTE_ECHO host="web.bench.test"
-  t0=$(date +%s%N)
-  case "$client" in
-    burrow)
-      BURROW_CONFIG="$work/client.toml" BURROW_PROXY_ADDR=off BURROW_MODE=native BURROW_LOG=warn \
-        "$BURROW" >"$work/burrow.out" 2>/dev/null < <(sleep 100000) & pid=$!
-      for _ in $(seq 400); do [ "$(grep -c '"tunnel_up"' "$work/burrow.out" 2>/dev/null || true)" -ge 3 ] && break; sleep 0.005; done
-      start_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-      ;;
-    frpc)
-      "$FRP/frpc" -c "$work/client.toml" >/dev/null 2>&1 & pid=$!
-      for _ in $(seq 2000); do curl -s -o /dev/null -w '%{http_code}' -H "Host: $host" "http://127.0.0.1:$VHOST/" 2>/dev/null | grep -q 200 && break; sleep 0.005; done
-      start_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-      ;;
-    none) http_port=$UP; bulk_port=$IPERF; echo_port=$ECHO; host="127.0.0.1" ;;
-  esac
-  sleep 5
+  local pid=0 start_ms="null" http_port=$VHOST bulk_port=$REMOTE echo_port=$REMOTE_ECHO host="web.bench.test"
   local idle=0 idle_anon=0 idle_pss=0
-  [ "$pid" != 0 ] && idle=$(rss_kib "$pid") && idle_anon=$(anon_kib "$pid") && idle_pss=$(pss_kib "$pid")
+  if [ "$client" = none ]; then
+    http_port=$UP; bulk_port=$IPERF; echo_port=$ECHO; host="127.0.0.1"
+  else
+    # One tunnel: start to usable, then idle memory 5 s after start.
+    local t0
+    t0=$(date +%s%N)
+    start_client "$client" "$work/client1.toml" 1 "$VHOST"
+    start_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    sleep 5
+    idle=$(rss_kib "$pid"); idle_anon=$(anon_kib "$pid"); idle_pss=$(pss_kib "$pid")
+    kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+    # All three tunnels for the traffic.
+    start_client "$client" "$work/client.toml" 3 "$VHOST"
+    wait_port "$REMOTE" && wait_port "$REMOTE_ECHO" \
+      || { echo "bench: the tcp tunnels did not come up ($mux, $client)" >&2; exit 1; }
+    sleep 1
+  fi
   # Bulk, each direction: client, frps and machine CPU around each.
   local c0 c1 k0 k1 f0 f1 m0 m1 t0m t1m dir
   local cpu_sum=0 sys_sum=0 frps_sum=0 bytes_sum=0
@@ -154,6 +176,8 @@ TOML
     c1=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
     k1=$( [ "$pid" != 0 ] && sys_ticks "$pid" || echo 0 )
     f1=$(cpu_ticks "$frps")
+    [ "$bytes" -ge $((1 << 30)) ] || [ "$DUR" -ge 10 ] \
+      || echo "bench: warning: bulk $dir moved $((bytes >> 20)) MiB in $DUR s ($mux, $client); the goals ask for 1 GiB or 10 s: run bench/tunnel.sh 10" >&2
     metric "bulk_${dir}_mib_s" "$(py "round($bps/8/2**20,1)")"
     metric "bulk_${dir}_machine_cpu_s_per_gib" "$(py "round(($m1-$m0)/$TICK/($bytes/2**30),3)")"
     metric "bulk_${dir}_machine_busy_pct" "$(py "round(100*($m1-$m0)/max(1,$t1m-$t0m),1)")"
