@@ -38,29 +38,33 @@ enum State {
     Off,
 }
 
+/// Where a chunked body is: hyper's decoder's states (`proto/h1/decode.rs`), so that the guard
+/// and the proxy's fast path end a body, or give up on it, exactly where hyper would.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Reading the size line; `size` so far, `in_ext` after a `;`.
-    Size {
-        size: u64,
-        digits: u8,
-        in_ext: bool,
-    },
-    /// Expecting the LF after the size line's CR.
-    SizeLf {
-        size: u64,
-    },
+pub(super) enum Chunk {
+    /// A size line's first byte, which must be a hex digit.
+    Start,
+    /// In the size's digits.
+    Size(u64),
+    /// Whitespace after the size: no more digits.
+    SizeLws(u64),
+    /// In a chunk extension, until CR.
+    Ext(u64),
+    /// The LF that ends a size line.
+    SizeLf(u64),
     /// Skipping chunk data.
     Data(u64),
     /// The CRLF after chunk data.
     DataCr,
     DataLf,
-    /// Trailer section: `line_len` bytes of the current line seen (0 at a line start), `cr`
-    /// after a CR. Lines end at CRLF only, as hyper reads them: a bare LF is an ordinary byte.
-    Trailer {
-        line_len: usize,
-        cr: bool,
-    },
+    /// After the last chunk or a trailer line: CR ends the body, anything else starts a line.
+    EndCr,
+    /// The body's final LF.
+    EndLf,
+    /// In a trailer line, until CR.
+    Trailer,
+    /// The LF after a trailer line's CR.
+    TrailerLf,
 }
 
 /// The request stream of one proxy connection, watched for ambiguous framing.
@@ -93,7 +97,7 @@ impl<S> FramingGuard<S> {
                     }
                 }
                 State::Chunk(c) => {
-                    let (used, next) = step_chunk(*c, data);
+                    let (used, next) = step_chunk(*c, data, &mut 0, false);
                     data = &data[used..];
                     self.state = match next {
                         Some(c) => State::Chunk(c),
@@ -169,7 +173,7 @@ impl<S> FramingGuard<S> {
         // unless the answer switches protocols, and after a switch it dispatches no more
         // requests, so whatever the guard makes of the upgraded bytes is never acted on.
         if te > 0 {
-            return State::Chunk(Chunk::Size { size: 0, digits: 0, in_ext: false });
+            return State::Chunk(Chunk::START);
         }
         match cl {
             None => State::Head,
@@ -192,57 +196,67 @@ fn find_head_end(head: &[u8], data: &[u8]) -> Option<usize> {
     })
 }
 
+impl Chunk {
+    /// Before the first size line.
+    pub(super) const START: Chunk = Chunk::Start;
+}
+
 /// Advances a chunked body over `data`: bytes used, and the next state (`None` with bytes used:
-/// the body ended; `None` with nothing used: malformed, stop following).
-fn step_chunk(mut c: Chunk, data: &[u8]) -> (usize, Option<Chunk>) {
+/// the body ended; `None` with nothing used: malformed, stop following). Adds the chunk data
+/// bytes among those used to `payload`.
+///
+/// The rules are hyper's: CRLF line ends only, a size of at least one digit that fits in a u64,
+/// whitespace then only `;` or CR. A bare LF inside a trailer line is an ordinary byte to hyper;
+/// `strict` (for responses, read by clients that may end the line there) makes it malformed.
+pub(super) fn step_chunk(mut c: Chunk, data: &[u8], payload: &mut u64, strict: bool) -> (usize, Option<Chunk>) {
     let mut i = 0;
     while i < data.len() {
         if let Chunk::Data(left) = c {
             let n = left.min((data.len() - i) as u64);
             i += n as usize;
+            *payload += n;
             c = if left == n { Chunk::DataCr } else { Chunk::Data(left - n) };
             continue;
         }
         let b = data[i];
-        c = match c {
-            Chunk::Size { size, digits, in_ext } => match b {
-                b'\r' => Chunk::SizeLf { size },
-                b'\n' => end_of_size(size),
-                _ if in_ext => c,
-                b';' | b' ' | b'\t' => Chunk::Size { size, digits, in_ext: true },
-                // Leading zeros are free (hyper only checks that the value fits in a u64).
-                _ => match (b as char).to_digit(16) {
-                    Some(0) if size == 0 => Chunk::Size { size, digits, in_ext },
-                    Some(d) if digits < 16 => {
-                        Chunk::Size { size: size * 16 + u64::from(d), digits: digits + 1, in_ext }
-                    }
-                    _ => return (0, None),
-                },
+        let digit = |size: u64| {
+            let d = (b as char).to_digit(16)?;
+            size.checked_mul(16)?.checked_add(u64::from(d))
+        };
+        c = match (c, b) {
+            (Chunk::Start, _) => match digit(0) {
+                Some(size) => Chunk::Size(size),
+                None => return (0, None),
             },
-            Chunk::SizeLf { size } if b == b'\n' => end_of_size(size),
-            Chunk::SizeLf { .. } => return (0, None),
-            Chunk::Data(_) => c,
-            Chunk::DataCr if b == b'\r' => Chunk::DataLf,
-            Chunk::DataCr | Chunk::DataLf if b == b'\n' => Chunk::Size { size: 0, digits: 0, in_ext: false },
-            Chunk::DataCr | Chunk::DataLf => return (0, None),
-            Chunk::Trailer { line_len, cr } => match b {
-                b'\n' if cr && line_len == 0 => return (i + 1, None),
-                b'\n' if cr => Chunk::Trailer { line_len: 0, cr: false },
-                b'\r' => Chunk::Trailer { line_len, cr: true },
-                _ => Chunk::Trailer { line_len: line_len + 1 + usize::from(cr), cr: false },
+            (Chunk::Size(size), b'\r') | (Chunk::SizeLws(size) | Chunk::Ext(size), b'\r') => Chunk::SizeLf(size),
+            (Chunk::Size(size) | Chunk::SizeLws(size), b' ' | b'\t') => Chunk::SizeLws(size),
+            (Chunk::Size(size) | Chunk::SizeLws(size), b';') => Chunk::Ext(size),
+            (Chunk::Size(size), _) => match digit(size) {
+                Some(size) => Chunk::Size(size),
+                None => return (0, None),
             },
+            (Chunk::SizeLws(_), _) => return (0, None),
+            (Chunk::Ext(_), b'\n') => return (0, None),
+            (Chunk::Ext(size), _) => Chunk::Ext(size),
+            (Chunk::SizeLf(0), b'\n') => Chunk::EndCr,
+            (Chunk::SizeLf(size), b'\n') => Chunk::Data(size),
+            (Chunk::DataCr, b'\r') => Chunk::DataLf,
+            (Chunk::DataLf, b'\n') => Chunk::Start,
+            (Chunk::EndCr, b'\r') => Chunk::EndLf,
+            (Chunk::EndLf, b'\n') => return (i + 1, None),
+            (Chunk::EndCr | Chunk::Trailer, b'\n') if strict => return (0, None),
+            (Chunk::Trailer, b'\r') => Chunk::TrailerLf,
+            (Chunk::EndCr | Chunk::Trailer, _) => Chunk::Trailer,
+            (Chunk::TrailerLf, b'\n') => Chunk::EndCr,
+            (Chunk::SizeLf(_) | Chunk::DataCr | Chunk::DataLf | Chunk::EndLf | Chunk::TrailerLf, _) => {
+                return (0, None)
+            }
+            // Skipped above, a whole run at a time.
+            (Chunk::Data(left), _) => Chunk::Data(left),
         };
         i += 1;
     }
     (i, Some(c))
-}
-
-fn end_of_size(size: u64) -> Chunk {
-    if size == 0 {
-        Chunk::Trailer { line_len: 0, cr: false }
-    } else {
-        Chunk::Data(size)
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for FramingGuard<S> {
@@ -346,6 +360,38 @@ POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\na";
             b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n000000000000000005\r\nhello\r\n0\r\n\r\n\
 POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\na";
         assert!(every_slicing(z).0);
+    }
+
+    #[test]
+    fn chunk_lines_follow_hyper_to_the_byte() {
+        let run = |body: &[u8], strict: bool| {
+            let mut payload = 0;
+            let mut c = Chunk::START;
+            for (i, b) in body.iter().enumerate() {
+                match step_chunk(c, std::slice::from_ref(b), &mut payload, strict) {
+                    (1, Some(next)) => c = next,
+                    (1, None) => return Ok((i + 1, payload)),
+                    _ => return Err(i),
+                }
+            }
+            Err(body.len())
+        };
+        assert_eq!(run(b"5;a=b\r\nhello\r\n00 \t;x\r\nT: 1\r\n\r\nnext", false), Ok((30, 5)));
+        assert_eq!(run(b"0\r\nT: a\nb\r\n\r\n", false), Ok((13, 0)), "a bare LF is trailer data to hyper");
+        assert_eq!(run(b"0\r\nT: a\nb\r\n\r\n", true), Err(7), "and malformed in a response");
+        assert_eq!(run(b"0\r\n\n", true), Err(3));
+        for (bad, at) in [
+            (&b"\r\n"[..], 0),              // no size digit
+            (b";x\r\n", 0),                 // nor before an extension
+            (b"5 5\r\n", 2),                // digits after whitespace
+            (b"5\nhello", 1),               // a bare LF ends no size line
+            (b"5;x\nhello", 3),             // nor an extension
+            (b"5\r\nhello\n0\r\n", 8),      // nor chunk data
+            (b"0\r\nT: 1\rx", 8),           // CR then not LF in a trailer
+            (b"10000000000000000\r\n", 16), // over u64
+        ] {
+            assert_eq!(run(bad, false), Err(at), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]
