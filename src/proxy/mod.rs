@@ -12,7 +12,12 @@
 //! are dropped, `X-Forwarded-For/-Proto/-Host` appended or set, `Host` preserved unless a route
 //! asks for the upstream's. Upstream connections are pooled (keep-alive). A dead upstream is an
 //! immediate 502 naming it; a slow one, a 504.
+//!
+//! Plain requests are forwarded as bytes by the [`fast`] path; a connection moves to hyper at the
+//! first request that is not plain, and hyper serves the rest of it.
 
+#[doc(hidden)]
+pub mod fast;
 pub mod framing;
 pub mod routes;
 pub mod stats;
@@ -73,6 +78,8 @@ pub struct Proxy {
     routes: Routes,
     stats: Vec<RouteStats>,
     response_timeout: Duration,
+    /// Whether plain requests take the [`fast`] path (off: every request goes through hyper).
+    fast_path: bool,
 }
 
 /// Upstream connections of one client connection, one keep-alive connection per route.
@@ -99,6 +106,18 @@ struct Conn {
     stop: CancellationToken,
 }
 
+impl Conn {
+    fn new(proxy: Arc<Proxy>, origin: Origin, stop: CancellationToken) -> Self {
+        Conn {
+            upstreams: std::sync::Mutex::new(proxy.routes.all().iter().map(|_| None).collect()),
+            proxy,
+            client_ip: client_ip(origin),
+            timer: ConnTimer::default(),
+            stop,
+        }
+    }
+}
+
 /// Why an upstream did not answer.
 enum UpstreamError {
     Connect(std::io::Error),
@@ -114,7 +133,15 @@ impl Proxy {
     /// A proxy whose upstreams may take `response_timeout` to answer.
     pub fn with_timeout(routes: Routes, response_timeout: Duration) -> Arc<Self> {
         let stats = routes.all().iter().map(|_| RouteStats::default()).collect();
-        Arc::new(Self { routes, stats, response_timeout })
+        Arc::new(Self { routes, stats, response_timeout, fast_path: true })
+    }
+
+    /// A proxy that serves every request through hyper, as the reference the [`fast`] path is
+    /// tested against.
+    pub fn hyper_only(routes: Routes, response_timeout: Duration) -> Arc<Self> {
+        let mut proxy = Self::with_timeout(routes, response_timeout);
+        Arc::get_mut(&mut proxy).expect("not shared yet").fast_path = false;
+        proxy
     }
 
     /// Counters per route, as JSON.
@@ -236,19 +263,23 @@ impl Proxy {
     /// Serves one connection (a local client, or a tunnel work stream) as persistent HTTP/1.1.
     /// `stop` also ends the WebSockets and other upgraded connections it hands off, which outlive
     /// the HTTP connection: stopping a tunnel must cut them too.
-    pub async fn serve_connection<S>(self: Arc<Self>, io: S, origin: Origin, stop: CancellationToken)
+    ///
+    /// Requests start on the [`fast`] path; the first one it declines, and the rest of the
+    /// connection, are served by hyper.
+    pub async fn serve_connection<S>(self: Arc<Self>, mut io: S, origin: Origin, stop: CancellationToken)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let timer = ConnTimer::default();
-        let conn = Arc::new(Conn {
-            upstreams: std::sync::Mutex::new(self.routes.all().iter().map(|_| None).collect()),
-            proxy: self,
-            client_ip: client_ip(origin),
-            timer: timer.clone(),
-            stop,
-        });
-        let (io, ambiguous) = framing::FramingGuard::new(io);
+        let conn = Arc::new(Conn::new(self, origin, stop));
+        let timer = conn.timer.clone();
+        let mut read = bytes::BytesMut::new();
+        if conn.proxy.fast_path {
+            let local = matches!(origin, Origin::Local(_));
+            if let fast::End::Closed = fast::serve(&conn, &mut io, &mut read, local).await {
+                return;
+            }
+        }
+        let (io, ambiguous) = framing::FramingGuard::new(fast::Prefixed::new(read.freeze(), io));
         let svc = hyper::service::service_fn(move |req| {
             let conn = conn.clone();
             let ambiguous = ambiguous.load(Relaxed);
@@ -285,8 +316,8 @@ impl Proxy {
         if let Some(resp) = check_head(&req, wants_json) {
             return resp;
         }
-        let (idx, route) = match self.routes.select(req.uri().path()) {
-            Ok(Some(r)) => (self.routes.all().iter().position(|x| std::ptr::eq(x, r)).expect("route of this table"), r),
+        let (idx, route) = match self.routes.select_index(req.uri().path()) {
+            Ok(Some(i)) => (i, &self.routes.all()[i]),
             Ok(None) => {
                 return local_error(
                     StatusCode::NOT_FOUND,
@@ -480,12 +511,17 @@ async fn send_upstream(
     unreachable!("the second attempt returns")
 }
 
-async fn connect_upstream(route: &Route) -> Result<SendRequest<ReqBody>, UpstreamError> {
+/// A new connection to the route's upstream, within [`CONNECT_TIMEOUT`].
+async fn connect_tcp(route: &Route) -> std::io::Result<TcpStream> {
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((route.host.as_str(), route.port)))
         .await
-        .map_err(|_| UpstreamError::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")))?
-        .map_err(UpstreamError::Connect)?;
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+async fn connect_upstream(route: &Route) -> Result<SendRequest<ReqBody>, UpstreamError> {
+    let tcp = connect_tcp(route).await.map_err(UpstreamError::Connect)?;
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .max_buf_size(UPSTREAM_BUF)
         // As on the server side: one copied buffer is cheaper than a writev queue for small heads.
@@ -706,25 +742,34 @@ fn forwarded_headers(h: &mut HeaderMap, client: Option<&HeaderValue>) {
 }
 
 fn wants_json(h: &HeaderMap) -> bool {
-    h.get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/json") && !a.contains("text/html"))
+    h.get(header::ACCEPT).is_some_and(|v| accepts_json(v.as_bytes()))
+}
+
+/// Whether an `Accept` value asks for JSON rather than a page.
+fn accepts_json(accept: &[u8]) -> bool {
+    let has = |what: &[u8]| memchr::memmem::find(accept, what).is_some();
+    has(b"application/json") && !has(b"text/html")
 }
 
 /// A short answer of the proxy itself: HTML for browsers, JSON for API clients.
 fn local_error(status: StatusCode, code: &str, message: &str, json: bool) -> Response<RespBody> {
-    let (ctype, body) = if json {
-        ("application/json", json!({"error": {"code": code, "message": message}}).to_string())
-    } else {
-        let esc = message.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-        let title = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
-        ("text/html; charset=utf-8", format!("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n<body><h1>{title}</h1>\n<p>{esc}.</p>\n<p><small>burrow</small></p></body></html>\n"))
-    };
+    let (ctype, body) = error_page(status, code, message, json);
     let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body))));
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+/// The content type and body of [`local_error`]'s answer.
+fn error_page(status: StatusCode, code: &str, message: &str, json: bool) -> (&'static str, String) {
+    if json {
+        ("application/json", json!({"error": {"code": code, "message": message}}).to_string())
+    } else {
+        let esc = message.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        let title = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
+        ("text/html; charset=utf-8", format!("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n<body><h1>{title}</h1>\n<p>{esc}.</p>\n<p><small>burrow</small></p></body></html>\n"))
+    }
 }
 
 #[cfg(test)]

@@ -164,19 +164,24 @@ impl Routes {
 
     /// The route for a request path (`None` when no route covers it: no `/` route).
     pub fn select(&self, path: &str) -> Result<Option<&Route>, PathError> {
+        Ok(self.select_index(path)?.map(|i| &self.0[i]))
+    }
+
+    /// [`Self::select`], as the route's index in [`Self::all`].
+    pub fn select_index(&self, path: &str) -> Result<Option<usize>, PathError> {
         if is_plain(path.as_bytes()) {
-            return Ok(self.0.iter().find(|r| r.matches(path)));
+            return Ok(self.0.iter().position(|r| r.matches(path)));
         }
         check_path(path)?;
         let normal = routing_form(path);
-        Ok(self.0.iter().find(|r| r.matches(&normal)))
+        Ok(self.0.iter().position(|r| r.matches(&normal)))
     }
 }
 
 /// Whether the path has nothing to refuse, decode or merge — no `%`, `\\`, NUL, `//`, or segment
 /// starting with `.` — so that it is its own routing form. One pass, for the common case: the
 /// full policy below searches the path several times.
-fn is_plain(path: &[u8]) -> bool {
+pub(super) fn is_plain(path: &[u8]) -> bool {
     let mut prev = b'/';
     for (i, &b) in path.iter().enumerate() {
         match b {

@@ -1,0 +1,1196 @@
+//! The proxy's fast path: plain HTTP/1.1 requests forwarded as bytes, in the connection's task.
+//!
+//! Through hyper, a request is parsed into a `HeaderMap`, edited, serialized again by hyper's
+//! client on the upstream connection's own task, and its response parsed into a second map and
+//! serialized once more for the client: about 28,000 instructions a request (callgrind), where
+//! nginx spends 19,000 on the same work. Most requests need none of that. The fast path parses a
+//! head with `httparse` (hyper's own parser), copies the header lines it keeps byte for byte,
+//! writes the `X-Forwarded-*` lines, and moves bodies by their framing.
+//!
+//! It takes only a request that forwarding cannot misread ([`plan_request`] lists what that
+//! means: HTTP/1.1, a plain path, one `Host`, no body or a small one of known length, and no
+//! `Transfer-Encoding`, `Upgrade`, `Expect` or `Connection` options). At the first request that
+//! is anything else it stops, and the connection — that request's bytes untouched, and all that
+//! follows — goes to the hyper path. hyper stays the reference for every edge case (framing
+//! checks, upgrades, streamed uploads, refusals); the fast path can only decline to go first.
+//!
+//! Responses are taken as upstreams send them: with a length, chunked (passed through as sent,
+//! followed with [`step_chunk`] to find the end), or delimited by the end of the connection.
+
+use std::future::Future;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::StatusCode;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::framing::{step_chunk, Chunk};
+use super::routes::is_plain;
+use super::stats::Counters;
+use super::timer::ConnSleep;
+use super::{accepts_json, connect_tcp, error_page, Conn, Route, MAX_URI, UPSTREAM_BUF};
+
+/// Request heads longer than this go to hyper (which takes up to [`super::MAX_HEAD`]).
+const HEAD_MAX: usize = 16 * 1024;
+/// Request bodies up to this size are read whole before forwarding: API calls and forms. Larger
+/// ones stream through hyper.
+const BODY_MAX: usize = 64 * 1024;
+/// Header lines in a head; hyper's limit too.
+const MAX_HEADERS: usize = 100;
+/// How much room a read is given.
+const READ_SIZE: usize = 16 * 1024;
+/// Buffers larger than this are let go between requests.
+const KEEP_IDLE: usize = 2 * READ_SIZE;
+/// Interim (1xx) responses taken before the final one; an upstream sending more is broken.
+const MAX_INTERIM: usize = 16;
+/// How long a local client may take to send a request head (hyper's header-read timeout on the
+/// other path).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How the fast path left a connection.
+pub(super) enum End {
+    /// Served to its end.
+    Closed,
+    /// Declined at a request that starts the read buffer: hyper serves the rest.
+    Handoff,
+}
+
+/// A kept-alive connection to an upstream, with what has been read from it.
+struct Upstream {
+    tcp: TcpStream,
+    buf: BytesMut,
+}
+
+/// Serves requests of `io` while they are plain; `read` holds what was read and not yet used.
+pub(super) async fn serve<S>(conn: &Conn, io: &mut S, read: &mut BytesMut, head_timeout: bool) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // One kept-alive upstream connection per route, as on the hyper path.
+    let mut pool: Vec<Option<Upstream>> = conn.proxy.routes.all().iter().map(|_| None).collect();
+    let (mut to_upstream, mut to_client) = (Vec::new(), Vec::new());
+    loop {
+        let mut local = head_timeout;
+        to_upstream.clear();
+        let (mut deadline, mut need) = (None, 0);
+        let req = loop {
+            // A body arriving in pieces is waited for whole, its head parsed once.
+            if read.len() >= need {
+                match plan_request(conn, read, &mut to_upstream) {
+                    Plan::Ready(r) => break r,
+                    Plan::Handoff => return End::Handoff,
+                    Plan::Partial => {}
+                    // As on the hyper path, the head timeout is for the head, not the body.
+                    Plan::Body(len) => (need, deadline, local) = (len, None, false),
+                }
+            }
+            if local && deadline.is_none() {
+                deadline = Some(conn.timer.sleep_for(HEAD_TIMEOUT));
+            }
+            match read_some(io, read, deadline.as_mut()).await {
+                Ok(Some(n)) if n > 0 => {}
+                // The end of the connection, a reset, or a client too slow to send its head:
+                // hyper closes without an answer in all three cases too.
+                _ => return End::Closed,
+            }
+        };
+        read.advance(req.len);
+        to_client.clear();
+        let keep = exchange(conn, io, &mut pool[req.route], &req, &to_upstream, &mut to_client).await;
+        if !keep || req.close {
+            let _ = io.shutdown().await;
+            return End::Closed;
+        }
+        // An idle connection keeps small buffers, whatever its last exchange needed.
+        for buf in [&mut to_upstream, &mut to_client] {
+            if buf.capacity() > KEEP_IDLE {
+                *buf = Vec::new();
+            }
+        }
+        if read.is_empty() && read.capacity() > KEEP_IDLE {
+            *read = BytesMut::new();
+        }
+    }
+}
+
+/// A request the fast path forwards.
+#[derive(Debug, PartialEq, Eq)]
+struct Request {
+    /// Index of its route.
+    route: usize,
+    /// Bytes of the read buffer it takes: head and body.
+    len: usize,
+    /// Of which body.
+    body: usize,
+    /// The client asked to close after it.
+    close: bool,
+    /// A HEAD request: the response has no body, whatever its head says.
+    head: bool,
+    /// Whether the proxy's own answers should be JSON.
+    json: bool,
+    /// Safe to send again when a kept-alive upstream connection turns out closed (RFC 9110
+    /// §9.2.2).
+    idempotent: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Plan {
+    Ready(Request),
+    /// More bytes needed.
+    Partial,
+    /// The head is complete; the request is this many bytes with its body.
+    Body(usize),
+    /// Not for the fast path.
+    Handoff,
+}
+
+/// What a header is to the fast path.
+enum Kind {
+    Host,
+    ContentLength,
+    Connection,
+    /// Hop-by-hop, dropped.
+    Hop,
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedHost,
+    Accept,
+    TransferEncoding,
+    /// `Upgrade` or `Expect`: the request is for hyper.
+    Decline,
+    Other,
+}
+
+fn kind(name: &str) -> Kind {
+    // Dispatch on the length first: most headers are compared once, or not at all.
+    let is = |n: &str| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        2 if is("te") => Kind::Hop,
+        4 if is("host") => Kind::Host,
+        6 if is("accept") => Kind::Accept,
+        6 if is("expect") => Kind::Decline,
+        7 if is("upgrade") => Kind::Decline,
+        7 if is("trailer") => Kind::Hop,
+        10 if is("connection") => Kind::Connection,
+        10 if is("keep-alive") => Kind::Hop,
+        14 if is("content-length") => Kind::ContentLength,
+        15 if is("x-forwarded-for") => Kind::XForwardedFor,
+        16 if is("x-forwarded-host") => Kind::XForwardedHost,
+        16 if is("proxy-connection") => Kind::Hop,
+        17 if is("x-forwarded-proto") => Kind::XForwardedProto,
+        17 if is("transfer-encoding") => Kind::TransferEncoding,
+        18 if is("proxy-authenticate") => Kind::Hop,
+        19 if is("proxy-authorization") => Kind::Hop,
+        _ => Kind::Other,
+    }
+}
+
+/// Bytes of a request target the fast path forwards as they are: RFC 3986's unreserved,
+/// sub-delims, `:@/?` and `%`. Anything else (which hyper may refuse) goes to hyper.
+fn target_byte(b: u8) -> bool {
+    // A table: this runs for every byte of every target.
+    const TABLE: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            t[b] = (b as u8).is_ascii_alphanumeric();
+            b += 1;
+        }
+        let extra = b"-._~!$&'()*+,;=:@/?%";
+        let mut i = 0;
+        while i < extra.len() {
+            t[extra[i] as usize] = true;
+            i += 1;
+        }
+        t
+    };
+    TABLE[usize::from(b)]
+}
+
+/// Decides on the request at the start of `data`; when it is taken, writes the request for the
+/// upstream to `out`: its header lines in order, less the hop-by-hop ones, with the
+/// `X-Forwarded-*` lines of [`super::forwarded_headers`] and the `Host` of the route's choice.
+fn plan_request(conn: &Conn, data: &[u8], out: &mut Vec<u8>) -> Plan {
+    // Uninitialised: this runs for every request, and 100 headers are 3 KiB to fill.
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(data, &mut headers) {
+        Ok(httparse::Status::Complete(n)) if n <= HEAD_MAX => n,
+        Ok(httparse::Status::Partial) if data.len() <= HEAD_MAX => return Plan::Partial,
+        _ => return Plan::Handoff,
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Plan::Handoff;
+    };
+    // CONNECT (a tunnel after a 2xx), TRACE and extension methods are hyper's.
+    let idempotent = match method {
+        "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" => true,
+        "POST" | "PATCH" => false,
+        _ => return Plan::Handoff,
+    };
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    if !path.starts_with('/')
+        || target.len() > MAX_URI
+        || !target.bytes().all(target_byte)
+        || !is_plain(path.as_bytes())
+    {
+        return Plan::Handoff;
+    }
+    let routes = conn.proxy.routes.all();
+    let Ok(Some(route_idx)) = conn.proxy.routes.select_index(path) else {
+        return Plan::Handoff;
+    };
+    let route = &routes[route_idx];
+
+    let (mut host, mut hosts, mut length, mut lengths) = (None, 0, None, 0);
+    let (mut close, mut json, mut xff, mut xfp, mut xfh) = (false, None, None, false, false);
+    for h in req.headers.iter() {
+        match kind(h.name) {
+            Kind::Host => (host, hosts) = (Some(h.value), hosts + 1),
+            Kind::ContentLength => (length, lengths) = (Some(h.value), lengths + 1),
+            Kind::Connection => {
+                for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                        // It names headers to drop, or asks for an upgrade.
+                        return Plan::Handoff;
+                    }
+                }
+            }
+            Kind::XForwardedFor => xff = xff.or(Some(h.value)),
+            Kind::XForwardedProto => xfp = true,
+            Kind::XForwardedHost => xfh = true,
+            Kind::Accept => json = json.or(Some(accepts_json(h.value))),
+            Kind::TransferEncoding | Kind::Decline => return Plan::Handoff,
+            Kind::Hop | Kind::Other => {}
+        }
+    }
+    let (Some(host), 1) = (host, hosts) else { return Plan::Handoff };
+    let body = match (length, lengths) {
+        (None, _) => 0,
+        (Some(v), 1) if !v.is_empty() && v.len() <= 8 && v.iter().all(u8::is_ascii_digit) => {
+            let n = v.iter().fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
+            if n > BODY_MAX {
+                return Plan::Handoff;
+            }
+            n
+        }
+        _ => return Plan::Handoff,
+    };
+    if data.len() < head_len + body {
+        return Plan::Body(head_len + body);
+    }
+
+    out.reserve(head_len + body + 128);
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let local = conn.client_ip.is_some();
+    for h in req.headers.iter() {
+        match kind(h.name) {
+            Kind::Host if route.rewrite_host => line(out, b"Host", route.authority().as_bytes()),
+            Kind::Connection | Kind::Hop => {}
+            Kind::XForwardedFor | Kind::XForwardedProto | Kind::XForwardedHost if local => {}
+            _ => line(out, h.name.as_bytes(), h.value),
+        }
+    }
+    match &conn.client_ip {
+        Some(ip) => {
+            out.extend_from_slice(b"X-Forwarded-For: ");
+            if let Some(prev) = xff.map(<[u8]>::trim_ascii).filter(|p| !p.is_empty()) {
+                out.extend_from_slice(prev);
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(ip.as_bytes());
+            out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+            line(out, b"X-Forwarded-Host", host);
+        }
+        // A tunnel stream: frps has set them; only what is missing is filled in.
+        None => {
+            if !xfp {
+                out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
+            }
+            if !xfh {
+                line(out, b"X-Forwarded-Host", host);
+            }
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&data[head_len..head_len + body]);
+    Plan::Ready(Request {
+        route: route_idx,
+        len: head_len + body,
+        body,
+        close,
+        head: method == "HEAD",
+        json: json.unwrap_or(false),
+        idempotent,
+    })
+}
+
+fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How a response body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body (HEAD, 204, 304).
+    Empty,
+    /// This many bytes left.
+    Length(u64),
+    /// Chunked, at this point of it.
+    Chunked(Chunk),
+    /// When the upstream closes the connection.
+    UntilClose,
+}
+
+/// A response head, read and rewritten for the client.
+#[derive(Debug, PartialEq, Eq)]
+struct Head {
+    /// Its length in the upstream's buffer.
+    len: usize,
+    status: u16,
+    framing: Framing,
+    /// The upstream connection may serve another request after this response.
+    reusable: bool,
+}
+
+/// Reads the response head at the start of `data` (`None`: incomplete). A final response is
+/// written to `out` for the client, less hop-by-hop headers and those its `Connection` names;
+/// an interim one (1xx) is only measured: hyper's client drops them too.
+fn plan_response(data: &[u8], req: &Request, out: &mut Vec<u8>) -> Result<Option<Head>, &'static str> {
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, data, &mut headers)
+    {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if data.len() < UPSTREAM_BUF => return Ok(None),
+        Ok(httparse::Status::Partial) => return Err("sent a response head over 64 KiB"),
+        Err(_) => return Err("sent a malformed response"),
+    };
+    let (Some(status), Some(version)) = (resp.code, resp.version) else {
+        return Err("sent a malformed response");
+    };
+    if status == 101 {
+        return Err("switched protocols unasked");
+    }
+    if (100..200).contains(&status) {
+        return Ok(Some(Head { len, status, framing: Framing::Empty, reusable: true }));
+    }
+    let mut reusable = version == 1;
+    let (mut named, mut lengths, mut length, mut codings, mut chunked) = (Vec::new(), 0, None, 0, false);
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    reusable = false;
+                } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                    named.push(token);
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            lengths += 1;
+            length = Some(h.value);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            codings += 1;
+            chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        }
+    }
+    let framing = if req.head || status == 204 || status == 304 {
+        Framing::Empty
+    } else if codings > 0 {
+        if codings > 1 || !chunked || lengths > 0 {
+            return Err("sent a response with ambiguous framing");
+        }
+        Framing::Chunked(Chunk::START)
+    } else {
+        match (length, lengths) {
+            (None, _) => {
+                reusable = false;
+                Framing::UntilClose
+            }
+            (Some(v), 1) if !v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit) => {
+                Framing::Length(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+            }
+            _ => return Err("sent a response with ambiguous framing"),
+        }
+    };
+
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa3(status).as_slice());
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in resp.headers.iter() {
+        let drop = match kind(h.name) {
+            Kind::Connection | Kind::Hop => true,
+            Kind::Decline => h.name.eq_ignore_ascii_case("upgrade"),
+            // Passed through with the chunks it describes.
+            Kind::TransferEncoding => !matches!(framing, Framing::Chunked(_)),
+            // The framing was decided on it: `Connection` naming it changes nothing.
+            Kind::ContentLength => false,
+            _ => named.iter().any(|n| n.eq_ignore_ascii_case(h.name.as_bytes())),
+        };
+        if !drop {
+            line(out, h.name.as_bytes(), h.value);
+        }
+    }
+    if req.close || framing == Framing::UntilClose {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Some(Head { len, status, framing, reusable }))
+}
+
+fn itoa3(n: u16) -> [u8; 3] {
+    [b'0' + (n / 100 % 10) as u8, b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]
+}
+
+/// Why an exchange with the upstream failed before its response began.
+enum Failure {
+    Connect(io::Error),
+    Closed,
+    Bad(&'static str),
+    Timeout,
+}
+
+/// Sends the request (`out`) upstream and the response to the client. Whether the client
+/// connection may go on.
+async fn exchange<S>(
+    conn: &Conn,
+    io: &mut S,
+    slot: &mut Option<Upstream>,
+    req: &Request,
+    out: &[u8],
+    to_client: &mut Vec<u8>,
+) -> bool
+where
+    S: AsyncWrite + Unpin,
+{
+    let route = &conn.proxy.routes.all()[req.route];
+    let stats = conn.proxy.stats[req.route].local();
+    stats.requests.fetch_add(1, Relaxed);
+    stats.bytes_in.fetch_add(req.body as u64, Relaxed);
+    let (mut up, head) = match roundtrip(conn, slot, route, req, out, to_client).await {
+        Ok(r) => r,
+        Err(f) => return answer_failure(io, route, stats, req, f, conn.proxy.response_timeout).await,
+    };
+    stats.record_status(head.status);
+    up.buf.advance(head.len);
+    let mut framing = head.framing;
+    // The head goes out with the first part of the body: one write for a small response.
+    loop {
+        let mut payload = 0;
+        let (take, done) = match &mut framing {
+            Framing::Empty => (0, true),
+            Framing::Length(left) => {
+                let n = (*left).min(up.buf.len() as u64);
+                *left -= n;
+                payload = n;
+                (n as usize, *left == 0)
+            }
+            Framing::Chunked(c) => match step_chunk(*c, &up.buf, &mut payload, true) {
+                (0, None) if !up.buf.is_empty() => {
+                    tracing::warn!("{} at {} sent malformed chunks", route.name, route.authority());
+                    return false;
+                }
+                (n, Some(next)) => {
+                    *c = next;
+                    (n, false)
+                }
+                (n, None) => (n, true),
+            },
+            Framing::UntilClose => {
+                payload = up.buf.len() as u64;
+                (up.buf.len(), false)
+            }
+        };
+        stats.bytes_out.fetch_add(payload, Relaxed);
+        let sent = if to_client.is_empty() {
+            write_flush(io, &up.buf[..take]).await
+        } else {
+            to_client.extend_from_slice(&up.buf[..take]);
+            let r = write_flush(io, to_client).await;
+            to_client.clear();
+            r
+        };
+        up.buf.advance(take);
+        if sent.is_err() {
+            return false;
+        }
+        if done {
+            // Bytes past the response are the upstream's mistake; the connection is not reused.
+            if head.reusable && up.buf.is_empty() {
+                if up.buf.capacity() > KEEP_IDLE {
+                    up.buf = BytesMut::new();
+                }
+                *slot = Some(up);
+            }
+            return true;
+        }
+        match read_some(&mut up.tcp, &mut up.buf, None).await {
+            Ok(Some(n)) if n > 0 => {}
+            // A body that ends with the connection: the client's connection ends with it
+            // (the head said `Connection: close`).
+            _ if framing == Framing::UntilClose => return false,
+            _ => {
+                tracing::warn!("{} at {} closed the connection within a response", route.name, route.authority());
+                return false;
+            }
+        }
+    }
+}
+
+/// Sends the request and reads the response head, on the kept-alive connection if there is one.
+/// A kept-alive connection that closed before answering anything (the upstream's idle timeout
+/// raced the request) is replaced by a new one once, for an idempotent request.
+async fn roundtrip(
+    conn: &Conn,
+    slot: &mut Option<Upstream>,
+    route: &Route,
+    req: &Request,
+    out: &[u8],
+    to_client: &mut Vec<u8>,
+) -> Result<(Upstream, Head), Failure> {
+    // An upstream that closed its idle connection (Node's default is after 5 s) has told the
+    // reactor so already, as a rule: such a connection is not written to.
+    let mut kept = slot.take().filter(|up| still_open(&up.tcp));
+    loop {
+        let reused = kept.is_some();
+        let mut up = match kept.take() {
+            Some(up) => up,
+            None => Upstream {
+                tcp: connect_tcp(route).await.map_err(Failure::Connect)?,
+                buf: BytesMut::with_capacity(READ_SIZE),
+            },
+        };
+        let retry = reused && req.idempotent;
+        if up.tcp.write_all(out).await.is_err() {
+            if retry {
+                continue;
+            }
+            return Err(Failure::Closed);
+        }
+        let mut deadline = conn.timer.sleep_for(conn.proxy.response_timeout);
+        let (mut answered, mut interim) = (false, 0);
+        loop {
+            if !up.buf.is_empty() {
+                answered = true;
+                match plan_response(&up.buf, req, to_client).map_err(Failure::Bad)? {
+                    Some(h) if (100..200).contains(&h.status) => {
+                        interim += 1;
+                        if interim > MAX_INTERIM {
+                            return Err(Failure::Bad("sent too many interim (1xx) responses"));
+                        }
+                        up.buf.advance(h.len);
+                        continue;
+                    }
+                    Some(h) => return Ok((up, h)),
+                    None => {}
+                }
+            }
+            match read_some(&mut up.tcp, &mut up.buf, Some(&mut deadline)).await {
+                Ok(Some(n)) if n > 0 => {}
+                Ok(None) => return Err(Failure::Timeout),
+                _ if retry && !answered => break,
+                _ => return Err(Failure::Closed),
+            }
+        }
+    }
+}
+
+/// Whether an idle upstream connection may still take a request: not if the reactor has seen it
+/// readable (closed, or sending what nobody asked for). No system call unless it has.
+fn still_open(tcp: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match tcp.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            let mut probe = [0u8; 1];
+            matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        }
+    }
+}
+
+/// Answers the client for an upstream that failed, as the hyper path does: 502 or 504, naming
+/// the route and its upstream.
+async fn answer_failure<S>(
+    io: &mut S,
+    route: &Route,
+    stats: &Counters,
+    req: &Request,
+    failure: Failure,
+    timeout: Duration,
+) -> bool
+where
+    S: AsyncWrite + Unpin,
+{
+    stats.upstream_errors.fetch_add(1, Relaxed);
+    let (status, code, message) = match failure {
+        Failure::Timeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            format!("{} at {} did not answer within {} s", route.name, route.authority(), timeout.as_secs_f64()),
+        ),
+        f => {
+            let (what, detail) = match f {
+                Failure::Connect(e) => ("is not answering", e.to_string()),
+                Failure::Bad(why) => ("closed the connection before answering", why.to_string()),
+                _ => ("closed the connection before answering", "connection closed".to_string()),
+            };
+            tracing::warn!("{} at {} {what}: {detail}", route.name, route.authority());
+            (StatusCode::BAD_GATEWAY, "upstream_unreachable", format!("{} at {} {what}", route.name, route.authority()))
+        }
+    };
+    stats.record_status(status.as_u16());
+    let (ctype, body) = error_page(status, code, &message, req.json);
+    let mut out = Vec::with_capacity(body.len() + 160);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&itoa3(status.as_u16()));
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    line(&mut out, b"content-type", ctype.as_bytes());
+    line(&mut out, b"cache-control", b"no-store");
+    line(&mut out, b"content-length", body.len().to_string().as_bytes());
+    if req.close {
+        line(&mut out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !req.head {
+        out.extend_from_slice(body.as_bytes());
+    }
+    write_flush(io, &out).await.is_ok()
+}
+
+async fn write_flush<S: AsyncWrite + Unpin>(io: &mut S, data: &[u8]) -> io::Result<()> {
+    io.write_all(data).await?;
+    io.flush().await
+}
+
+/// Reads once into `buf`: `Some(0)` at the end of the stream, `None` when `deadline` passed
+/// first. The deadline is only looked at while the read waits.
+fn read_some<'a, R: AsyncRead + Unpin>(
+    io: &'a mut R,
+    buf: &'a mut BytesMut,
+    mut deadline: Option<&'a mut ConnSleep>,
+) -> impl Future<Output = io::Result<Option<usize>>> + 'a {
+    std::future::poll_fn(move |cx| {
+        if buf.capacity() - buf.len() < READ_SIZE / 4 {
+            buf.reserve(READ_SIZE);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
+            Poll::Ready(r) => Poll::Ready(r.map(Some)),
+            Poll::Pending => match deadline.as_mut().map(|d| Pin::new(&mut **d).poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(Ok(None)),
+                _ => Poll::Pending,
+            },
+        }
+    })
+}
+
+/// A stream with bytes already read from it put back in front: how the hyper path receives a
+/// connection the fast path declined.
+pub(super) struct Prefixed<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    pub(super) fn new(prefix: Bytes, inner: S) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.prefix.is_empty() {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let n = this.prefix.len().min(buf.remaining());
+        buf.put_slice(&this.prefix.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Both head parsers on arbitrary bytes, for the `fast_path` fuzz target: what they let through
+/// is one well-formed head (and the body it announces), with no hop-by-hop header left in it.
+#[doc(hidden)]
+pub fn fuzz_heads(data: &[u8]) {
+    use std::sync::OnceLock;
+    static CONNS: OnceLock<[Conn; 2]> = OnceLock::new();
+    let conns = CONNS.get_or_init(|| {
+        let routes = super::Routes::parse(super::routes::DEFAULT_ROUTES).expect("the default routes parse");
+        let proxy = super::Proxy::new(routes);
+        [super::Origin::Local(([127, 0, 0, 1], 1).into()), super::Origin::Tunnel]
+            .map(|origin| Conn::new(proxy.clone(), origin, Default::default()))
+    });
+    let hop = |name: &str| matches!(kind(name), Kind::Connection | Kind::Hop | Kind::Decline);
+    let mut out = Vec::new();
+    for conn in conns {
+        out.clear();
+        if let Plan::Ready(r) = plan_request(conn, data, &mut out) {
+            assert!(r.body <= r.len && r.len <= data.len());
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 4];
+            let mut req = httparse::Request::new(&mut headers);
+            let Ok(httparse::Status::Complete(n)) = req.parse(&out) else { panic!("unparseable upstream request") };
+            assert_eq!(out.len() - n, r.body, "the body is the one announced");
+            assert!(req.headers.iter().all(|h| !hop(h.name) && !matches!(kind(h.name), Kind::TransferEncoding)));
+        }
+    }
+    for req in [
+        Request { route: 0, len: 0, body: 0, close: false, head: false, json: false, idempotent: true },
+        Request { route: 0, len: 0, body: 0, close: true, head: true, json: false, idempotent: true },
+    ] {
+        out.clear();
+        let Ok(Some(h)) = plan_response(data, &req, &mut out) else { continue };
+        assert!(h.len <= data.len());
+        if out.is_empty() {
+            assert!((100..200).contains(&h.status));
+            continue;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 4];
+        let mut resp = httparse::Response::new(&mut headers);
+        let Ok(httparse::Status::Complete(n)) = resp.parse(&out) else { panic!("unparseable client response") };
+        assert_eq!((n, resp.code), (out.len(), Some(h.status)));
+        let chunked = matches!(h.framing, Framing::Chunked(_));
+        assert!(resp.headers.iter().all(|x| !hop(x.name) || x.name.eq_ignore_ascii_case("connection")));
+        assert!(resp.headers.iter().all(|x| chunked || !matches!(kind(x.name), Kind::TransferEncoding)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, DuplexStream};
+    use tokio::net::TcpListener;
+    use tokio_util::sync::CancellationToken;
+
+    use super::super::{Origin, Proxy, Routes};
+    use super::*;
+
+    const ROUTES: &str =
+        "/api/alt=http://127.0.0.1:5003;name=backend,/api=http://127.0.0.1:8000;host=upstream,/=http://127.0.0.1:5002";
+
+    fn local() -> Origin {
+        Origin::Local("10.1.2.3:4567".parse().unwrap())
+    }
+
+    fn plan(origin: Origin, req: &str) -> (Plan, String) {
+        let conn = Conn::new(Proxy::new(Routes::parse(ROUTES).unwrap()), origin, CancellationToken::new());
+        let mut out = Vec::new();
+        let p = plan_request(&conn, req.as_bytes(), &mut out);
+        (p, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn a_plain_request_goes_upstream_without_its_hop_by_hop_headers() {
+        let req = "GET /api/alt/items?q=1 HTTP/1.1\r\nHost: app.example\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nAccept: application/json\r\n\r\nGET /next";
+        let (p, out) = plan(local(), req);
+        let Plan::Ready(r) = p else { panic!("{p:?}") };
+        assert_eq!(
+            (r.route, r.len, r.body, r.close, r.head, r.json, r.idempotent),
+            (0, req.len() - 9, 0, false, false, true, true)
+        );
+        assert_eq!(
+            out,
+            "GET /api/alt/items?q=1 HTTP/1.1\r\nHost: app.example\r\nAccept: application/json\r\n\
+             X-Forwarded-For: 203.0.113.7, 10.1.2.3\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: app.example\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_tunnel_stream_keeps_what_frps_set_and_a_route_may_rewrite_host() {
+        let req = "POST /api/v1 HTTP/1.1\r\nHost: app.example\r\nX-Forwarded-For: 203.0.113.7\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+        let (p, out) = plan(Origin::Tunnel, req);
+        let Plan::Ready(r) = p else { panic!("{p:?}") };
+        assert_eq!((r.route, r.len, r.body, r.close, r.idempotent), (1, req.len(), 5, true, false));
+        assert_eq!(
+            out,
+            "POST /api/v1 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nX-Forwarded-For: 203.0.113.7\r\nContent-Length: 5\r\n\
+             X-Forwarded-Proto: http\r\nX-Forwarded-Host: app.example\r\n\r\nhello"
+        );
+    }
+
+    #[test]
+    fn what_needs_judgement_is_left_to_hyper() {
+        let h = "Host: a\r\n";
+        for req in [
+            format!("GET / HTTP/1.0\r\n{h}\r\n"),
+            format!("GET http://a/ HTTP/1.1\r\n{h}\r\n"),
+            format!("OPTIONS * HTTP/1.1\r\n{h}\r\n"),
+            format!("GET /a/../api HTTP/1.1\r\n{h}\r\n"),
+            format!("GET /api%2falt HTTP/1.1\r\n{h}\r\n"),
+            format!("GET //api HTTP/1.1\r\n{h}\r\n"),
+            format!("GET /a\"b HTTP/1.1\r\n{h}\r\n"),
+            "GET / HTTP/1.1\r\n\r\n".to_string(),
+            format!("GET / HTTP/1.1\r\n{h}{h}\r\n"),
+            format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\n\r\n"),
+            format!("POST / HTTP/1.1\r\n{h}Content-Length: 1\r\nContent-Length: 1\r\n\r\nx"),
+            format!("POST / HTTP/1.1\r\n{h}Content-Length: +1\r\n\r\nx"),
+            format!("POST / HTTP/1.1\r\n{h}Content-Length: 65537\r\n\r\n"),
+            format!("POST / HTTP/1.1\r\n{h}Expect: 100-continue\r\nContent-Length: 1\r\n\r\n"),
+            format!("GET / HTTP/1.1\r\n{h}Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"),
+            format!("GET / HTTP/1.1\r\n{h}Upgrade: websocket\r\n\r\n"),
+            format!("GET / HTTP/1.1\r\n{h}Connection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\r\n"),
+            format!("CONNECT /x HTTP/1.1\r\n{h}\r\n"),
+            format!("TRACE / HTTP/1.1\r\n{h}\r\n"),
+            format!("PROPFIND / HTTP/1.1\r\n{h}\r\n"),
+            format!("GET / HTTP/1.1\r\n{h}X-Folded: a\r\n b\r\n\r\n"),
+            format!("GET / HTTP/1.1\r\n{h}{}\r\n", "X-Many: 1\r\n".repeat(MAX_HEADERS)),
+            format!("GET / HTTP/1.1\r\n{h}X-Big: {}\r\n\r\n", "x".repeat(HEAD_MAX)),
+            format!("GET / HTTP/1.1\r\n{h}X-Big: {}", "x".repeat(HEAD_MAX)),
+            "GET /\0 HTTP/1.1\r\n\r\n".to_string(),
+        ] {
+            assert_eq!(plan(local(), &req).0, Plan::Handoff, "{req:?}");
+        }
+    }
+
+    #[test]
+    fn an_incomplete_head_or_body_waits_for_more() {
+        for req in ["GE", "GET / HTTP/1.1\r\nHost: a\r\n"] {
+            let (p, out) = plan(local(), req);
+            assert_eq!((p, out.as_str()), (Plan::Partial, ""), "{req:?}");
+        }
+        let req = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nabc";
+        assert_eq!(plan(local(), req), (Plan::Body(req.len() + 1), String::new()));
+    }
+
+    fn request(head: bool, close: bool) -> Request {
+        Request { route: 0, len: 0, body: 0, close, head, json: false, idempotent: true }
+    }
+
+    fn respond(resp: &str, req: &Request) -> (Result<Option<Head>, &'static str>, String) {
+        let mut out = Vec::new();
+        let r = plan_response(resp.as_bytes(), req, &mut out);
+        (r, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn response_framing_decides_reuse() {
+        let get = request(false, false);
+        let cases: [(&str, &Request, Framing, bool); 8] = [
+            ("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", &get, Framing::Length(3), true),
+            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", &get, Framing::Chunked(Chunk::START), true),
+            ("HTTP/1.1 200 OK\r\n\r\n", &get, Framing::UntilClose, false),
+            ("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\n", &get, Framing::Length(3), false),
+            ("HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\n", &get, Framing::Length(3), false),
+            ("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", &request(true, false), Framing::Empty, true),
+            ("HTTP/1.1 204 No Content\r\n\r\n", &get, Framing::Empty, true),
+            ("HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n", &get, Framing::Empty, true),
+        ];
+        for (resp, req, framing, reusable) in cases {
+            let (r, _) = respond(resp, req);
+            assert_eq!(
+                r,
+                Ok(Some(Head {
+                    len: resp.len(),
+                    status: r.as_ref().unwrap().as_ref().unwrap().status,
+                    framing,
+                    reusable
+                })),
+                "{resp:?}"
+            );
+        }
+        assert_eq!(respond("HTTP/1.1 200 OK\r\nContent-Le", &get).0, Ok(None));
+        for bad in [
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 0x3\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+        ] {
+            assert!(respond(bad, &get).0.is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn response_heads_lose_hop_by_hop_headers_and_interim_ones_are_skipped() {
+        let (r, out) = respond(
+            "HTTP/1.1 200 Fine\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nUpgrade: h2c\r\nTransfer-Encoding: chunked\r\nX-Keep: yes\r\n\r\n",
+            &request(false, true),
+        );
+        assert!(matches!(r, Ok(Some(Head { status: 200, framing: Framing::Chunked(_), reusable: true, .. }))));
+        assert_eq!(out, "HTTP/1.1 200 Fine\r\nTransfer-Encoding: chunked\r\nX-Keep: yes\r\nConnection: close\r\n\r\n");
+        // Named by `Connection` or not, the length the body is framed by goes to the client.
+        let (r, out) = respond(
+            "HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\n",
+            &request(false, false),
+        );
+        assert!(matches!(r, Ok(Some(Head { framing: Framing::Length(2), .. }))));
+        assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+        let (r, out) = respond("HTTP/1.1 200 OK\r\n\r\n", &request(false, false));
+        assert!(matches!(r, Ok(Some(Head { framing: Framing::UntilClose, .. }))));
+        assert_eq!(out, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+        let (r, out) =
+            respond("HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\n", &request(false, false));
+        let interim = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n".len();
+        assert_eq!(r, Ok(Some(Head { len: interim, status: 103, framing: Framing::Empty, reusable: true })));
+        assert_eq!(out, "");
+    }
+
+    // ---- Against real sockets: an upstream on loopback, a client over an in-memory pipe. ----
+
+    /// An upstream that records each request head and answers `answer(path)`; with `one_shot`,
+    /// it closes each connection after one response (without saying so), as an upstream whose
+    /// idle timeout has passed.
+    async fn upstream(one_shot: bool) -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let Some(end) = memchr::memmem::find(&buf, b"\r\n\r\n") else {
+                            let mut chunk = [0u8; 4096];
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        };
+                        let head = String::from_utf8(buf.drain(..end + 4).collect()).unwrap();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        while buf.len() < len {
+                            let mut chunk = [0u8; 4096];
+                            let n = s.read(&mut chunk).await.unwrap();
+                            buf.extend_from_slice(&chunk[..n]);
+                        }
+                        let body: Vec<u8> = buf.drain(..len).collect();
+                        let path = head.split(' ').nth(1).unwrap().to_string();
+                        let _ = tx.send(head);
+                        let answer = if path == "/chunked" {
+                            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Up: 1\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+                                .to_string()
+                        } else {
+                            let body = format!("{path} {}", String::from_utf8_lossy(&body));
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Up: 1\r\n\r\n{body}", body.len())
+                        };
+                        if s.write_all(answer.as_bytes()).await.is_err() || one_shot {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, rx)
+    }
+
+    fn routes_to(port: u16) -> Routes {
+        Routes::parse(&format!("/api=http://127.0.0.1:{port};host=upstream,/=http://127.0.0.1:{port}")).unwrap()
+    }
+
+    /// A client connection to `proxy`, served as the listener would serve it.
+    fn client(proxy: Arc<Proxy>, origin: Origin) -> DuplexStream {
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        tokio::spawn(proxy.serve_connection(theirs, origin, CancellationToken::new()));
+        ours
+    }
+
+    /// Reads `n` responses (with a length or chunked) off `c`, as text, heads normalised: status
+    /// line, then header lines lowercased and sorted, without `date` (hyper adds one).
+    async fn responses(c: &mut DuplexStream, n: usize) -> Vec<String> {
+        answers(c, &vec![false; n]).await
+    }
+
+    /// [`responses`] to requests of which those marked true were HEAD requests.
+    async fn answers(c: &mut DuplexStream, head: &[bool]) -> Vec<String> {
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        while out.len() < head.len() {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut headers);
+            let parsed = resp.parse(&buf).unwrap();
+            let body_len = resp
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .map(|h| std::str::from_utf8(h.value).unwrap().parse::<usize>().unwrap());
+            let chunked = resp.headers.iter().any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+            if let httparse::Status::Complete(len) = parsed {
+                let body_end = match (body_len, chunked) {
+                    _ if head[out.len()] => Some(len),
+                    (Some(b), _) => Some(len + b).filter(|e| *e <= buf.len()),
+                    (None, true) => memchr::memmem::find(&buf[len..], b"0\r\n\r\n").map(|i| len + i + 5),
+                    (None, false) => Some(len),
+                };
+                if let Some(end) = body_end {
+                    let mut lines: Vec<String> = resp
+                        .headers
+                        .iter()
+                        .filter(|h| !h.name.eq_ignore_ascii_case("date"))
+                        .map(|h| format!("{}: {}", h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value)))
+                        .collect();
+                    lines.sort();
+                    let body = String::from_utf8_lossy(&buf[len..end]).to_string();
+                    out.push(format!("{} | {} | {body}", resp.code.unwrap(), lines.join(" | ")));
+                    buf.drain(..end);
+                    continue;
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n =
+                tokio::time::timeout(Duration::from_secs(5), c.read(&mut chunk)).await.expect("a response").unwrap();
+            assert!(n > 0, "connection closed after {} responses: {out:?}", out.len());
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        out
+    }
+
+    /// The upstream's view of a request, normalised as [`responses`] does.
+    fn normalised(head: &str) -> String {
+        let mut lines = head.split("\r\n").filter(|l| !l.is_empty());
+        let first = lines.next().unwrap().to_string();
+        let mut rest: Vec<String> = lines
+            .map(|l| {
+                let (k, v) = l.split_once(':').unwrap();
+                format!("{}: {}", k.to_ascii_lowercase(), v.trim())
+            })
+            .collect();
+        rest.sort();
+        format!("{first} | {}", rest.join(" | "))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_fast_path_forwards_what_the_hyper_path_forwards() {
+        let (port, mut seen) = upstream(false).await;
+        let requests = [
+            "GET /x?y=1 HTTP/1.1\r\nHost: app.example\r\nConnection: keep-alive\r\nX-Forwarded-For: 203.0.113.7\r\nUser-Agent: t\r\n\r\n",
+            "HEAD /x HTTP/1.1\r\nHost: app.example\r\nAccept: text/html\r\n\r\n",
+            "POST /api/v1 HTTP/1.1\r\nHost: app.example\r\nContent-Length: 5\r\nContent-Type: text/plain\r\nTE: trailers\r\n\r\nhello",
+            "GET /chunked HTTP/1.1\r\nhost: app.example\r\nX-Forwarded-Proto: https\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n",
+        ];
+        for origin in [local(), Origin::Tunnel] {
+            let mut views = Vec::new();
+            for proxy in [Proxy::new(routes_to(port)), Proxy::hyper_only(routes_to(port), Duration::from_secs(5))] {
+                let fast = proxy.fast_path;
+                let mut c = client(proxy, origin);
+                c.write_all(requests.concat().as_bytes()).await.unwrap();
+                let answers = answers(&mut c, &[false, true, false, false]).await;
+                let heads: Vec<String> = (0..requests.len()).map(|_| normalised(&seen.try_recv().unwrap())).collect();
+                views.push((fast, heads, answers));
+            }
+            let (fast, hyper) = (&views[0], &views[1]);
+            assert!(fast.0 && !hyper.0);
+            for i in 0..requests.len() {
+                assert_eq!(fast.1[i], hyper.1[i], "what the upstream saw of request {i} ({origin:?})");
+                // hyper re-frames: its HEAD answer keeps the length, and it counts chunks anew.
+                assert_eq!(fast.2[i], hyper.2[i], "what the client saw of response {i} ({origin:?})");
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_connection_moves_to_hyper_at_the_first_request_it_needs() {
+        let (port, mut seen) = upstream(false).await;
+        let mut c = client(Proxy::new(routes_to(port)), local());
+        let reqs = "GET /one HTTP/1.1\r\nHost: a\r\n\r\n\
+                    GET /two HTTP/1.1\r\nHost: a\r\nConnection: X-Hop\r\nX-Hop: secret\r\n\r\n\
+                    GET /three HTTP/1.1\r\nHost: a\r\n\r\n";
+        c.write_all(reqs.as_bytes()).await.unwrap();
+        let answers = responses(&mut c, 3).await;
+        for (answer, path) in answers.iter().zip(["/one", "/two", "/three"]) {
+            assert!(answer.starts_with("200 |") && answer.ends_with(&format!("| {path} ")), "{answer}");
+        }
+        let two = seen.try_recv().and_then(|_| seen.try_recv()).unwrap();
+        assert!(!two.to_ascii_lowercase().contains("x-hop"), "{two}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_body_sent_after_its_head_is_waited_for() {
+        let (port, mut seen) = upstream(false).await;
+        let mut c = client(Proxy::new(routes_to(port)), local());
+        c.write_all(b"PUT /doc HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        c.write_all(b" world").await.unwrap();
+        let answer = &responses(&mut c, 1).await[0];
+        assert!(answer.ends_with("| /doc hello world"), "{answer}");
+        assert!(seen.try_recv().unwrap().contains("Content-Length: 11"));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_closed_idle_upstream_connection_is_not_reused() {
+        let (port, _seen) = upstream(true).await;
+        let mut c = client(Proxy::new(routes_to(port)), local());
+        for (i, method) in ["GET", "POST", "GET"].iter().enumerate() {
+            c.write_all(format!("{method} /{i} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let answer = &responses(&mut c, 1).await[0];
+            assert!(answer.starts_with("200 |"), "request {i}: {answer}");
+            // Time for the upstream's close to reach the reactor, as it would between requests.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_dead_upstream_is_a_502_and_the_connection_goes_on() {
+        let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+        let (port, _seen) = upstream(false).await;
+        let routes =
+            Routes::parse(&format!("/api=http://127.0.0.1:{dead};name=vibe app,/=http://127.0.0.1:{port}")).unwrap();
+        let mut c = client(Proxy::new(routes), local());
+        c.write_all(
+            b"GET /api/x HTTP/1.1\r\nHost: a\r\nAccept: application/json\r\n\r\nGET /y HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let answers = responses(&mut c, 2).await;
+        assert!(
+            answers[0].starts_with("502 |")
+                && answers[0].contains(&format!("vibe app at 127.0.0.1:{dead} is not answering")),
+            "{}",
+            answers[0]
+        );
+        assert!(answers[0].contains("content-type: application/json"), "{}", answers[0]);
+        assert!(answers[1].starts_with("200 |"), "{}", answers[1]);
+    }
+}
