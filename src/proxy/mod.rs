@@ -162,7 +162,7 @@ impl Proxy {
         )
     }
 
-    /// Serves `listener` on two threads per core, each with a single-threaded runtime. A client
+    /// Serves `listener` on one thread per core, each with a single-threaded runtime. A client
     /// connection and its upstream connections then live on one thread, as in nginx's worker
     /// model: no cross-thread wake-ups per request.
     ///
@@ -172,14 +172,17 @@ impl Proxy {
     /// in three; that worker's queue then set the tail latency and capped the throughput.
     pub fn spawn_workers(self: &Arc<Self>, listener: std::net::TcpListener) -> std::io::Result<()> {
         listener.set_nonblocking(true)?;
-        // Two workers per core. The proxy always shares the machine with its upstreams and its
-        // clients; when the scheduler preempts a worker, every connection on it waits (about
-        // 3 ms here). With twice as many workers, each holds half as many connections, and the
-        // scheduler interleaves them more finely. On 2 cores with wrk, nginx and burrow sharing
-        // them, the p99 at 16 connections went from 2.8-3.3 ms with one worker per core to
-        // 0.7-0.8 ms (nginx's: 0.7-1.1), at about the same request rate.
+        // One worker per core (at least two). The proxy always shares the machine with its
+        // upstreams and its clients, and when the scheduler preempts a worker, every connection
+        // on it waits. Through hyper, a request took 28k instructions, the waits were long, and
+        // two workers per core were needed to keep the p99 at 16 connections near nginx's (0.7
+        // against 2.8-3.3 ms with one). On the fast path a request takes 9k; with one worker per
+        // core the p99 stays below nginx's and the workers sleep and wake half as often (0.35
+        // context switches per request against 0.75): in five interleaved rounds on 2 cores,
+        // 1.00-1.07x the request rate of two per core at 16 connections (one round 0.92) and
+        // 0.96-1.07x at 128.
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let workers = (2 * cores).clamp(2, 16);
+        let workers = cores.clamp(2, 16);
         let mut others = Vec::new();
         for i in 1..workers {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Dealt>();
