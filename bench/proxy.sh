@@ -5,7 +5,10 @@
 # apt-get install wrk nginx-light) and a release build of burrow (built here if missing).
 #
 # Each figure is the median of REPS runs (default 3), the targets interleaved so that drift in the
-# machine's load spreads over all of them.
+# machine's load spreads over all of them; the ratios of each run pair (burrow's run, then nginx's
+# right after) are printed too. For the two proxies it also gives their own CPU time (user +
+# system, from /proc/<pid>/stat) and context switches (/proc/<pid>/task/*/status) per request:
+# what each request costs them, which the machine's drift moves far less than the rate.
 #
 # Usage: bench/proxy.sh [seconds-per-run (default 10)]
 set -euo pipefail
@@ -67,22 +70,35 @@ http {
   }
 }
 NGINX
-nginx -c "$work/proxy.conf" -g 'daemon off;' & pids+=($!)
+nginx -c "$work/proxy.conf" -g 'daemon off;' & pids+=($!); NGX_PID=$!
 
 BURROW_SERVER_ADDR="127.0.0.1:$(free_port)" BURROW_SUBDOMAIN=bench BURROW_LOG=warn \
 BURROW_PROXY_ADDR="127.0.0.1:$BUR" \
 BURROW_ROUTES="/api/alt=http://127.0.0.1:$UP_ALT,/api=http://127.0.0.1:$UP_API,/=http://127.0.0.1:$UP_FRONT" \
-  "$BURROW" >"$work/burrow.out" 2>"$work/burrow.err" < <(sleep infinity) & pids+=($!)
+  "$BURROW" >"$work/burrow.out" 2>"$work/burrow.err" < <(sleep infinity) & pids+=($!); BUR_PID=$!
 sleep 1
 
-run() { # name port conns -> "rps p50_ms p99_ms"
-  local out
+# The proxy's own processes, for its CPU time and context switches per request.
+proxy_pids() { case $1 in burrow) echo "$BUR_PID" ;; nginx) echo "$NGX_PID" $(pgrep -P "$NGX_PID") ;; esac; }
+cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+switches() { cat $(for p in "$@"; do echo /proc/$p/task/*/status; done) | awk '/ctxt_switches/ {s += $2} END {print s + 0}'; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+run() { # name port conns -> "rps p50_ms p99_ms cpu_us_per_req switches_per_req"
+  local out ps c0 x0
+  ps=$(proxy_pids "$1")
+  [ -z "$ps" ] || { c0=$(cpu_ticks $ps); x0=$(switches $ps); }
   out=$(wrk -t2 -c"$3" -d"${DUR}s" --latency "http://127.0.0.1:$2/api/v1/item" 2>&1)
-  local rps p50 p99
+  local rps p50 p99 n cpu=- sw=-
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  echo "$rps $(to_ms "$p50") $(to_ms "$p99")"
+  n=$(awk '/requests in/ {print $1}' <<<"$out")
+  if [ -n "$ps" ]; then
+    cpu=$(awk -v t=$(( $(cpu_ticks $ps) - c0 )) -v u="$TICK_US" -v n="$n" 'BEGIN{printf "%.2f", t*u/n}')
+    sw=$(awk -v x=$(( $(switches $ps) - x0 )) -v n="$n" 'BEGIN{printf "%.2f", x/n}')
+  fi
+  echo "$rps $(to_ms "$p50") $(to_ms "$p99") $cpu $sw"
 }
 to_ms() { # wrk prints 1.23ms / 456.00us / 1.02s
   local v="$1"
@@ -98,35 +114,46 @@ to_ms() { # wrk prints 1.23ms / 456.00us / 1.02s
 for p in $UP_API $BUR $NGX; do wrk -t1 -c4 -d1s "http://127.0.0.1:$p/api/x" >/dev/null; done
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-declare -A RPS P50 P99
+declare -A RPS P50 P99 CPU SW
 for c in 16 128; do
   for rep in $(seq "$REPS"); do
     for t in upstream burrow nginx; do
       case $t in upstream) p=$UP_API ;; burrow) p=$BUR ;; nginx) p=$NGX ;; esac
-      read -r rps p50 p99 < <(run "$t" "$p" "$c")
-      echo "bench: $c conns, $t, run $rep: $rps req/s, p50 $p50 ms, p99 $p99 ms" >&2
-      RPS[$t,$c]+="$rps "; P50[$t,$c]+="$p50 "; P99[$t,$c]+="$p99 "
+      read -r rps p50 p99 cpu sw < <(run "$t" "$p" "$c")
+      echo "bench: $c conns, $t, run $rep: $rps req/s, p50 $p50 ms, p99 $p99 ms, proxy CPU $cpu us/req, $sw switches/req" >&2
+      RPS[$t,$c]+="$rps "; P50[$t,$c]+="$p50 "; P99[$t,$c]+="$p99 "; CPU[$t,$c]+="$cpu "; SW[$t,$c]+="$sw "
     done
   done
 done
 echo
-echo "| conns | target | req/s | p50 ms | p99 ms |"
-echo "|---|---|---|---|---|"
+echo "| conns | target | req/s | p50 ms | p99 ms | proxy CPU µs/req | switches/req |"
+echo "|---|---|---|---|---|---|---|"
 declare -A R
 for c in 16 128; do
   for t in upstream burrow nginx; do
     rps=$(tr ' ' '\n' <<<"${RPS[$t,$c]}" | grep . | median)
     p50=$(tr ' ' '\n' <<<"${P50[$t,$c]}" | grep . | median)
     p99=$(tr ' ' '\n' <<<"${P99[$t,$c]}" | grep . | median)
+    cpu=$(tr ' ' '\n' <<<"${CPU[$t,$c]}" | { grep -v '^-*$' || true; } | median)
+    sw=$(tr ' ' '\n' <<<"${SW[$t,$c]}" | { grep -v '^-*$' || true; } | median)
     R[$t,$c]="$rps $p50 $p99"
-    echo "| $c | $t | $rps | $p50 | $p99 |"
+    echo "| $c | $t | $rps | $p50 | $p99 | ${cpu:-} | ${sw:-} |"
   done
 done
 echo
-echo "| conns | burrow/nginx req/s | burrow p99 / nginx p99 |"
-echo "|---|---|---|"
+for c in 16 128; do
+  paste -d' ' <(tr ' ' '\n' <<<"${RPS[burrow,$c]}" | grep .) <(tr ' ' '\n' <<<"${RPS[nginx,$c]}" | grep .) \
+    <(tr ' ' '\n' <<<"${P99[burrow,$c]}" | grep .) <(tr ' ' '\n' <<<"${P99[nginx,$c]}" | grep .) |
+    awk -v c="$c" '{r = r sprintf(" %.2f", $1/$2); p = p sprintf(" %.2f", $3/$4)} END {print "run pairs at " c " conns: req/s ratio" r "; p99 ratio" p}'
+done
+echo
+echo "| conns | burrow/nginx req/s | burrow p99 / nginx p99 | burrow/nginx proxy CPU per request |"
+echo "|---|---|---|---|"
 for c in 16 128; do
   read -r br _ bp99 <<<"${R[burrow,$c]}"
   read -r nr _ np99 <<<"${R[nginx,$c]}"
-  awk -v c="$c" -v br="$br" -v nr="$nr" -v bp="$bp99" -v np="$np99" 'BEGIN{printf "| %s | %.2f | %.2f |\n", c, br/nr, bp/np}'
+  bc=$(tr ' ' '\n' <<<"${CPU[burrow,$c]}" | grep . | median)
+  nc=$(tr ' ' '\n' <<<"${CPU[nginx,$c]}" | grep . | median)
+  awk -v c="$c" -v br="$br" -v nr="$nr" -v bp="$bp99" -v np="$np99" -v bc="$bc" -v nc="$nc" \
+    'BEGIN{printf "| %s | %.2f | %.2f | %.2f |\n", c, br/nr, bp/np, bc/nc}'
 done
