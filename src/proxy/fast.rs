@@ -100,6 +100,8 @@ where
                 _ => return End::Closed,
             }
         };
+        // Measured before the request is consumed: `capacity` counts only what lies past it.
+        let big = read.capacity() > KEEP_IDLE;
         read.advance(req.len);
         to_client.clear();
         let keep = exchange(conn, io, &mut pool[req.route], &req, &to_upstream, &mut to_client).await;
@@ -113,7 +115,7 @@ where
                 *buf = Vec::new();
             }
         }
-        if read.is_empty() && read.capacity() > KEEP_IDLE {
+        if read.is_empty() && big {
             *read = BytesMut::new();
         }
     }
@@ -383,6 +385,9 @@ fn plan_response(data: &[u8], req: &Request, out: &mut Vec<u8>) -> Result<Option
     let (Some(status), Some(version)) = (resp.code, resp.version) else {
         return Err("sent a malformed response");
     };
+    if status < 100 {
+        return Err("sent a malformed response");
+    }
     if status == 101 {
         return Err("switched protocols unasked");
     }
@@ -488,6 +493,8 @@ where
         Err(f) => return answer_failure(io, route, stats, req, f, conn.proxy.response_timeout).await,
     };
     stats.record_status(head.status);
+    // Measured before the head is consumed, as in `serve`.
+    let big = up.buf.capacity() > KEEP_IDLE;
     up.buf.advance(head.len);
     let mut framing = head.framing;
     // The head goes out with the first part of the body: one write for a small response.
@@ -533,7 +540,7 @@ where
         if done {
             // Bytes past the response are the upstream's mistake; the connection is not reused.
             if head.reusable && up.buf.is_empty() {
-                if up.buf.capacity() > KEEP_IDLE {
+                if big {
                     up.buf = BytesMut::new();
                 }
                 *slot = Some(up);
@@ -577,13 +584,20 @@ async fn roundtrip(
             },
         };
         let retry = reused && req.idempotent;
-        if up.tcp.write_all(out).await.is_err() {
+        // The deadline covers the request's sending too: an upstream that stops reading without
+        // closing must not hold the connection for ever.
+        let mut deadline = conn.timer.sleep_for(conn.proxy.response_timeout);
+        let written = tokio::select! {
+            biased;
+            r = up.tcp.write_all(out) => r,
+            () = &mut deadline => return Err(Failure::Timeout),
+        };
+        if written.is_err() {
             if retry {
                 continue;
             }
             return Err(Failure::Closed);
         }
-        let mut deadline = conn.timer.sleep_for(conn.proxy.response_timeout);
         let (mut answered, mut interim) = (false, 0);
         loop {
             if !up.buf.is_empty() {
@@ -938,6 +952,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 0x3\r\n\r\n",
             "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/1.1 042 Odd\r\n\r\n",
         ] {
             assert!(respond(bad, &get).0.is_err(), "{bad:?}");
         }

@@ -206,8 +206,9 @@ impl Chunk {
 /// bytes among those used to `payload`.
 ///
 /// The rules are hyper's: CRLF line ends only, a size of at least one digit that fits in a u64,
-/// whitespace then only `;` or CR. A bare LF inside a trailer line is an ordinary byte to hyper;
-/// `strict` (for responses, read by clients that may end the line there) makes it malformed.
+/// whitespace then only `;` or CR. A bare LF inside a trailer line is an ordinary byte to hyper's
+/// decoder (which ends the body at the same byte, then refuses the trailer lines as headers);
+/// `strict` (for responses, read by clients that may end a line there) makes it malformed.
 pub(super) fn step_chunk(mut c: Chunk, data: &[u8], payload: &mut u64, strict: bool) -> (usize, Option<Chunk>) {
     let mut i = 0;
     while i < data.len() {
@@ -377,7 +378,7 @@ POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\na";
             Err(body.len())
         };
         assert_eq!(run(b"5;a=b\r\nhello\r\n00 \t;x\r\nT: 1\r\n\r\nnext", false), Ok((30, 5)));
-        assert_eq!(run(b"0\r\nT: a\nb\r\n\r\n", false), Ok((13, 0)), "a bare LF is trailer data to hyper");
+        assert_eq!(run(b"0\r\nT: a\nb\r\n\r\n", false), Ok((13, 0)), "hyper's decoder ends here too");
         assert_eq!(run(b"0\r\nT: a\nb\r\n\r\n", true), Err(7), "and malformed in a response");
         assert_eq!(run(b"0\r\n\n", true), Err(3));
         for (bad, at) in [
