@@ -76,7 +76,7 @@ where
     let mut pool: Vec<Option<Upstream>> = conn.proxy.routes.all().iter().map(|_| None).collect();
     let (mut to_upstream, mut to_client) = (Vec::new(), Vec::new());
     loop {
-        let mut local = head_timeout;
+        let mut head_timer = head_timeout;
         to_upstream.clear();
         let (mut deadline, mut need) = (None, 0);
         let req = loop {
@@ -87,10 +87,10 @@ where
                     Plan::Handoff => return End::Handoff,
                     Plan::Partial => {}
                     // As on the hyper path, the head timeout is for the head, not the body.
-                    Plan::Body(len) => (need, deadline, local) = (len, None, false),
+                    Plan::Body(len) => (need, deadline, head_timer) = (len, None, false),
                 }
             }
-            if local && deadline.is_none() {
+            if head_timer && deadline.is_none() {
                 deadline = Some(conn.timer.sleep_for(HEAD_TIMEOUT));
             }
             match read_some(io, read, deadline.as_mut()).await {
@@ -257,10 +257,10 @@ fn plan_request(conn: &Conn, data: &[u8], out: &mut Vec<u8>) -> Plan {
             Kind::Host => (host, hosts) = (Some(h.value), hosts + 1),
             Kind::ContentLength => (length, lengths) = (Some(h.value), lengths + 1),
             Kind::Connection => {
-                for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                for token in connection_tokens(h.value) {
                     if token.eq_ignore_ascii_case(b"close") {
                         close = true;
-                    } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                    } else if !token.eq_ignore_ascii_case(b"keep-alive") {
                         // It names headers to drop, or asks for an upgrade.
                         return Plan::Handoff;
                     }
@@ -275,15 +275,9 @@ fn plan_request(conn: &Conn, data: &[u8], out: &mut Vec<u8>) -> Plan {
         }
     }
     let (Some(host), 1) = (host, hosts) else { return Plan::Handoff };
-    let body = match (length, lengths) {
+    let body = match (length.map(decimal), lengths) {
         (None, _) => 0,
-        (Some(v), 1) if !v.is_empty() && v.len() <= 8 && v.iter().all(u8::is_ascii_digit) => {
-            let n = v.iter().fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
-            if n > BODY_MAX {
-                return Plan::Handoff;
-            }
-            n
-        }
+        (Some(Some(n)), 1) if n <= BODY_MAX as u64 => n as usize,
         _ => return Plan::Handoff,
     };
     if data.len() < head_len + body {
@@ -397,20 +391,22 @@ fn plan_response(data: &[u8], req: &Request, out: &mut Vec<u8>) -> Result<Option
     let mut reusable = version == 1;
     let (mut named, mut lengths, mut length, mut codings, mut chunked) = (Vec::new(), 0, None, 0, false);
     for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    reusable = false;
-                } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
-                    named.push(token);
+        match kind(h.name) {
+            Kind::Connection => {
+                for token in connection_tokens(h.value) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        reusable = false;
+                    } else if !token.eq_ignore_ascii_case(b"keep-alive") {
+                        named.push(token);
+                    }
                 }
             }
-        } else if h.name.eq_ignore_ascii_case("content-length") {
-            lengths += 1;
-            length = Some(h.value);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            codings += 1;
-            chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            Kind::ContentLength => (length, lengths) = (Some(h.value), lengths + 1),
+            Kind::TransferEncoding => {
+                codings += 1;
+                chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            }
+            _ => {}
         }
     }
     let framing = if req.head || status == 204 || status == 304 {
@@ -421,23 +417,17 @@ fn plan_response(data: &[u8], req: &Request, out: &mut Vec<u8>) -> Result<Option
         }
         Framing::Chunked(Chunk::START)
     } else {
-        match (length, lengths) {
+        match (length.map(decimal), lengths) {
             (None, _) => {
                 reusable = false;
                 Framing::UntilClose
             }
-            (Some(v), 1) if !v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit) => {
-                Framing::Length(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
-            }
+            (Some(Some(n)), 1) => Framing::Length(n),
             _ => return Err("sent a response with ambiguous framing"),
         }
     };
 
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(itoa3(status).as_slice());
-    out.push(b' ');
-    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    status_line(out, status, resp.reason.unwrap_or(""));
     for h in resp.headers.iter() {
         let drop = match kind(h.name) {
             Kind::Connection | Kind::Hop => true,
@@ -459,8 +449,27 @@ fn plan_response(data: &[u8], req: &Request, out: &mut Vec<u8>) -> Result<Option
     Ok(Some(Head { len, status, framing, reusable }))
 }
 
-fn itoa3(n: u16) -> [u8; 3] {
-    [b'0' + (n / 100 % 10) as u8, b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]
+/// `HTTP/1.1 <status> <reason>` and its CRLF.
+fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
+    let digit = |d: u16| b'0' + (status / d % 10) as u8;
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&[digit(100), digit(10), digit(1), b' ']);
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The tokens of a `Connection` value, trimmed, empty ones skipped.
+fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
+}
+
+/// A `Content-Length` value: decimal digits only, as hyper reads it (no sign, no list), and no
+/// more than fit in a u64 whatever they are.
+fn decimal(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// Why an exchange with the upstream failed before its response began.
@@ -672,11 +681,7 @@ where
     stats.record_status(status.as_u16());
     let (ctype, body) = error_page(status, code, &message, req.json);
     let mut out = Vec::with_capacity(body.len() + 160);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(&itoa3(status.as_u16()));
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    status_line(&mut out, status.as_u16(), status.canonical_reason().unwrap_or(""));
     line(&mut out, b"content-type", ctype.as_bytes());
     line(&mut out, b"cache-control", b"no-store");
     line(&mut out, b"content-length", body.len().to_string().as_bytes());

@@ -132,16 +132,18 @@ impl Proxy {
 
     /// A proxy whose upstreams may take `response_timeout` to answer.
     pub fn with_timeout(routes: Routes, response_timeout: Duration) -> Arc<Self> {
-        let stats = routes.all().iter().map(|_| RouteStats::default()).collect();
-        Arc::new(Self { routes, stats, response_timeout, fast_path: true })
+        Self::build(routes, response_timeout, true)
     }
 
     /// A proxy that serves every request through hyper, as the reference the [`fast`] path is
     /// tested against.
     pub fn hyper_only(routes: Routes, response_timeout: Duration) -> Arc<Self> {
-        let mut proxy = Self::with_timeout(routes, response_timeout);
-        Arc::get_mut(&mut proxy).expect("not shared yet").fast_path = false;
-        proxy
+        Self::build(routes, response_timeout, false)
+    }
+
+    fn build(routes: Routes, response_timeout: Duration, fast_path: bool) -> Arc<Self> {
+        let stats = routes.all().iter().map(|_| RouteStats::default()).collect();
+        Arc::new(Self { routes, stats, response_timeout, fast_path })
     }
 
     /// Counters per route, as JSON.
