@@ -18,8 +18,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::control::{Command, Controller};
-use crate::events::Events;
-use crate::status::Status;
+use crate::events::Reporter;
 
 const PAGE: &str = include_str!("../resources/status.html");
 
@@ -29,20 +28,13 @@ struct Admin {
     addr: SocketAddr,
     token: String,
     ctl: Controller,
-    status: Status,
-    events: Events,
+    reporter: Reporter,
 }
 
 /// Serves the admin API on `listener` until burrow exits.
-pub fn serve(
-    listener: TcpListener,
-    token: String,
-    ctl: Controller,
-    status: Status,
-    events: Events,
-) -> std::io::Result<SocketAddr> {
+pub fn serve(listener: TcpListener, token: String, ctl: Controller, reporter: Reporter) -> std::io::Result<SocketAddr> {
     let addr = listener.local_addr()?;
-    let admin = Arc::new(Admin { addr, token, ctl, status, events });
+    let admin = Arc::new(Admin { addr, token, ctl, reporter });
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -148,7 +140,7 @@ impl Admin {
             json_resp(StatusCode::ACCEPTED, json!({"ok": true}))
         };
         match (req.method(), path) {
-            (&Method::GET, "/api/status") => json_resp(StatusCode::OK, self.status.snapshot()),
+            (&Method::GET, "/api/status") => json_resp(StatusCode::OK, json!(self.reporter.status().snapshot())),
             (&Method::POST, "/api/start") => cmd(Command::Start),
             (&Method::POST, "/api/stop") => cmd(Command::Stop),
             (&Method::POST, "/api/reconnect") => cmd(Command::Reconnect),
@@ -163,12 +155,11 @@ impl Admin {
         }
     }
 
-    /// Server-sent events: the current status first, then every event as stdout gets it.
+    /// Server-sent events: the current status first, then every event as stdout gets it (the
+    /// same lines). A client that falls behind is disconnected; it reconnects and starts over.
     fn sse(&self) -> Response<Body> {
-        let rx = self.events.subscribe();
-        let mut first = self.status.snapshot();
-        first["event"] = json!("status");
-        let first = format!("data: {first}\n\n");
+        let rx = self.reporter.subscribe();
+        let first = format!("data: {}\n\n", self.reporter.json_line(&self.reporter.status_event()));
         let stream = futures::stream::unfold((Some(first), rx), |(first, mut rx)| async move {
             if let Some(f) = first {
                 return Some((Ok::<_, Infallible>(Frame::data(Bytes::from(f))), (None, rx)));

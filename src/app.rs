@@ -8,37 +8,34 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde_json::json;
-use tokio_util::sync::CancellationToken;
-
-use crate::client::{Client, Fatal, SetupError};
-use crate::config::{Config, Mode, Secret, TunnelKind, DEFAULT_TUNNEL};
+use crate::client::Client;
+use crate::config::{Config, Secret, TunnelKind, DEFAULT_TUNNEL};
 use crate::control::Controller;
-use crate::events::{ErrorCode, Events};
-use crate::frpc;
+use crate::events::{ErrorCode, Event, Fatal, Outcome, Reporter, WarningCode};
+use crate::frpc::Frpc;
 use crate::provision::{self, Api, Reservation};
 use crate::proxy::Proxy;
-use crate::status::Status;
+use crate::status::State;
+use crate::supervise::{Backend, MakeBackend, Supervisor};
 
-/// Runs burrow until it is told to stop or fails fatally; returns the exit code.
-pub async fn run(mut config: Config, events: Events) -> i32 {
-    events.emit("starting", json!({"version": env!("CARGO_PKG_VERSION"), "mode": config.mode.as_str()}));
-    let proxy = match start_proxy(&config, &events) {
+/// Runs burrow until it is told to stop or fails fatally. The caller reports the outcome
+/// ([`Reporter::exit`]), so `stopped` is always the last line on stdout.
+pub async fn run(mut config: Config, reporter: Reporter) -> Outcome {
+    reporter.emit(Event::Starting { version: env!("CARGO_PKG_VERSION"), mode: config.mode.as_str() });
+    let proxy = match start_proxy(&config, &reporter) {
         Ok(p) => p,
-        Err(code) => {
-            events.emit("stopped", json!({"reason": code.as_str()}));
-            return code.exit_code();
-        }
+        Err(f) => return Outcome::Fatal(f),
     };
-    let status = Status::new(config.tunnels.iter().map(|t| (t.name.clone(), t.kind.type_name())), proxy.clone());
-    let ctl = Controller::new(events.clone(), status.clone());
+    let status = reporter.status();
+    status.set_tunnels(config.tunnels.iter().map(|t| (t.name.clone(), t.kind.type_name())));
+    status.set_proxy(proxy.clone());
+    let ctl = Controller::new(reporter.clone());
     ctl.watch_signals();
     ctl.watch_stdin();
     let shutdown = ctl.shutdown.clone();
     if let Some(addr) = config.admin_addr {
-        if let Err(code) = start_admin(addr, config.admin_token.clone(), &ctl, &status, &events).await {
-            events.emit("stopped", json!({"reason": code.as_str()}));
-            return code.exit_code();
+        if let Err(f) = start_admin(addr, config.admin_token.clone(), &ctl, &reporter).await {
+            return Outcome::Fatal(f);
         }
     }
 
@@ -48,35 +45,35 @@ pub async fn run(mut config: Config, events: Events) -> i32 {
     if let Some(api_cfg) = config.api.clone() {
         let api = match Api::new(api_cfg) {
             Ok(a) => Arc::new(a),
-            Err(e) => return stop_fatal(&events, ErrorCode::Internal, &e, ""),
+            Err(e) => return Outcome::Fatal(Fatal::new(ErrorCode::Internal, e, "")),
         };
-        status.set_state("reserving");
-        let reserved =
-            provision::with_retry(&events, &shutdown, "reserving tunnels", || api.reserve(&[(DEFAULT_TUNNEL, "http")]))
-                .await;
+        reporter.set_state(State::Reserving);
+        let reserved = provision::with_retry(&reporter, &shutdown, "reserving tunnels", || {
+            api.reserve(&[(DEFAULT_TUNNEL, "http")])
+        })
+        .await;
         let r = match reserved {
-            None => return stop_ok(&events, &ctl),
-            Some(Err(e)) => return stop_fatal(&events, e.code(), &e.to_string(), e.hint()),
+            None => return Outcome::Stopped(ctl.reason().unwrap_or("shutdown")),
+            Some(Err(e)) => return Outcome::Fatal(e.fatal()),
             Some(Ok(r)) => r,
         };
         if let Err(e) = apply_reservation(&mut config, &r) {
             release(&api, &r.id).await;
-            return stop_fatal(
-                &events,
+            return Outcome::Fatal(Fatal::new(
                 ErrorCode::ApiError,
-                &e,
+                e,
                 "the reservation's server settings are unusable; report it to the API's operators",
-            );
+            ));
         }
         status.set_tunnels(config.tunnels.iter().map(|t| (t.name.clone(), t.kind.type_name())));
-        let expires = r.expires_at.map(|t| humantime::format_rfc3339(t).to_string());
-        events.emit("reserved", json!({"reservation_id": r.id, "expires_at": expires}));
-        tokio::spawn(renew_loop(api.clone(), r.clone(), events.clone(), ctl.clone(), renew_fatal.clone()));
+        let expires_at = r.expires_at.map(|t| humantime::format_rfc3339(t).to_string());
+        reporter.emit(Event::Reserved { reservation_id: r.id.clone(), expires_at });
+        tokio::spawn(renew_loop(api.clone(), r.clone(), reporter.clone(), ctl.clone(), renew_fatal.clone()));
         lease = Some((api, r.id));
     }
 
-    let mut result = manage(&config, &events, &status, proxy, &ctl).await;
-    status.set_state("stopping");
+    let mut result = manage(&config, &reporter, proxy, &ctl).await;
+    reporter.set_state(State::Stopping);
     // Whatever ended the run, everything else stops now (the renewal loop included).
     ctl.shutdown.cancel();
     if let Some(f) = renew_fatal.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -86,12 +83,8 @@ pub async fn run(mut config: Config, events: Events) -> i32 {
         release(&api, &id).await;
     }
     match result {
-        Ok(()) => stop_ok(&events, &ctl),
-        Err(fatal) => {
-            crate::say!("burrow: {}", fatal.message);
-            events.emit("stopped", json!({"reason": fatal.code.as_str()}));
-            fatal.code.exit_code()
-        }
+        Ok(()) => Outcome::Stopped(ctl.reason().unwrap_or("shutdown")),
+        Err(fatal) => Outcome::Fatal(fatal),
     }
 }
 
@@ -104,26 +97,40 @@ async fn release(api: &Api, id: &str) {
     }
 }
 
-fn stop_ok(events: &Events, ctl: &Controller) -> i32 {
-    events.emit("stopped", json!({"reason": ctl.reason().unwrap_or("shutdown")}));
-    0
-}
-
 /// Keeps the tunnels as the host wants them: up after `start`, down after `stop` (the proxy
 /// stays), until shutdown or a fatal failure. Once `auto` has fallen back to frpc it stays there.
 async fn manage(
     config: &Config,
-    events: &Events,
-    status: &Status,
+    reporter: &Reporter,
     proxy: Option<Arc<Proxy>>,
     ctl: &Controller,
 ) -> Result<(), Fatal> {
+    let frpc: MakeBackend = {
+        let (config, reporter) = (config.clone(), reporter.clone());
+        Box::new(move || {
+            Box::pin(async move { Frpc::prepare(&config, reporter).await.map(|f| Box::new(f) as Box<dyn Backend>) })
+        })
+    };
+    let native = || {
+        Client::new(config, reporter.clone(), proxy)
+            .map(|c| Box::new(c) as Box<dyn Backend>)
+            .map_err(|e| Fatal::new(ErrorCode::ConfigInvalid, e.to_string(), e.hint()))
+    };
+    let mut supervisor = Supervisor::start(
+        config.mode,
+        config.native_gap.as_deref(),
+        config.server.tls.pin.is_some(),
+        native,
+        frpc,
+        reporter.clone(),
+        ctl.reconnect.clone(),
+    )
+    .await?;
     let mut wanted = ctl.wanted();
-    let mut on_frpc = false;
     loop {
         // Wait until the tunnels are wanted (they are, at first).
         while !*wanted.borrow_and_update() {
-            status.set_state("stopped");
+            reporter.set_state(State::Stopped);
             tokio::select! {
                 r = wanted.changed() => if r.is_err() { return Ok(()) },
                 _ = ctl.shutdown.cancelled() => return Ok(()),
@@ -141,7 +148,7 @@ async fn manage(
                 run.cancel();
             })
         };
-        let r = serve(config, events, status, proxy.clone(), run, ctl, &mut on_frpc).await;
+        let r = supervisor.run(&run).await;
         stopper.abort();
         if ctl.shutdown.is_cancelled() || r.is_err() {
             return r;
@@ -150,125 +157,58 @@ async fn manage(
     }
 }
 
-fn stop_fatal(events: &Events, code: ErrorCode, message: &str, hint: &str) -> i32 {
-    crate::say!("burrow: {message}");
-    events.error(code, message, hint, true);
-    events.emit("stopped", json!({"reason": code.as_str()}));
-    code.exit_code()
-}
-
-/// Native client, or frpc, as the mode and the configuration say; `auto` switches to frpc when
-/// the native client meets something it cannot serve.
-async fn serve(
-    config: &Config,
-    events: &Events,
-    status: &Status,
-    proxy: Option<Arc<Proxy>>,
-    shutdown: CancellationToken,
-    ctl: &Controller,
-    on_frpc: &mut bool,
-) -> Result<(), Fatal> {
-    let frpc_now = *on_frpc
-        || match config.mode {
-            Mode::Frpc => true,
-            Mode::Native => false,
-            Mode::Auto => config.native_gap.is_some(),
-        };
-    if frpc_now {
-        if let (Mode::Auto, Some(gap), false) = (config.mode, &config.native_gap, *on_frpc) {
-            events.emit(
-                "fallback",
-                json!({"from": "native", "to": "frpc", "reason": format!("the configuration needs frpc: {gap}")}),
-            );
-        }
-        *on_frpc = true;
-        status.set_mode("frpc");
-        return frpc::run(config, events, status, shutdown, ctl.reconnect.clone()).await;
-    }
-    let client = match Client::new(config, events.clone(), proxy, status.clone()) {
-        Ok(c) => c,
-        Err(e) => {
-            let hint = match &e {
-                SetupError::Tls(_) => "fix the TLS settings (BURROW_TLS_CA or transport.tls.trustedCaFile, BURROW_TLS_SERVER_NAME or transport.tls.serverName; a server name must be a DNS name or an IP address) and start again",
-                SetupError::TunnelTooLarge { .. } => "frp messages are limited to 10240 bytes: split the tunnel or list fewer domains, locations or headers",
-            };
-            events.error(ErrorCode::ConfigInvalid, &e.to_string(), hint, true);
-            return Err(Fatal { code: ErrorCode::ConfigInvalid, message: e.to_string(), fallback: false });
-        }
-    };
-    // frpc cannot check a pin: a pinned configuration never falls back.
-    let auto_fallback = config.mode == Mode::Auto && config.server.tls.pin.is_none();
-    match client.run(shutdown.clone(), auto_fallback, ctl.reconnect.clone()).await {
-        Err(f) if f.fallback => {
-            events.emit("fallback", json!({"from": "native", "to": "frpc", "reason": format!("the server does not speak the native client's protocol: {}", f.message)}));
-            *on_frpc = true;
-            status.set_mode("frpc");
-            frpc::run(config, events, status, shutdown, ctl.reconnect.clone()).await
-        }
-        other => other,
-    }
-}
-
 async fn start_admin(
     addr: std::net::SocketAddr,
     token: Option<Secret>,
     ctl: &Controller,
-    status: &Status,
-    events: &Events,
-) -> Result<(), ErrorCode> {
+    reporter: &Reporter,
+) -> Result<(), Fatal> {
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
             let code =
                 if e.kind() == std::io::ErrorKind::AddrInUse { ErrorCode::PortInUse } else { ErrorCode::Internal };
-            crate::say!("burrow: cannot listen on {addr} for the admin API: {e}");
-            events.error(
+            return Err(Fatal::new(
                 code,
-                &format!("cannot listen on {addr} for the admin API: {e}"),
+                format!("cannot listen on {addr} for the admin API: {e}"),
                 "set BURROW_ADMIN_ADDR to a free loopback address, or to off (or unset it)",
-                true,
-            );
-            return Err(code);
+            ));
         }
     };
     if !addr.ip().is_loopback() {
-        events.warning(
-            "admin_not_loopback",
-            &format!(
+        reporter.warning(
+            WarningCode::AdminNotLoopback,
+            format!(
                 "the admin API listens on {addr}, reachable from other machines; use 127.0.0.1 unless that is intended"
             ),
         );
     }
     let generated = token.is_none();
     let token = token.map(|t| t.expose().to_string()).unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
-    let bound = crate::admin::serve(listener, token.clone(), ctl.clone(), status.clone(), events.clone())
-        .map_err(|_| ErrorCode::Internal)?;
+    let bound = crate::admin::serve(listener, token.clone(), ctl.clone(), reporter.clone())
+        .map_err(|e| Fatal::new(ErrorCode::Internal, format!("cannot start the admin API: {e}"), ""))?;
     let url = format!("http://{bound}/");
-    let mut ev = json!({"url": url});
-    if generated {
-        // The contract gives a generated token to the host in this event; a token the host chose
-        // it already knows and is never echoed.
-        ev["token"] = json!(token);
-        ev["page"] = json!(format!("{url}#token={token}"));
-    }
-    events.emit("admin_ready", ev);
+    // The contract gives a generated token to the host in this event; a token the host chose it
+    // already knows and is never echoed.
+    let (token, page) =
+        if generated { (Some(token.clone()), Some(format!("{url}#token={token}"))) } else { (None, None) };
+    reporter.emit(Event::AdminReady { url, token, page });
     Ok(())
 }
 
-fn start_proxy(config: &Config, events: &Events) -> Result<Option<Arc<Proxy>>, ErrorCode> {
+fn start_proxy(config: &Config, reporter: &Reporter) -> Result<Option<Arc<Proxy>>, Fatal> {
     let Some(addr) = config.proxy_addr else { return Ok(None) };
     match crate::proxy::bind(addr) {
         Ok(listener) => {
             let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.to_string());
             if !addr.ip().is_loopback() {
-                events.warning("proxy_not_loopback", &format!("the reverse proxy listens on {bound}, reachable from other machines; use 127.0.0.1 unless that is intended"));
+                reporter.warning(WarningCode::ProxyNotLoopback, format!("the reverse proxy listens on {bound}, reachable from other machines; use 127.0.0.1 unless that is intended"));
             }
             let proxy = Proxy::with_timeout(config.routes.clone(), config.upstream_timeout);
             if let Err(e) = proxy.spawn_workers(listener) {
-                events.error(ErrorCode::Internal, &format!("cannot start the proxy: {e}"), "", true);
-                return Err(ErrorCode::Internal);
+                return Err(Fatal::new(ErrorCode::Internal, format!("cannot start the proxy: {e}"), ""));
             }
-            events.emit("proxy_ready", json!({"addr": bound, "routes": proxy.snapshot()}));
+            reporter.emit(Event::ProxyReady { addr: bound, routes: proxy.snapshot() });
             Ok(Some(proxy))
         }
         Err(e) => {
@@ -280,9 +220,7 @@ fn start_proxy(config: &Config, events: &Events) -> Result<Option<Arc<Proxy>>, E
             } else {
                 (ErrorCode::Internal, "check BURROW_PROXY_ADDR".to_string())
             };
-            crate::say!("burrow: cannot listen on {addr}: {e}");
-            events.error(code, &format!("cannot listen on {addr}: {e}"), &hint, true);
-            Err(code)
+            Err(Fatal::new(code, format!("cannot listen on {addr}: {e}"), hint))
         }
     }
 }
@@ -327,7 +265,7 @@ fn apply_reservation(config: &mut Config, r: &Reservation) -> Result<(), String>
 async fn renew_loop(
     api: Arc<Api>,
     mut r: Reservation,
-    events: Events,
+    reporter: Reporter,
     ctl: Controller,
     fatal: Arc<std::sync::Mutex<Option<Fatal>>>,
 ) {
@@ -339,18 +277,16 @@ async fn renew_loop(
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => return,
         }
-        match provision::with_retry(&events, &shutdown, "renewing the reservation", || api.renew(&r.id)).await {
+        match provision::with_retry(&reporter, &shutdown, "renewing the reservation", || api.renew(&r.id)).await {
             None => return,
             Some(Ok(expires)) => {
                 r.renewed_at = SystemTime::now();
                 r.expires_at = expires;
-                let e = expires.map(|t| humantime::format_rfc3339(t).to_string());
-                events.emit("renewed", json!({"reservation_id": r.id, "expires_at": e}));
+                let expires_at = expires.map(|t| humantime::format_rfc3339(t).to_string());
+                reporter.emit(Event::Renewed { reservation_id: r.id.clone(), expires_at });
             }
             Some(Err(e)) => {
-                events.error(e.code(), &e.to_string(), e.hint(), true);
-                *fatal.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(Fatal { code: e.code(), message: e.to_string(), fallback: false });
+                *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.fatal());
                 ctl.stop_burrow("fatal");
                 return;
             }

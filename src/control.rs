@@ -9,8 +9,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{ErrorCode, Events};
-use crate::status::Status;
+use crate::events::{ErrorCode, Reporter};
 
 /// A command from the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,20 +54,18 @@ pub struct Controller {
     wanted: Arc<watch::Sender<bool>>,
     /// Woken by `reconnect`.
     pub reconnect: Arc<Notify>,
-    events: Events,
-    status: Status,
+    reporter: Reporter,
 }
 
 impl Controller {
     /// Tunnels wanted up from the start.
-    pub fn new(events: Events, status: Status) -> Self {
+    pub fn new(reporter: Reporter) -> Self {
         Self {
             shutdown: CancellationToken::new(),
             reason: Arc::default(),
             wanted: Arc::new(watch::channel(true).0),
             reconnect: Arc::new(Notify::new()),
-            events,
-            status,
+            reporter,
         }
     }
 
@@ -97,7 +94,7 @@ impl Controller {
             Command::Stop => {
                 self.wanted.send_replace(false);
             }
-            Command::Status => self.events.emit("status", self.status.snapshot()),
+            Command::Status => self.reporter.emit(self.reporter.status_event()),
             Command::Shutdown => self.stop_burrow("shutdown"),
             Command::Reconnect => self.reconnect.notify_one(),
         }
@@ -114,7 +111,7 @@ impl Controller {
                     Ok(Some(line)) if line.trim().is_empty() => {}
                     Ok(Some(line)) => match parse_command(&line) {
                         Ok(cmd) => this.apply(cmd),
-                        Err(e) => this.events.error(ErrorCode::Internal, &e, &format!("commands: {COMMANDS}"), false),
+                        Err(e) => this.reporter.error(ErrorCode::Internal, e, format!("commands: {COMMANDS}")),
                     },
                     Ok(None) | Err(_) => {
                         this.stop_burrow("stdin_closed");

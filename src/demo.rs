@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
 use crate::config::{default_tunnel, Config, Secret, ServerConfig};
-use crate::events::Events;
+use crate::events::Reporter;
 use crate::proxy::{Proxy, Routes};
+use crate::supervise::Supervisor;
 
 const SUBDOMAIN_HOST: &str = "burrow.localhost";
 
@@ -94,29 +95,31 @@ async fn run_in(frps: &Path, dir: &Path) -> Result<(), String> {
         admin_addr: None,
         admin_token: None,
     };
-    let events = Events::silent();
-    let mut rx = events.subscribe();
-    let client = Client::new(
-        &config,
-        events,
-        Some(proxy.clone()),
-        crate::status::Status::new([("web".to_string(), "http")], Some(proxy)),
-    )
-    .map_err(|e| e.to_string())?;
+    let reporter = Reporter::silent();
+    reporter.status().set_tunnels([("web".to_string(), "http")]);
+    reporter.status().set_proxy(Some(proxy.clone()));
+    let mut rx = reporter.subscribe();
+    let client = Client::new(&config, reporter.clone(), Some(proxy)).map_err(|e| e.to_string())?;
+    let mut supervisor = Supervisor::new(Box::new(client), None, reporter, Default::default());
     let shutdown = CancellationToken::new();
     let token2 = shutdown.clone();
-    let client_task = tokio::spawn(async move { client.run(token2, false, Default::default()).await });
+    let mut client_task = tokio::spawn(async move { supervisor.run(&token2).await });
     say("3/4  burrow's native client connecting (TLS + yamux) ...");
 
+    let deadline = tokio::time::sleep(Duration::from_secs(15));
+    tokio::pin!(deadline);
     let url = loop {
-        let ev = tokio::time::timeout(Duration::from_secs(15), rx.recv())
-            .await
-            .map_err(|_| "the tunnel did not come up within 15 s; see the log above".to_string())?
-            .ok_or("the client stopped")?;
-        match ev["event"].as_str() {
-            Some("tunnel_up") => break ev["url"].as_str().unwrap_or_default().to_string(),
-            Some("error") if ev["fatal"] == true => return Err(format!("{}", ev["message"])),
-            _ => {}
+        let line = tokio::select! {
+            line = rx.recv() => line.ok_or("the client stopped")?,
+            r = &mut client_task => return Err(match r {
+                Ok(Err(fatal)) => format!("{} ({})", fatal.message, fatal.hint),
+                _ => "the client stopped".to_string(),
+            }),
+            _ = &mut deadline => return Err("the tunnel did not come up within 15 s; see the log above".into()),
+        };
+        let ev: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if ev["event"] == "tunnel_up" {
+            break ev["url"].as_str().unwrap_or_default().to_string();
         }
     };
     say(&format!("     tunnel up: {url}"));

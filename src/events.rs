@@ -1,9 +1,12 @@
-//! The JSON-lines event stream on stdout (contract §3).
+//! The host contract's output: every event burrow reports (contract §3), typed, and the one
+//! [`Reporter`] that writes them.
 //!
-//! One object per line, flushed per line, always with `event` and `ts`. stdout belongs to the host
-//! (an Electron main process, a script): human logs go to stderr through `tracing`. A host that has
-//! gone away must never make burrow panic or hang: lines are written by a thread of their own
-//! through a bounded queue (a host that stops reading fills the queue, and further lines are
+//! The reporter owns the stdout stream, the admin API's event subscribers, the status board and
+//! the exit path: each event is serialised once (with its `ts`) and that same line goes to stdout
+//! and to every subscriber; `stopped` is written by [`Reporter::exit`] alone. stdout belongs to the
+//! host (an Electron main process, a script): human logs go to stderr through `tracing`. A host
+//! that has gone away must never make burrow panic or hang: lines are written by a thread of their
+//! own through a bounded queue (a host that stops reading fills the queue, and further lines are
 //! dropped and counted rather than blocking the tunnel), and a failed write turns the stream off.
 
 use std::io::Write;
@@ -11,7 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
+
+use crate::status::{Backend, Snapshot, State, Status, TunnelState};
 
 /// Error codes of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -64,6 +69,156 @@ impl ErrorCode {
     }
 }
 
+/// A warning's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarningCode {
+    /// TLS to frps runs without a CA or a pin.
+    TlsUnverified,
+    /// The admin API listens beyond loopback.
+    AdminNotLoopback,
+    /// The reverse proxy listens beyond loopback.
+    ProxyNotLoopback,
+}
+
+/// Where a tunnel can be reached from outside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum PublicAddr {
+    /// An http(s) tunnel's URL (`null` when frps named no host).
+    Url {
+        /// The URL.
+        url: Option<String>,
+    },
+    /// A tcp (or other) tunnel's `host:port`.
+    Remote {
+        /// The address.
+        remote_addr: String,
+    },
+}
+
+impl PublicAddr {
+    fn as_status(&self) -> Option<String> {
+        match self {
+            PublicAddr::Url { url } => url.clone(),
+            PublicAddr::Remote { remote_addr } => Some(remote_addr.clone()),
+        }
+    }
+}
+
+/// `tunnel_up`'s fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TunnelUp {
+    /// The tunnel's name.
+    pub name: String,
+    /// `http`, `tcp`, … (frpc mode reports its own types).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its public address.
+    #[serde(flatten)]
+    pub addr: PublicAddr,
+    /// Which client serves it.
+    pub mode: Backend,
+    /// The reservation it belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<String>,
+}
+
+/// One event of the contract (§3), as it is written: `{"event": "<name>", "ts": …, fields…}`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum Event {
+    Starting {
+        version: &'static str,
+        /// The configured mode: `auto`, `native` or `frpc`.
+        mode: &'static str,
+    },
+    ProxyReady {
+        addr: String,
+        routes: Value,
+    },
+    AdminReady {
+        url: String,
+        /// Only a token burrow generated; one the host chose it already knows.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        page: Option<String>,
+    },
+    Reserved {
+        reservation_id: String,
+        expires_at: Option<String>,
+    },
+    Renewed {
+        reservation_id: String,
+        expires_at: Option<String>,
+    },
+    Connected {
+        server: String,
+        transport: String,
+        mode: Backend,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        server_version: Option<String>,
+    },
+    TunnelUp(TunnelUp),
+    TunnelDown {
+        name: String,
+        reason: String,
+    },
+    Reconnecting {
+        attempt: u32,
+        delay_ms: u64,
+        reason: String,
+    },
+    Fallback {
+        from: Backend,
+        to: Backend,
+        reason: String,
+    },
+    Warning {
+        code: WarningCode,
+        message: String,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+        hint: String,
+        fatal: bool,
+    },
+    Status(Snapshot),
+    Stopped {
+        reason: String,
+    },
+}
+
+/// A failure that ends burrow: reported once, by [`Reporter::exit`], as a fatal `error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fatal {
+    /// The contract's error code (and so the exit code).
+    pub code: ErrorCode,
+    /// What happened.
+    pub message: String,
+    /// What the user can do about it.
+    pub hint: String,
+}
+
+impl Fatal {
+    /// A fatal error.
+    pub fn new(code: ErrorCode, message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self { code, message: message.into(), hint: hint.into() }
+    }
+}
+
+/// How a run of burrow ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stopped as asked: `shutdown`, `stdin_closed`, `signal`.
+    Stopped(&'static str),
+    /// Failed with an error that retrying cannot fix.
+    Fatal(Fatal),
+}
+
 /// How events are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -73,17 +228,21 @@ pub enum Format {
     Human,
 }
 
-/// Where events go. Cheap to clone; all clones write to the same sink in order.
+/// Writes events. Cheap to clone; all clones write to the same sink in order.
 #[derive(Clone)]
-pub struct Events {
+pub struct Reporter {
     inner: Arc<Mutex<Sink>>,
     format: Format,
+    status: Status,
 }
 
 /// Lines queued for the writer thread, at most. The queue is counted rather than preallocated
 /// (`sync_channel` would allocate and touch every slot at start: 316 KiB, where all of burrow's own
 /// idle memory is now under 500 KiB).
 const QUEUE: usize = 10_000;
+
+/// Lines a subscriber (an admin API event stream) may fall behind by before it is dropped.
+const SUBSCRIBER_QUEUE: usize = 256;
 
 enum Out {
     Line(String),
@@ -95,10 +254,10 @@ struct Sink {
     /// Lines sent to the writer thread and not yet written.
     queued: Arc<AtomicUsize>,
     dropped: u64,
-    subscribers: Vec<tokio::sync::mpsc::UnboundedSender<Value>>,
+    subscribers: Vec<tokio::sync::mpsc::Sender<Arc<str>>>,
 }
 
-impl Events {
+impl Reporter {
     /// Events written to stdout.
     pub fn stdout(format: Format) -> Self {
         Self::to_writer(Box::new(std::io::stdout()), format)
@@ -125,20 +284,35 @@ impl Events {
             }
         });
         let out = spawned.ok().map(|_| tx);
-        Self { inner: Arc::new(Mutex::new(Sink { out, queued, dropped: 0, subscribers: Vec::new() })), format }
+        Self::with_sink(out, queued, format)
     }
 
     /// Events that go nowhere but to subscribers.
     pub fn silent() -> Self {
+        Self::with_sink(None, Arc::default(), Format::Json)
+    }
+
+    fn with_sink(out: Option<std::sync::mpsc::Sender<Out>>, queued: Arc<AtomicUsize>, format: Format) -> Self {
         Self {
-            inner: Arc::new(Mutex::new(Sink {
-                out: None,
-                queued: Arc::default(),
-                dropped: 0,
-                subscribers: Vec::new(),
-            })),
-            format: Format::Json,
+            inner: Arc::new(Mutex::new(Sink { out, queued, dropped: 0, subscribers: Vec::new() })),
+            format,
+            status: Status::default(),
         }
+    }
+
+    /// The status board the events keep current.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// Sets a state that no event names (`connecting`, `reserving`, `stopping`, `stopped`).
+    pub fn set_state(&self, state: State) {
+        self.status.set_state(state);
+    }
+
+    /// The `status` event as it would be written now.
+    pub fn status_event(&self) -> Event {
+        Event::Status(self.status.snapshot())
     }
 
     /// Waits (at most `within`) until every event emitted so far has been written.
@@ -150,9 +324,10 @@ impl Events {
         }
     }
 
-    /// A live copy of every event from now on (admin API, demo).
-    pub fn subscribe(&self) -> tokio::sync::mpsc::UnboundedReceiver<Value> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    /// Every event line from now on, as stdout gets it (admin API, demo). A subscriber that falls
+    /// [`SUBSCRIBER_QUEUE`] lines behind is dropped: its channel closes.
+    pub fn subscribe(&self) -> tokio::sync::mpsc::Receiver<Arc<str>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(SUBSCRIBER_QUEUE);
         self.lock().subscribers.push(tx);
         rx
     }
@@ -162,22 +337,21 @@ impl Events {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Emits `event` with the given fields (an object) plus `ts`.
-    pub fn emit(&self, event: &str, fields: Value) {
-        let mut obj = Map::new();
-        obj.insert("event".into(), Value::String(event.into()));
-        obj.insert(
-            "ts".into(),
-            Value::String(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()),
-        );
-        if let Value::Object(f) = fields {
-            obj.extend(f);
-        }
-        let value = Value::Object(obj);
+    /// The JSON line `event` is written as now (its fields plus `event` and `ts`), whatever the
+    /// stdout format.
+    pub fn json_line(&self, event: &Event) -> String {
+        stamped(event).to_string()
+    }
+
+    /// Writes `event` to stdout and every subscriber, and applies it to the status board.
+    pub fn emit(&self, event: Event) {
+        self.apply(&event);
+        let value = stamped(&event);
+        let json: Arc<str> = value.to_string().into();
         let mut sink = self.lock();
-        sink.subscribers.retain(|s| s.send(value.clone()).is_ok());
+        sink.subscribers.retain(|s| s.try_send(json.clone()).is_ok());
         let line = match self.format {
-            Format::Json => value.to_string(),
+            Format::Json => json.to_string(),
             Format::Human => human_line(&value),
         };
         if let Some(tx) = sink.out.as_ref() {
@@ -198,15 +372,60 @@ impl Events {
         }
     }
 
-    /// Emits an `error` event.
-    pub fn error(&self, code: ErrorCode, message: &str, hint: &str, fatal: bool) {
-        self.emit("error", json!({"code": code.as_str(), "message": message, "hint": hint, "fatal": fatal}));
+    fn apply(&self, event: &Event) {
+        let s = &self.status;
+        match event {
+            Event::Connected { .. } => s.set_state(State::Connected),
+            Event::Reconnecting { .. } => s.set_state(State::Reconnecting),
+            Event::TunnelUp(t) => s.set_tunnel(&t.name, TunnelState::Up, t.addr.as_status()),
+            Event::TunnelDown { name, .. } => s.set_tunnel(name, TunnelState::Down, None),
+            Event::Fallback { to, .. } => s.set_mode(*to),
+            _ => {}
+        }
+    }
+
+    /// Emits a non-fatal `error` event.
+    pub fn error(&self, code: ErrorCode, message: impl Into<String>, hint: impl Into<String>) {
+        self.emit(Event::Error { code, message: message.into(), hint: hint.into(), fatal: false });
     }
 
     /// Emits a `warning` event.
-    pub fn warning(&self, code: &str, message: &str) {
-        self.emit("warning", json!({"code": code, "message": message}));
+    pub fn warning(&self, code: WarningCode, message: impl Into<String>) {
+        self.emit(Event::Warning { code, message: message.into() });
     }
+
+    /// The one way out: a fatal outcome's `error`, then `stopped`, both written before it returns
+    /// (within 2 s); returns the process exit code.
+    pub fn exit(&self, outcome: Outcome) -> i32 {
+        let (reason, code) = match outcome {
+            Outcome::Stopped(reason) => (reason.to_string(), 0),
+            Outcome::Fatal(f) => {
+                crate::say!("burrow: {}", f.message);
+                let code = f.code.exit_code();
+                let reason = f.code.as_str().to_string();
+                self.emit(Event::Error { code: f.code, message: f.message, hint: f.hint, fatal: true });
+                (reason, code)
+            }
+        };
+        self.emit(Event::Stopped { reason });
+        self.flush(std::time::Duration::from_secs(2));
+        code
+    }
+}
+
+/// The event's fields with `event` and `ts`.
+fn stamped(event: &Event) -> Value {
+    let mut value = serde_json::to_value(event).unwrap_or_else(|e| {
+        // Every field is a string, number, bool or map with string keys: this cannot fail.
+        serde_json::json!({"event": "error", "code": "internal", "message": format!("an event could not be serialised: {e}"), "hint": "", "fatal": false})
+    });
+    if let Value::Object(m) = &mut value {
+        m.insert(
+            "ts".into(),
+            Value::String(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()),
+        );
+    }
+    value
 }
 
 /// Writes one line on stderr for a human; a closed stderr is ignored (eprintln! would panic).
@@ -243,6 +462,10 @@ fn human_line(v: &Value) -> String {
 mod tests {
     use super::*;
 
+    fn reconnecting(i: usize) -> Event {
+        Event::Reconnecting { attempt: i as u32, delay_ms: 0, reason: String::new() }
+    }
+
     #[derive(Clone, Default)]
     struct Buf(Arc<Mutex<Vec<u8>>>);
     impl Write for Buf {
@@ -268,25 +491,35 @@ mod tests {
     #[test]
     fn lines_carry_event_and_ts() {
         let buf = Buf::default();
-        let ev = Events::to_writer(Box::new(buf.clone()), Format::Json);
-        ev.emit("tunnel_up", json!({"name": "web", "url": "http://a.b"}));
-        ev.error(ErrorCode::AuthFailed, "m", "h", true);
+        let ev = Reporter::to_writer(Box::new(buf.clone()), Format::Json);
+        ev.emit(Event::TunnelUp(TunnelUp {
+            name: "web".into(),
+            kind: "http".into(),
+            addr: PublicAddr::Url { url: Some("http://a.b".into()) },
+            mode: Backend::Native,
+            reservation_id: None,
+        }));
+        assert_eq!(ev.exit(Outcome::Fatal(Fatal::new(ErrorCode::AuthFailed, "m", "h"))), 3);
         ev.flush(std::time::Duration::from_secs(5));
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines[0]["event"], "tunnel_up");
         assert_eq!(lines[0]["name"], "web");
         assert!(humantime::parse_rfc3339(lines[0]["ts"].as_str().unwrap()).is_ok());
+        assert_eq!(lines[0]["url"], "http://a.b");
+        assert_eq!(lines[0]["mode"], "native");
+        assert!(lines[0].get("reservation_id").is_none());
         assert_eq!(lines[1]["code"], "auth_failed");
         assert_eq!(lines[1]["fatal"], true);
+        assert_eq!(lines[2]["event"], "stopped");
+        assert_eq!(lines[2]["reason"], "auth_failed");
     }
 
     #[test]
     fn closed_stdout_is_not_fatal() {
-        let ev = Events::to_writer(Box::new(Closed), Format::Json);
-        ev.emit("starting", json!({}));
-        ev.emit("stopped", json!({}));
-        ev.flush(std::time::Duration::from_secs(5));
+        let ev = Reporter::to_writer(Box::new(Closed), Format::Json);
+        ev.emit(Event::Starting { version: "0", mode: "auto" });
+        assert_eq!(ev.exit(Outcome::Stopped("shutdown")), 0);
     }
 
     /// A writer that never returns, like a pipe whose reader stopped reading.
@@ -303,10 +536,10 @@ mod tests {
 
     #[test]
     fn a_host_that_stops_reading_never_blocks_emit() {
-        let ev = Events::to_writer(Box::new(Stuck), Format::Json);
+        let ev = Reporter::to_writer(Box::new(Stuck), Format::Json);
         let start = std::time::Instant::now();
         for i in 0..(QUEUE + 100) {
-            ev.emit("status", json!({"i": i}));
+            ev.emit(reconnecting(i));
         }
         assert!(start.elapsed() < std::time::Duration::from_secs(5));
         assert!(ev.lock().dropped >= 99);
@@ -315,10 +548,10 @@ mod tests {
     #[test]
     fn written_lines_leave_the_queue() {
         let out = Buf::default();
-        let ev = Events::to_writer(Box::new(out.clone()), Format::Json);
+        let ev = Reporter::to_writer(Box::new(out.clone()), Format::Json);
         for round in 0..3 {
             for i in 0..QUEUE {
-                ev.emit("status", json!({"round": round, "i": i}));
+                ev.emit(reconnecting(round * QUEUE + i));
             }
             ev.flush(std::time::Duration::from_secs(10));
         }
@@ -329,13 +562,13 @@ mod tests {
 
     #[test]
     fn flush_returns_when_the_host_stops_reading() {
-        let ev = Events::to_writer(Box::new(Stuck), Format::Json);
+        let ev = Reporter::to_writer(Box::new(Stuck), Format::Json);
         for i in 0..(QUEUE + 10) {
-            ev.emit("status", json!({"i": i}));
+            ev.emit(reconnecting(i));
         }
         let start = std::time::Instant::now();
         ev.flush(std::time::Duration::from_millis(100));
-        ev.emit("status", json!({"after": "flush"}));
+        ev.emit(reconnecting(0));
         assert!(start.elapsed() < std::time::Duration::from_secs(2));
     }
 
@@ -346,5 +579,146 @@ mod tests {
         assert_eq!(ErrorCode::PortInUse.exit_code(), 4);
         assert_eq!(ErrorCode::ProtocolError.exit_code(), 1);
         assert_eq!(serde_json::to_value(ErrorCode::TlsFailed).unwrap(), "tls_failed");
+    }
+
+    #[test]
+    fn events_keep_the_status_board_current() {
+        let ev = Reporter::silent();
+        ev.status().set_tunnels([("web".to_string(), "http"), ("db".to_string(), "tcp")]);
+        let up = |name: &str, addr| {
+            Event::TunnelUp(TunnelUp {
+                name: name.into(),
+                kind: "x".into(),
+                addr,
+                mode: Backend::Frpc,
+                reservation_id: None,
+            })
+        };
+        ev.emit(Event::Connected {
+            server: "s:1".into(),
+            transport: "tcp".into(),
+            mode: Backend::Frpc,
+            server_version: None,
+        });
+        ev.emit(Event::Fallback { from: Backend::Native, to: Backend::Frpc, reason: "r".into() });
+        ev.emit(up("web", PublicAddr::Url { url: Some("http://w".into()) }));
+        ev.emit(up("db", PublicAddr::Remote { remote_addr: "h:9".into() }));
+        ev.emit(Event::TunnelDown { name: "db".into(), reason: "r".into() });
+        let s = serde_json::to_value(ev.status_event()).unwrap();
+        assert_eq!(s["event"], "status");
+        assert_eq!(s["state"], "connected");
+        assert_eq!(s["mode"], "frpc");
+        assert_eq!(s["tunnels"][0]["state"], "up");
+        assert_eq!(s["tunnels"][0]["url"], "http://w");
+        assert_eq!(s["tunnels"][1]["state"], "down");
+        assert_eq!(s["tunnels"][1]["url"], "h:9");
+        ev.emit(Event::Reconnecting { attempt: 1, delay_ms: 0, reason: String::new() });
+        assert_eq!(ev.status().snapshot().state, State::Reconnecting);
+    }
+
+    #[tokio::test]
+    async fn subscribers_get_the_stdout_line_and_slow_ones_are_dropped() {
+        let out = Buf::default();
+        let ev = Reporter::to_writer(Box::new(out.clone()), Format::Json);
+        let mut fast = ev.subscribe();
+        let mut slow = ev.subscribe();
+        ev.emit(reconnecting(7));
+        ev.flush(std::time::Duration::from_secs(5));
+        let line = fast.recv().await.unwrap();
+        assert_eq!(format!("{line}\n"), String::from_utf8(out.0.lock().unwrap().clone()).unwrap());
+        assert_eq!(slow.recv().await.unwrap(), line);
+        for i in 0..SUBSCRIBER_QUEUE + 1 {
+            ev.emit(reconnecting(i));
+            let _ = fast.try_recv();
+        }
+        let mut got = 0;
+        while slow.recv().await.is_some() {
+            got += 1;
+        }
+        assert_eq!(got, SUBSCRIBER_QUEUE, "a subscriber that fell behind is dropped, not buffered for ever");
+        ev.emit(reconnecting(0));
+        assert!(fast.recv().await.is_some());
+    }
+
+    /// One of each event, with optional fields both set and unset where the schema cares.
+    fn one_of_each() -> Vec<Event> {
+        let up = |addr, reservation_id| {
+            Event::TunnelUp(TunnelUp {
+                name: "web".into(),
+                kind: "http".into(),
+                addr,
+                mode: Backend::Native,
+                reservation_id,
+            })
+        };
+        let snapshot = Snapshot {
+            state: State::Connected,
+            mode: Backend::Native,
+            tunnels: vec![crate::status::TunnelStatus {
+                name: "web".into(),
+                kind: "http",
+                url: None,
+                state: TunnelState::Pending,
+            }],
+            proxy: None,
+        };
+        vec![
+            Event::Starting { version: "0.1.0", mode: "auto" },
+            Event::ProxyReady { addr: "127.0.0.1:8080".into(), routes: Value::Array(vec![]) },
+            Event::AdminReady { url: "http://127.0.0.1:1/".into(), token: None, page: None },
+            Event::AdminReady { url: "http://127.0.0.1:1/".into(), token: Some("t".into()), page: Some("p".into()) },
+            Event::Reserved { reservation_id: "r".into(), expires_at: None },
+            Event::Renewed { reservation_id: "r".into(), expires_at: Some("2026-12-02T00:00:00Z".into()) },
+            Event::Connected {
+                server: "h:7000".into(),
+                transport: "tls+yamux".into(),
+                mode: Backend::Frpc,
+                server_version: None,
+            },
+            up(PublicAddr::Url { url: None }, None),
+            up(PublicAddr::Url { url: Some("http://a.b".into()) }, Some("r".into())),
+            up(PublicAddr::Remote { remote_addr: "h:6000".into() }, None),
+            Event::TunnelDown { name: "web".into(), reason: "r".into() },
+            Event::Reconnecting { attempt: 1, delay_ms: 500, reason: "r".into() },
+            Event::Fallback { from: Backend::Native, to: Backend::Frpc, reason: "r".into() },
+            Event::Warning { code: WarningCode::TlsUnverified, message: "m".into() },
+            Event::Error { code: ErrorCode::PortInUse, message: "m".into(), hint: "h".into(), fatal: true },
+            Event::Status(snapshot),
+            Event::Stopped { reason: "shutdown".into() },
+        ]
+    }
+
+    #[test]
+    fn every_event_is_valid_against_the_published_schema() {
+        let schema: Value = serde_json::from_str(include_str!("../resources/events.schema.json")).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let titles: std::collections::BTreeSet<String> =
+            schema["oneOf"].as_array().unwrap().iter().map(|o| o["title"].as_str().unwrap().to_string()).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for ev in one_of_each() {
+            // Exhaustive on purpose: a new variant does not compile until it has a sample above.
+            let name = match &ev {
+                Event::Starting { .. } => "starting",
+                Event::ProxyReady { .. } => "proxy_ready",
+                Event::AdminReady { .. } => "admin_ready",
+                Event::Reserved { .. } => "reserved",
+                Event::Renewed { .. } => "renewed",
+                Event::Connected { .. } => "connected",
+                Event::TunnelUp(_) => "tunnel_up",
+                Event::TunnelDown { .. } => "tunnel_down",
+                Event::Reconnecting { .. } => "reconnecting",
+                Event::Fallback { .. } => "fallback",
+                Event::Warning { .. } => "warning",
+                Event::Error { .. } => "error",
+                Event::Status(_) => "status",
+                Event::Stopped { .. } => "stopped",
+            };
+            let line = stamped(&ev);
+            assert_eq!(line["event"], name);
+            let errors: Vec<String> = validator.iter_errors(&line).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{line}: {errors:?}");
+            seen.insert(name.to_string());
+        }
+        assert_eq!(seen, titles, "the enum and the schema name the same events");
     }
 }

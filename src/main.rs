@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use burrow::events::{ErrorCode, Events, Format};
+use burrow::events::{ErrorCode, Fatal, Format, Outcome, Reporter};
 use burrow::{app, check, config, demo, frpc};
 
 /// Puts your app's local web stack on a public URL through an frp server (frps).
@@ -85,17 +85,14 @@ fn main() {
         Some(Command::Check) | None => {}
     }
 
-    let events = Events::stdout(format);
+    let reporter = Reporter::stdout(format);
     let env = config::process_env();
     let mode = match (&cli.mode, cli.fallback) {
         (Some(m), _) => match config::Mode::parse("--mode", m) {
             Ok(m) => Some(m),
             Err(e) => {
-                burrow::say!("burrow: {e}");
-                events.error(ErrorCode::ConfigInvalid, &e.to_string(), "use --mode auto, native or frpc", true);
-                events.emit("stopped", serde_json::json!({"reason": "config_invalid"}));
-                events.flush(std::time::Duration::from_secs(2));
-                std::process::exit(2);
+                let fatal = Fatal::new(ErrorCode::ConfigInvalid, e.to_string(), "use --mode auto, native or frpc");
+                std::process::exit(reporter.exit(Outcome::Fatal(fatal)));
             }
         },
         (None, true) => Some(config::Mode::Frpc),
@@ -117,16 +114,8 @@ fn main() {
             std::process::exit(ErrorCode::ConfigInvalid.exit_code());
         }
         Err(e) => {
-            burrow::say!("burrow: {e}");
-            events.error(
-                ErrorCode::ConfigInvalid,
-                &e.to_string(),
-                &format!("fix {} and start again", e.source_name),
-                true,
-            );
-            events.emit("stopped", serde_json::json!({"reason": "config_invalid"}));
-            events.flush(std::time::Duration::from_secs(2));
-            std::process::exit(ErrorCode::ConfigInvalid.exit_code());
+            let fatal = Fatal::new(ErrorCode::ConfigInvalid, e.to_string(), e.hint());
+            std::process::exit(reporter.exit(Outcome::Fatal(fatal)));
         }
     };
     init_tracing(&config.log_filter);
@@ -135,12 +124,10 @@ fn main() {
         let code = rt.block_on(check::run(&config, cli.json));
         std::process::exit(code);
     }
-    let code = rt.block_on(app::run(config, events.clone()));
-    // `stopped` must be out before the process ends.
-    events.flush(std::time::Duration::from_secs(2));
-    // Exit before the runtime is dropped: dropping it would wait for the blocking stdin reader,
+    let outcome = rt.block_on(app::run(config, reporter.clone()));
+    // `stopped` is written (and flushed) by the one exit path. Exit before the runtime is dropped: dropping it would wait for the blocking stdin reader,
     // which only returns when the host writes or closes stdin.
-    std::process::exit(code);
+    std::process::exit(reporter.exit(outcome));
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ApiConfig;
-use crate::events::{ErrorCode, Events};
+use crate::events::{ErrorCode, Fatal, Reporter};
 
 /// How long one API call may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -154,6 +154,12 @@ impl ApiError {
     }
 
     /// What to do about it.
+    /// This error as the one that stops burrow.
+    pub fn fatal(&self) -> Fatal {
+        Fatal::new(self.code(), self.to_string(), self.hint())
+    }
+
+    /// What the user can do about it.
     pub fn hint(&self) -> &'static str {
         match self {
             ApiError::Unreachable { .. } => "check BURROW_API_URL and the network; burrow keeps retrying",
@@ -322,7 +328,7 @@ pub fn parse_reservation(bytes: &[u8]) -> Result<Reservation, ApiError> {
 /// Retries `op` while it fails transiently: capped exponential backoff with jitter, an `error`
 /// event when the reason changes. `None` when shutdown came first.
 pub async fn with_retry<T, F, Fut>(
-    events: &Events,
+    reporter: &Reporter,
     shutdown: &CancellationToken,
     what: &str,
     mut op: F,
@@ -343,10 +349,10 @@ where
                 attempt += 1;
                 let msg = e.to_string();
                 if last.as_deref() != Some(&msg) {
-                    events.error(e.code(), &msg, e.hint(), false);
+                    reporter.error(e.code(), msg.clone(), e.hint());
                     last = Some(msg);
                 }
-                let delay = crate::client::backoff(attempt);
+                let delay = crate::supervise::backoff(attempt);
                 tracing::info!("{what} failed ({e}); retrying in {} ms", delay.as_millis());
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}

@@ -1,71 +1,133 @@
-//! What burrow is doing right now, for the `status` event (and, later, the admin API).
+//! What burrow is doing right now: the body of the `status` event and of `GET /api/status`.
 //!
-//! The client writes tunnel and connection state here as it changes; readers take a JSON
-//! snapshot. One small mutex: updates happen a few times per connection, not per byte.
+//! The [`Reporter`](crate::events::Reporter) keeps it current from the events it emits (a tunnel
+//! is up once `tunnel_up` is out); the few states no event names are set directly. One small
+//! mutex: updates happen a few times per connection, not per byte.
 
 use std::sync::{Arc, Mutex};
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::proxy::Proxy;
 
+/// burrow's overall state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum State {
+    Starting,
+    Reserving,
+    Connecting,
+    Connected,
+    Reconnecting,
+    /// The tunnels are down on the host's request; the proxy serves.
+    Stopped,
+    Stopping,
+}
+
+/// A tunnel's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum TunnelState {
+    Pending,
+    Up,
+    Down,
+}
+
+/// Which client serves the tunnels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum Backend {
+    Native,
+    Frpc,
+}
+
 /// A tunnel as the status shows it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct TunnelStatus {
     /// Name.
     pub name: String,
     /// `http` or `tcp`.
+    #[serde(rename = "type")]
     pub kind: &'static str,
     /// Public URL (http) or remote address (tcp), once known.
     pub url: Option<String>,
-    /// `pending`, `up`, `down`.
-    pub state: &'static str,
+    /// Its state.
+    pub state: TunnelState,
 }
 
-#[derive(Debug)]
+/// The `status` event's fields.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// Overall state.
+    pub state: State,
+    /// Which client serves the tunnels.
+    pub mode: Backend,
+    /// Every tunnel.
+    pub tunnels: Vec<TunnelStatus>,
+    /// The reverse proxy's routes and counters, when it runs.
+    pub proxy: Option<Value>,
+}
+
 struct Inner {
-    state: &'static str,
-    mode: &'static str,
+    state: State,
+    mode: Backend,
     tunnels: Vec<TunnelStatus>,
+    proxy: Option<Arc<Proxy>>,
 }
 
 /// Shared status board.
 #[derive(Clone)]
 pub struct Status {
     inner: Arc<Mutex<Inner>>,
-    proxy: Option<Arc<Proxy>>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                state: State::Starting,
+                mode: Backend::Native,
+                tunnels: Vec::new(),
+                proxy: None,
+            })),
+        }
+    }
 }
 
 impl Status {
-    /// A board for these tunnels, all pending.
-    pub fn new(tunnels: impl IntoIterator<Item = (String, &'static str)>, proxy: Option<Arc<Proxy>>) -> Self {
-        let tunnels =
-            tunnels.into_iter().map(|(name, kind)| TunnelStatus { name, kind, url: None, state: "pending" }).collect();
-        Self { inner: Arc::new(Mutex::new(Inner { state: "starting", mode: "native", tunnels })), proxy }
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Replaces the tunnel list (a reservation names the tunnels).
+    /// Replaces the tunnel list, all pending (the configuration, then a reservation, names them).
     pub fn set_tunnels(&self, tunnels: impl IntoIterator<Item = (String, &'static str)>) {
-        self.lock().tunnels =
-            tunnels.into_iter().map(|(name, kind)| TunnelStatus { name, kind, url: None, state: "pending" }).collect();
+        self.lock().tunnels = tunnels
+            .into_iter()
+            .map(|(name, kind)| TunnelStatus { name, kind, url: None, state: TunnelState::Pending })
+            .collect();
     }
 
-    /// `native` or `frpc`.
-    pub fn set_mode(&self, mode: &'static str) {
+    /// The proxy whose counters the status shows.
+    pub fn set_proxy(&self, proxy: Option<Arc<Proxy>>) {
+        self.lock().proxy = proxy;
+    }
+
+    /// Which client serves the tunnels.
+    pub fn set_mode(&self, mode: Backend) {
         self.lock().mode = mode;
     }
 
-    /// Sets the overall state: `starting`, `connecting`, `connected`, `reconnecting`, `stopping`.
-    pub fn set_state(&self, state: &'static str) {
+    /// Sets the overall state.
+    pub fn set_state(&self, state: State) {
         self.lock().state = state;
     }
 
-    /// Records a tunnel's state (and URL when known).
-    pub fn set_tunnel(&self, name: &str, state: &'static str, url: Option<String>) {
+    /// Records a tunnel's state (and its address when known).
+    pub fn set_tunnel(&self, name: &str, state: TunnelState, url: Option<String>) {
         let mut g = self.lock();
         if let Some(t) = g.tunnels.iter_mut().find(|t| t.name == name) {
             t.state = state;
@@ -75,16 +137,14 @@ impl Status {
         }
     }
 
-    /// The body of the `status` event.
-    pub fn snapshot(&self) -> Value {
+    /// What burrow is doing now.
+    pub fn snapshot(&self) -> Snapshot {
         let g = self.lock();
-        let tunnels: Vec<Value> =
-            g.tunnels.iter().map(|t| json!({"name": t.name, "type": t.kind, "url": t.url, "state": t.state})).collect();
-        json!({
-            "state": g.state,
-            "mode": g.mode,
-            "tunnels": tunnels,
-            "proxy": self.proxy.as_ref().map(|p| p.snapshot()),
-        })
+        Snapshot {
+            state: g.state,
+            mode: g.mode,
+            tunnels: g.tunnels.clone(),
+            proxy: g.proxy.as_ref().map(|p| p.snapshot()),
+        }
     }
 }

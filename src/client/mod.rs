@@ -14,18 +14,18 @@ mod session;
 mod work;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ServerConfig, TunnelConfig};
-use crate::events::{ErrorCode, Events};
+use crate::events::{Reporter, WarningCode};
 use crate::proxy::Proxy;
-use crate::status::Status;
+use crate::status::Backend as BackendKind;
+use crate::supervise::{Backend, Ended, Failure, Verdict};
 use crate::transport::tls::{self, TlsSetupError};
-use session::SessionError;
 
 /// Why the client cannot start with this configuration.
 #[derive(Debug, thiserror::Error)]
@@ -43,15 +43,14 @@ pub enum SetupError {
     },
 }
 
-/// A failure that ends burrow.
-#[derive(Debug, Clone)]
-pub struct Fatal {
-    /// The contract's error code.
-    pub code: ErrorCode,
-    /// What happened.
-    pub message: String,
-    /// The server looks incompatible with the native client: `auto` mode should use frpc.
-    pub fallback: bool,
+impl SetupError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            SetupError::Tls(_) => "fix the TLS settings (BURROW_TLS_CA or transport.tls.trustedCaFile, BURROW_TLS_SERVER_NAME or transport.tls.serverName; a server name must be a DNS name or an IP address) and start again",
+            SetupError::TunnelTooLarge { .. } => "frp messages are limited to 10240 bytes: split the tunnel or list fewer domains, locations or headers",
+        }
+    }
 }
 
 /// A tunnel as the session serves it.
@@ -69,14 +68,12 @@ pub(crate) struct Shared {
     pub server: ServerConfig,
     pub tunnels: Vec<Tunnel>,
     pub by_wire_name: HashMap<String, usize>,
-    pub events: Events,
+    pub reporter: Reporter,
     /// PBKDF2 key of the token, derived once.
     pub key: [u8; 16],
     pub tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
     /// The in-process reverse proxy, for tunnels whose local target is its address.
     pub proxy: Option<Arc<Proxy>>,
-    /// What the client is doing, for `status`.
-    pub status: Status,
     /// The reservation the tunnels belong to, for `tunnel_up`.
     pub reservation_id: Option<String>,
 }
@@ -100,13 +97,15 @@ impl Shared {
 /// The native client.
 pub struct Client {
     shared: Arc<Shared>,
+    /// The `run_id` frps gave the last login: the next one asks for the same tunnels back.
+    run_id: String,
 }
 
 impl Client {
     /// Prepares a client; fails when the TLS settings cannot be used or a tunnel cannot be
     /// registered as configured. Tunnels whose local target is the address of `proxy` are served
     /// by it in-process.
-    pub fn new(config: &Config, events: Events, proxy: Option<Arc<Proxy>>, status: Status) -> Result<Self, SetupError> {
+    pub fn new(config: &Config, reporter: Reporter, proxy: Option<Arc<Proxy>>) -> Result<Self, SetupError> {
         let server = config.server.clone();
         let tls = if server.tls.enabled {
             let cfg =
@@ -138,108 +137,41 @@ impl Client {
         let by_wire_name = tunnels.iter().enumerate().map(|(i, t)| (t.wire_name.clone(), i)).collect();
         let key = burrow_proto::auth::derive_key(server.token.expose());
         let reservation_id = config.reservation_id.clone();
-        Ok(Self {
-            shared: Arc::new(Shared { server, tunnels, by_wire_name, events, key, tls, proxy, status, reservation_id }),
-        })
-    }
-
-    /// Runs until `shutdown` is cancelled (`Ok`) or a failure that must not be retried (`Err`).
-    /// With `auto_fallback`, two sessions in a row whose transport came up but whose frp
-    /// exchange failed end the run with [`Fatal::fallback`] set, for the caller to start frpc.
-    pub async fn run(
-        &self,
-        shutdown: CancellationToken,
-        auto_fallback: bool,
-        reconnect: Arc<tokio::sync::Notify>,
-    ) -> Result<(), Fatal> {
-        let events = &self.shared.events;
-        if self.shared.server.tls.is_unverified() {
-            events.warning(
-                "tls_unverified",
+        if server.tls.is_unverified() {
+            reporter.warning(
+                WarningCode::TlsUnverified,
                 "TLS to frps is encrypted but the server is not authenticated (as frpc does by default); set BURROW_TLS_PIN or BURROW_TLS_CA to verify it",
             );
         }
-        let mut run_id = String::new();
-        let mut failures: u32 = 0;
-        let mut last_error: Option<String> = None;
-        let mut incompatible = 0u32;
-        loop {
-            self.shared.status.set_state("connecting");
-            let mut logged_in = false;
-            let result = tokio::select! {
-                r = session::run(&self.shared, &mut run_id, &shutdown, &mut logged_in) => r,
-                // The host says the network changed (wake from sleep): this session may be dead
-                // without knowing it; start over at once.
-                _ = reconnect.notified() => Err(SessionError::Requested),
-            };
-            let err = match result {
-                Ok(()) => return Ok(()),
-                Err(SessionError::Requested) => {
-                    failures = 0;
-                    last_error = None;
-                    incompatible = 0;
-                    events.emit("reconnecting", json!({"attempt": 1, "delay_ms": 0, "reason": "reconnect requested"}));
-                    continue;
-                }
-                Err(e) => e,
-            };
-            let code = err.code();
-            let message = err.to_string();
-            if err.is_fatal() {
-                events.error(code, &message, &err.hint(), true);
-                return Err(Fatal { code, message, fallback: false });
-            }
-            // "Twice in a row" counts sessions that never logged in: a session that did proves the
-            // server speaks the protocol, whatever ended it later.
-            incompatible = if err.is_incompatibility() && !logged_in { incompatible + 1 } else { 0 };
-            if auto_fallback && incompatible >= 2 {
-                return Err(Fatal { code, message, fallback: true });
-            }
-            if logged_in {
-                failures = 0;
-                last_error = None;
-            }
-            failures += 1;
-            // Say what is wrong once per change, not once per attempt.
-            if last_error.as_deref() != Some(&message) {
-                events.error(code, &message, &err.hint(), false);
-                last_error = Some(message.clone());
-            }
-            let delay = backoff(failures);
-            self.shared.status.set_state("reconnecting");
-            tracing::info!("session ended ({message}); reconnecting in {} ms", delay.as_millis());
-            events.emit(
-                "reconnecting",
-                json!({"attempt": failures, "delay_ms": delay.as_millis() as u64, "reason": message}),
-            );
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = reconnect.notified() => failures = 0,
-                _ = shutdown.cancelled() => return Ok(()),
+        let shared = Arc::new(Shared { server, tunnels, by_wire_name, reporter, key, tls, proxy, reservation_id });
+        Ok(Self { shared, run_id: String::new() })
+    }
+
+    async fn run_session(&mut self, stop: &CancellationToken) -> Ended {
+        let mut logged_in = false;
+        let result = session::run(&self.shared, &mut self.run_id, stop, &mut logged_in).await;
+        match result {
+            Ok(()) => Ended::stopped(logged_in),
+            Err(e) => {
+                let verdict = if e.is_fatal() {
+                    Verdict::Fatal
+                } else if e.is_incompatibility() {
+                    Verdict::Incompatible
+                } else {
+                    Verdict::Retry
+                };
+                Ended::failed(logged_in, Failure { code: e.code(), message: e.to_string(), hint: e.hint(), verdict })
             }
         }
     }
 }
 
-/// Capped exponential backoff with ±10% jitter: 0.5 s, 1 s, 2 s, … 20 s.
-pub fn backoff(attempt: u32) -> Duration {
-    let base = 500u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(16)).min(20_000);
-    let jitter = rand::random::<f64>() * 0.2 - 0.1;
-    Duration::from_millis((base as f64 * (1.0 + jitter)) as u64)
-}
+impl Backend for Client {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Native
+    }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_caps() {
-        let ms = |a| backoff(a).as_millis() as u64;
-        assert!((450..=550).contains(&ms(1)));
-        assert!((900..=1100).contains(&ms(2)));
-        assert!((3600..=4400).contains(&ms(4)));
-        for a in [7, 10, 50, u32::MAX] {
-            assert!((18_000..=22_000).contains(&ms(a)), "{a}");
-        }
+    fn attempt<'a>(&'a mut self, stop: &'a CancellationToken) -> Pin<Box<dyn Future<Output = Ended> + Send + 'a>> {
+        Box::pin(self.run_session(stop))
     }
 }

@@ -4,11 +4,10 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use burrow_proto::msg::{CloseProxy, Login, NewProxy, Ping};
 use burrow_proto::Message;
-use serde_json::json;
 use tokio::io::BufReader;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -17,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 use super::framed::{read_msg, write_msg, ReadError};
 use super::{work, Shared, Tunnel};
 use crate::config::TunnelKind;
-use crate::events::ErrorCode;
-use crate::frpc::locate::go_os_arch;
+use crate::events::{ErrorCode, Event, PublicAddr, TunnelUp};
 use crate::layers::CryptoStream;
+use crate::platform::{go_os_arch, unix_now};
+use crate::status::Backend;
 use crate::transport::mux::MuxTransport;
 use crate::transport::tcp::TcpTransport;
 use crate::transport::tls::TlsTransport;
@@ -65,9 +65,6 @@ pub enum SessionError {
     /// The control connection failed.
     #[error("control connection failed: {0}")]
     Io(#[from] io::Error),
-    /// The host asked for a new connection (`reconnect`).
-    #[error("reconnect requested")]
-    Requested,
 }
 
 impl SessionError {
@@ -85,10 +82,9 @@ impl SessionError {
             SessionError::ClosedBeforeLogin | SessionError::LoginTimeout | SessionError::Protocol(_) => {
                 ErrorCode::ProtocolError
             }
-            SessionError::Closed
-            | SessionError::HeartbeatTimeout(_)
-            | SessionError::Io(_)
-            | SessionError::Requested => ErrorCode::ServerUnreachable,
+            SessionError::Closed | SessionError::HeartbeatTimeout(_) | SessionError::Io(_) => {
+                ErrorCode::ServerUnreachable
+            }
         }
     }
 
@@ -132,13 +128,8 @@ impl SessionError {
             SessionError::PongError(_) => "frps checks tokens in heartbeats (auth.additionalScopes); check BURROW_SERVER_TOKEN".into(),
             SessionError::Protocol(_) => "the server does not speak frp v1 as frps 0.52–0.70 do; check the address, or use the frpc fallback".into(),
             SessionError::Closed | SessionError::HeartbeatTimeout(_) | SessionError::Io(_) => "the connection to frps was lost; burrow reconnects".into(),
-            SessionError::Requested => "burrow reconnects now".into(),
         }
     }
-}
-
-pub(super) fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// Aborts a task when dropped, so nothing of a session outlives it by accident.
@@ -176,16 +167,6 @@ pub(super) async fn run(
         } => Ok(()),
     };
     *logged_in = flag.load(Ordering::SeqCst);
-    let reason = match &result {
-        Ok(()) => "shutdown".to_string(),
-        Err(e) => e.to_string(),
-    };
-    for t in &shared.tunnels {
-        if states.get(&t.wire_name).is_some_and(|s| s.up) {
-            shared.events.emit("tunnel_down", json!({"name": t.config.name, "reason": reason}));
-            shared.status.set_tunnel(&t.config.name, "down", None);
-        }
-    }
     result
 }
 
@@ -253,11 +234,12 @@ async fn serve(
     *run_id = resp.run_id;
     logged_in.store(true, Ordering::SeqCst);
     tracing::info!("logged in to frps {} at {addr} (run id {run_id})", resp.version);
-    shared.events.emit(
-        "connected",
-        json!({"server": addr, "transport": shared.transport_name(), "mode": "native", "server_version": resp.version}),
-    );
-    shared.status.set_state("connected");
+    shared.reporter.emit(Event::Connected {
+        server: addr,
+        transport: shared.transport_name(),
+        mode: Backend::Native,
+        server_version: Some(resp.version),
+    });
 
     // From here on the control connection is AES-CFB in both directions.
     let (rd, wr) = tokio::io::split(CryptoStream::new(control, &shared.key));
@@ -334,7 +316,7 @@ async fn serve(
                         continue;
                     };
                     if !r.error.is_empty() {
-                        shared.events.error(ErrorCode::ProxyRejected, &format!("frps refused tunnel {:?}: {}", t.config.name, r.error), &proxy_hint(&r.error), false);
+                        shared.reporter.error(ErrorCode::ProxyRejected, format!("frps refused tunnel {:?}: {}", t.config.name, r.error), proxy_hint(&r.error));
                         let name = t.wire_name.clone();
                         retries.spawn(async move { tokio::time::sleep(PROXY_RETRY).await; name });
                         continue;
@@ -454,26 +436,27 @@ fn proxy_hint(error: &str) -> String {
 /// Reports a registered tunnel with its public address.
 fn tunnel_up(shared: &Shared, t: &Tunnel, remote_addr: &str) {
     let name = &t.config.name;
-    let mut ev = match &t.config.kind {
+    let addr = match &t.config.kind {
         TunnelKind::Http { .. } => {
             // A reservation's public URL wins: frps may sit behind a TLS-terminating proxy.
             let first = remote_addr.split(',').map(str::trim).find(|s| !s.is_empty());
             let url = t.config.public_url.clone().or_else(|| first.map(|h| format!("http://{h}")));
             tracing::info!("tunnel {name} is up at {}", url.as_deref().unwrap_or("(no public host)"));
-            shared.status.set_tunnel(name, "up", url.clone());
-            json!({"name": name, "type": "http", "url": url, "mode": "native"})
+            PublicAddr::Url { url }
         }
         TunnelKind::Tcp { .. } => {
             let port = remote_addr.rsplit(':').next().unwrap_or_default();
             let host = &shared.server.host;
             let remote = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
             tracing::info!("tunnel {name} is up at {remote}");
-            shared.status.set_tunnel(name, "up", Some(remote.clone()));
-            json!({"name": name, "type": "tcp", "remote_addr": remote, "mode": "native"})
+            PublicAddr::Remote { remote_addr: remote }
         }
     };
-    if let Some(id) = &shared.reservation_id {
-        ev["reservation_id"] = json!(id);
-    }
-    shared.events.emit("tunnel_up", ev);
+    shared.reporter.emit(Event::TunnelUp(TunnelUp {
+        name: name.clone(),
+        kind: t.config.kind.type_name().into(),
+        addr,
+        mode: Backend::Native,
+        reservation_id: shared.reservation_id.clone(),
+    }));
 }

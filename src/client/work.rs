@@ -59,7 +59,7 @@ pub(super) async fn open(
     stop: CancellationToken,
 ) -> Result<(), WorkError> {
     let mut conn = conns.connect().await?;
-    let ts = super::session::unix_now();
+    let ts = crate::platform::unix_now();
     let hello = NewWorkConn {
         run_id,
         // Checked only by frps with auth.additionalScopes = ["NewWorkConns"]; harmless otherwise.

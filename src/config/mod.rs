@@ -58,6 +58,11 @@ impl ConfigError {
     ) -> Self {
         Self { source_name: source_name.into(), value: value.into(), problem: problem.into(), example: example.into() }
     }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> String {
+        format!("fix {} and start again", self.source_name)
+    }
 }
 
 /// Where frps is and how to speak to it.

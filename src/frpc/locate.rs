@@ -3,27 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Go's GOOS and GOARCH names for this build, as frpc reports them in `Login` and frp names its
-/// release archives.
-pub fn go_os_arch() -> (&'static str, &'static str) {
-    let os = match std::env::consts::OS {
-        "macos" => "darwin",
-        other => other,
-    };
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        other => other,
-    };
-    (os, arch)
-}
-
-/// `<GOOS>-<GOARCH>` (`linux-amd64`, …), the layout of `resources/bin/`.
-pub fn platform() -> String {
-    let (os, arch) = go_os_arch();
-    format!("{os}-{arch}")
-}
+use crate::platform::platform;
 
 fn exe_name() -> &'static str {
     if cfg!(windows) {

@@ -2,38 +2,38 @@
 //! the configuration, and make it look, from outside, like the native client.
 //!
 //! burrow writes frpc's configuration into a private directory, starts frpc directly (never
-//! through a shell), follows its tunnels through frpc's own admin API (loopback, random password)
-//! to emit the same `connected`/`tunnel_up`/`tunnel_down` events, restarts it with backoff when it
-//! dies, and stops it — and anything it started — when burrow stops.
+//! through a shell), and follows its tunnels through frpc's own admin API (loopback, random
+//! password) to emit the same `connected`/`tunnel_up`/`tunnel_down` events. Each frpc process is
+//! one attempt of the [`Backend`] trait: the supervisor restarts it with backoff when it dies.
 //!
-//! frpc must never outlive burrow, even when burrow is killed with SIGKILL:
-//! * Linux: the child asks the kernel for SIGKILL when its parent dies (`PR_SET_PDEATHSIG`), and
-//!   runs in its own process group, which burrow signals as a whole at shutdown.
-//! * macOS has no parent-death signal: the process group is signalled at shutdown, and a host that
-//!   kills burrow hard should kill its process group (`kill -9 -<pgid>`); Electron's
-//!   `child_process.spawn(…, {detached: false})` plus `process.kill(-pid)` does that.
-//! * Windows: put burrow in a job object with `JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE` (Electron's
-//!   child processes are, by default); frpc, as burrow's child, is in the same job.
+//! frpc must never outlive burrow, even when burrow is killed outright. frpc stays in burrow's
+//! process group (it starts no processes of its own); at shutdown burrow sends it SIGTERM, then
+//! SIGKILL after a second.
+//! * Linux: the child also asks the kernel for SIGKILL when its parent dies (`PR_SET_PDEATHSIG`).
+//! * macOS has no parent-death signal: a host that kills burrow hard should kill its process
+//!   group (`kill -9 -<pgid>`); the Electron module starts burrow as a group leader and does that.
+//! * Windows: nothing yet ties frpc to burrow; a hard kill of burrow can leave frpc running.
 
 pub mod config;
 pub mod locate;
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::Fatal;
 use crate::config::Config;
-use crate::events::{ErrorCode, Events};
-use crate::status::Status;
+use crate::events::{ErrorCode, Event, Fatal, PublicAddr, Reporter, TunnelUp, WarningCode};
+use crate::status::Backend as BackendKind;
+use crate::supervise::{Backend, Ended, Failure, Verdict};
 use config::{Admin, PrivateDir};
 
 /// How often frpc's admin API is asked for its tunnels.
@@ -51,105 +51,91 @@ struct ProxyStatus {
     remote_addr: String,
 }
 
-fn fatal(events: &Events, code: ErrorCode, message: String, hint: &str) -> Fatal {
-    events.error(code, &message, hint, true);
-    Fatal { code, message, fallback: false }
+fn auth_failure() -> Failure {
+    Failure {
+        code: ErrorCode::AuthFailed,
+        message: "frps rejected the login of frpc: token in login doesn't match token from configuration".into(),
+        hint: "check BURROW_SERVER_TOKEN (auth.token): it must equal frps' auth.token".into(),
+        verdict: Verdict::Fatal,
+    }
 }
 
-/// Runs frpc for `cfg` until shutdown (`Ok`) or a failure that retrying cannot fix.
-pub async fn run(
-    cfg: &Config,
-    events: &Events,
-    status: &Status,
-    shutdown: CancellationToken,
-    reconnect: Arc<tokio::sync::Notify>,
-) -> Result<(), Fatal> {
-    let public_urls: HashMap<String, String> =
-        cfg.tunnels.iter().filter_map(|t| t.public_url.clone().map(|u| (t.name.clone(), u))).collect();
-    let frpc = match locate::resolve(cfg.frpc_path.as_deref()) {
-        Ok(p) => p,
-        Err(tried) => {
-            let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
-            return Err(fatal(
-                events,
-                ErrorCode::FrpcMissing,
-                format!("frpc was not found; tried: {}", list.join(", ")),
-                "put frpc in resources/bin/<os>-<arch>/ beside burrow (resources/fetch-frpc.sh), or set BURROW_FRPC_PATH",
-            ));
-        }
-    };
-    let Some(version) = locate::version(&frpc).await else {
-        return Err(fatal(
-            events,
-            ErrorCode::FrpcFailed,
-            format!("{} did not report an frpc version", frpc.display()),
-            "check that BURROW_FRPC_PATH points at frpc (not frps) built for this platform",
-        ));
-    };
-    if cfg.server.tls.pin.is_some() {
-        return Err(fatal(
-            events,
-            ErrorCode::TlsFailed,
-            "frpc cannot verify a certificate pin (BURROW_TLS_PIN / certSha256); refusing to fall back to an unverified connection".into(),
-            "use BURROW_MODE=native, or verify frps with a CA (BURROW_TLS_CA)",
-        ));
-    }
-    tracing::info!("using frpc {version} at {}", frpc.display());
-    if cfg.server.tls.enabled && cfg.server.tls.ca_file.is_none() {
-        events.warning(
-            "tls_unverified",
-            "frpc's TLS to frps is encrypted but the server is not authenticated; set BURROW_TLS_CA (or transport.tls.trustedCaFile) to verify it",
-        );
-    }
-
-    let dir = PrivateDir::new().map_err(|e| {
-        fatal(
-            events,
-            ErrorCode::Internal,
-            format!("cannot create a private directory for frpc's configuration: {e}"),
-            "check the temp directory (TMPDIR)",
-        )
-    })?;
-    let port =
-        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| {
-            fatal(events, ErrorCode::Internal, format!("no free loopback port for frpc's admin API: {e}"), "")
-        })?;
-    let admin = Admin { port, user: "burrow".into(), password: format!("{:032x}", rand::random::<u128>()) };
-    let (name, text) = match &cfg.frpc_file {
-        Some((_, raw)) => ("frpc.toml", config::toml_from_file(raw, &cfg.server, &admin)),
-        None if locate::speaks_toml(&version) => {
-            ("frpc.toml", config::toml_from_model(&cfg.server, &cfg.tunnels, &admin))
-        }
-        None => ("frpc.ini", config::ini_from_model(&cfg.server, &cfg.tunnels, &admin)),
-    };
-    let file = dir.write(name, &text).map_err(|e| {
-        fatal(
-            events,
-            ErrorCode::Internal,
-            format!("cannot write frpc's configuration: {e}"),
-            "check the temp directory (TMPDIR)",
-        )
-    })?;
-
-    let sup =
-        Supervisor { frpc, file, admin, cfg, events, status, public_urls: &public_urls, http: reqwest::Client::new() };
-    let r = sup.supervise(shutdown, reconnect).await;
-    drop(dir);
-    r
-}
-
-struct Supervisor<'a> {
+/// The bundled frpc, configured and ready to run attempt after attempt.
+pub struct Frpc {
     frpc: PathBuf,
     file: PathBuf,
     admin: Admin,
-    cfg: &'a Config,
-    events: &'a Events,
-    status: &'a Status,
-    public_urls: &'a HashMap<String, String>,
+    cfg: Config,
+    reporter: Reporter,
+    public_urls: HashMap<String, String>,
     http: reqwest::Client,
+    /// frpc's configuration holds the token: removed when this is dropped.
+    _dir: PrivateDir,
 }
 
-impl Supervisor<'_> {
+impl Frpc {
+    /// Finds and checks frpc and writes its configuration for `cfg`; fails when frpc cannot serve.
+    pub async fn prepare(cfg: &Config, reporter: Reporter) -> Result<Self, Fatal> {
+        let public_urls: HashMap<String, String> =
+            cfg.tunnels.iter().filter_map(|t| t.public_url.clone().map(|u| (t.name.clone(), u))).collect();
+        let frpc = match locate::resolve(cfg.frpc_path.as_deref()) {
+            Ok(p) => p,
+            Err(tried) => {
+                let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+                return Err(Fatal::new(
+                    ErrorCode::FrpcMissing,
+                    format!("frpc was not found; tried: {}", list.join(", ")),
+                    "put frpc in resources/bin/<os>-<arch>/ beside burrow (resources/fetch-frpc.sh), or set BURROW_FRPC_PATH",
+                ));
+            }
+        };
+        let Some(version) = locate::version(&frpc).await else {
+            return Err(Fatal::new(
+                ErrorCode::FrpcFailed,
+                format!("{} did not report an frpc version", frpc.display()),
+                "check that BURROW_FRPC_PATH points at frpc (not frps) built for this platform",
+            ));
+        };
+        if cfg.server.tls.pin.is_some() {
+            return Err(Fatal::new(
+                ErrorCode::TlsFailed,
+                "frpc cannot verify a certificate pin (BURROW_TLS_PIN / certSha256); refusing to fall back to an unverified connection",
+                "use BURROW_MODE=native, or verify frps with a CA (BURROW_TLS_CA)",
+            ));
+        }
+        tracing::info!("using frpc {version} at {}", frpc.display());
+        if cfg.server.tls.enabled && cfg.server.tls.ca_file.is_none() {
+            reporter.warning(
+                WarningCode::TlsUnverified,
+                "frpc's TLS to frps is encrypted but the server is not authenticated; set BURROW_TLS_CA (or transport.tls.trustedCaFile) to verify it",
+            );
+        }
+        let tmp_hint = "check the temp directory (TMPDIR)";
+        let dir = PrivateDir::new().map_err(|e| {
+            Fatal::new(
+                ErrorCode::Internal,
+                format!("cannot create a private directory for frpc's configuration: {e}"),
+                tmp_hint,
+            )
+        })?;
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| {
+                Fatal::new(ErrorCode::Internal, format!("no free loopback port for frpc's admin API: {e}"), "")
+            })?;
+        let admin = Admin { port, user: "burrow".into(), password: format!("{:032x}", rand::random::<u128>()) };
+        let (name, text) = match &cfg.frpc_file {
+            Some((_, raw)) => ("frpc.toml", config::toml_from_file(raw, &cfg.server, &admin)),
+            None if locate::speaks_toml(&version) => {
+                ("frpc.toml", config::toml_from_model(&cfg.server, &cfg.tunnels, &admin))
+            }
+            None => ("frpc.ini", config::ini_from_model(&cfg.server, &cfg.tunnels, &admin)),
+        };
+        let file = dir.write(name, &text).map_err(|e| {
+            Fatal::new(ErrorCode::Internal, format!("cannot write frpc's configuration: {e}"), tmp_hint)
+        })?;
+        Ok(Self { frpc, file, admin, cfg: cfg.clone(), reporter, public_urls, http: reqwest::Client::new(), _dir: dir })
+    }
+
     fn spawn(&self) -> std::io::Result<tokio::process::Child> {
         let mut cmd = tokio::process::Command::new(&self.frpc);
         cmd.arg("-c")
@@ -184,124 +170,106 @@ impl Supervisor<'_> {
         cmd.spawn()
     }
 
-    async fn supervise(&self, shutdown: CancellationToken, reconnect: Arc<tokio::sync::Notify>) -> Result<(), Fatal> {
-        let mut failures = 0u32;
-        'restart: loop {
-            let mut child = self.spawn().map_err(|e| {
-                fatal(
-                    self.events,
-                    ErrorCode::FrpcFailed,
-                    format!("cannot start {}: {e}", self.frpc.display()),
-                    "check that the file is an executable frpc for this platform",
+    /// Runs one frpc process until it exits, fails, or `stop` is cancelled.
+    async fn run_once(&self, stop: &CancellationToken) -> Ended {
+        let mut child = match self.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                return Ended::failed(
+                    false,
+                    Failure {
+                        code: ErrorCode::FrpcFailed,
+                        message: format!("cannot start {}: {e}", self.frpc.display()),
+                        hint: "check that the file is an executable frpc for this platform".into(),
+                        verdict: Verdict::Fatal,
+                    },
                 )
-            })?;
-            let pid = child.id();
-            let auth_failed = Arc::new(AtomicBool::new(false));
-            // frpc's admin API keeps saying "running" after frpc lost frps, so the session's
-            // state is read from frpc's log: a login, then a failed (re)connect.
-            let (session_tx, mut session_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
-            for (out, is_err) in [
-                (child.stdout.take().map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Unpin + Send>), false),
-                (child.stderr.take().map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Unpin + Send>), true),
-            ] {
-                let Some(out) = out else { continue };
-                let flag = auth_failed.clone();
-                let session = session_tx.clone();
-                tokio::spawn(async move {
-                    let mut lines = tokio::io::BufReader::new(out).lines();
-                    while let Ok(Some(l)) = lines.next_line().await {
-                        if l.contains("token in login doesn't match") || l.contains("authorization failed") {
-                            flag.store(true, Ordering::SeqCst);
-                        }
-                        if l.contains("login to server success") {
-                            let _ = session.send(true);
-                        } else if l.contains("connect to server error") || l.contains("control writer is closing") {
-                            let _ = session.send(false);
-                        }
-                        if is_err || l.contains("[W]") || l.contains("[E]") {
-                            tracing::warn!("frpc: {l}");
-                        } else {
-                            tracing::debug!("frpc: {l}");
-                        }
-                    }
-                });
             }
-            drop(session_tx);
-            let mut up: HashSet<String> = HashSet::new();
-            let mut connected = false;
-            let mut lost = false;
-            let mut ticker = tokio::time::interval(POLL);
-            let ended = loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => {
-                        self.stop(&mut child, pid).await;
-                        self.all_down(&mut up, "shutdown");
-                        return Ok(());
+        };
+        let pid = child.id();
+        let auth_failed = Arc::new(AtomicBool::new(false));
+        // frpc's admin API keeps saying "running" after frpc lost frps, so the session's
+        // state is read from frpc's log: a login, then a failed (re)connect.
+        let (session_tx, mut session_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
+        for (out, is_err) in [
+            (child.stdout.take().map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Unpin + Send>), false),
+            (child.stderr.take().map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Unpin + Send>), true),
+        ] {
+            let Some(out) = out else { continue };
+            let flag = auth_failed.clone();
+            let session = session_tx.clone();
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(out).lines();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    if l.contains("token in login doesn't match") || l.contains("authorization failed") {
+                        flag.store(true, Ordering::SeqCst);
                     }
-                    st = child.wait() => break st,
-                    _ = reconnect.notified() => {
-                        // A fresh frpc connects at once (its own retry timer may be long).
-                        self.stop(&mut child, pid).await;
-                        self.all_down(&mut up, "reconnect requested");
-                        failures = 0;
-                        self.events.emit("reconnecting", json!({"attempt": 1, "delay_ms": 0, "reason": "reconnect requested"}));
-                        continue 'restart;
+                    if l.contains("login to server success") {
+                        let _ = session.send(true);
+                    } else if l.contains("connect to server error") || l.contains("control writer is closing") {
+                        let _ = session.send(false);
                     }
-                    Some(logged_in) = session_rx.recv() => {
-                        if logged_in {
-                            lost = false;
-                        } else if connected || !up.is_empty() {
-                            lost = true;
-                            connected = false;
-                            self.all_down(&mut up, "frpc lost the connection to frps");
-                            self.status.set_state("reconnecting");
-                            self.events.emit("reconnecting", json!({"attempt": 1, "delay_ms": 0, "reason": "frpc lost the connection to frps; it reconnects by itself"}));
-                        }
-                    }
-                    _ = ticker.tick() => {
-                        if auth_failed.load(Ordering::SeqCst) {
-                            self.stop(&mut child, pid).await;
-                            self.all_down(&mut up, "frps rejected the token");
-                            return Err(fatal(self.events, ErrorCode::AuthFailed, "frps rejected the login of frpc: token in login doesn't match token from configuration".into(), "check BURROW_SERVER_TOKEN (auth.token): it must equal frps' auth.token"));
-                        }
-                        if lost {
-                            continue;
-                        }
-                        if let Some(list) = self.poll().await {
-                            self.update(&list, &mut up, &mut connected);
-                            if connected {
-                                failures = 0;
-                            }
-                        }
+                    if is_err || l.contains("[W]") || l.contains("[E]") {
+                        tracing::warn!("frpc: {l}");
+                    } else {
+                        tracing::debug!("frpc: {l}");
                     }
                 }
-            };
-            self.all_down(&mut up, "frpc exited");
-            if auth_failed.load(Ordering::SeqCst) {
-                return Err(fatal(
-                    self.events,
-                    ErrorCode::AuthFailed,
-                    "frps rejected the login of frpc: token in login doesn't match token from configuration".into(),
-                    "check BURROW_SERVER_TOKEN (auth.token): it must equal frps' auth.token",
-                ));
-            }
-            failures += 1;
-            let delay = crate::client::backoff(failures);
-            let msg = format!(
-                "frpc exited ({}); restarting in {} ms",
-                ended.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
-                delay.as_millis()
-            );
-            self.events.error(ErrorCode::FrpcFailed, &msg, "see frpc's log lines on stderr", false);
-            self.events.emit(
-                "reconnecting",
-                json!({"attempt": failures, "delay_ms": delay.as_millis() as u64, "reason": msg}),
-            );
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.cancelled() => return Ok(()),
-            }
+            });
         }
+        drop(session_tx);
+        let mut up: HashSet<String> = HashSet::new();
+        let mut connected = false;
+        let mut progressed = false;
+        let mut lost = false;
+        let mut ticker = tokio::time::interval(POLL);
+        let ended = loop {
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    self.stop(&mut child, pid).await;
+                    return Ended::stopped(progressed);
+                }
+                st = child.wait() => break st,
+                Some(logged_in) = session_rx.recv() => {
+                    if logged_in {
+                        lost = false;
+                    } else if connected || !up.is_empty() {
+                        lost = true;
+                        connected = false;
+                        for name in up.drain() {
+                            self.reporter.emit(Event::TunnelDown { name, reason: "frpc lost the connection to frps".into() });
+                        }
+                        self.reporter.emit(Event::Reconnecting { attempt: 1, delay_ms: 0, reason: "frpc lost the connection to frps; it reconnects by itself".into() });
+                    }
+                }
+                _ = ticker.tick() => {
+                    if auth_failed.load(Ordering::SeqCst) {
+                        self.stop(&mut child, pid).await;
+                        return Ended::failed(progressed, auth_failure());
+                    }
+                    if lost {
+                        continue;
+                    }
+                    if let Some(list) = self.poll().await {
+                        self.update(&list, &mut up, &mut connected);
+                        progressed |= connected;
+                    }
+                }
+            }
+        };
+        if auth_failed.load(Ordering::SeqCst) {
+            return Ended::failed(progressed, auth_failure());
+        }
+        let message = format!("frpc exited ({})", ended.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()));
+        Ended::failed(
+            progressed,
+            Failure {
+                code: ErrorCode::FrpcFailed,
+                message,
+                hint: "see frpc's log lines on stderr".into(),
+                verdict: Verdict::Retry,
+            },
+        )
     }
 
     /// SIGTERM to frpc, SIGKILL after 1 s (burrow's whole shutdown must fit in 5 s).
@@ -344,12 +312,15 @@ impl Supervisor<'_> {
             if running && !up.contains(&name) {
                 if !*connected {
                     *connected = true;
-                    self.status.set_state("connected");
-                    self.events.emit("connected", json!({"server": self.cfg.server.display_addr(), "transport": transport_name(self.cfg), "mode": "frpc"}));
+                    self.reporter.emit(Event::Connected {
+                        server: self.cfg.server.display_addr(),
+                        transport: transport_name(&self.cfg),
+                        mode: BackendKind::Frpc,
+                        server_version: None,
+                    });
                 }
                 up.insert(name.clone());
-                let mut ev = json!({"name": name, "type": p.kind, "mode": "frpc"});
-                if p.kind == "http" || p.kind == "https" {
+                let addr = if p.kind == "http" || p.kind == "https" {
                     let url = self.public_urls.get(&name).cloned().or_else(|| {
                         p.remote_addr
                             .split(',')
@@ -357,35 +328,38 @@ impl Supervisor<'_> {
                             .find(|s| !s.is_empty())
                             .map(|h| format!("{}://{h}", p.kind))
                     });
-                    self.status.set_tunnel(&name, "up", url.clone());
-                    ev["url"] = json!(url);
+                    PublicAddr::Url { url }
                 } else {
-                    let host = self.cfg.server.host.clone();
+                    let host = &self.cfg.server.host;
                     let remote = if p.remote_addr.starts_with(':') {
                         format!("{host}{}", p.remote_addr)
                     } else {
                         p.remote_addr.clone()
                     };
-                    self.status.set_tunnel(&name, "up", Some(remote.clone()));
-                    ev["remote_addr"] = json!(remote);
-                }
-                if let Some(id) = &self.cfg.reservation_id {
-                    ev["reservation_id"] = json!(id);
-                }
-                self.events.emit("tunnel_up", ev);
+                    PublicAddr::Remote { remote_addr: remote }
+                };
+                self.reporter.emit(Event::TunnelUp(TunnelUp {
+                    name,
+                    kind: p.kind.clone(),
+                    addr,
+                    mode: BackendKind::Frpc,
+                    reservation_id: self.cfg.reservation_id.clone(),
+                }));
             } else if !running && up.remove(&name) {
                 let reason = if p.err.is_empty() { format!("frpc reports {}", p.status) } else { p.err.clone() };
-                self.status.set_tunnel(&name, "down", None);
-                self.events.emit("tunnel_down", json!({"name": name, "reason": reason}));
+                self.reporter.emit(Event::TunnelDown { name, reason });
             }
         }
     }
+}
 
-    fn all_down(&self, up: &mut HashSet<String>, reason: &str) {
-        for name in up.drain() {
-            self.status.set_tunnel(&name, "down", None);
-            self.events.emit("tunnel_down", json!({"name": name, "reason": reason}));
-        }
+impl Backend for Frpc {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Frpc
+    }
+
+    fn attempt<'a>(&'a mut self, stop: &'a CancellationToken) -> Pin<Box<dyn Future<Output = Ended> + Send + 'a>> {
+        Box::pin(self.run_once(stop))
     }
 }
 
