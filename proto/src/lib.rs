@@ -17,14 +17,21 @@
 //! * [`crypto`]: AES-128-CFB stream encryption with the IV sent in clear before the first byte —
 //!   the control channel after `LoginResp`, and work connections with `useEncryption`.
 //! * [`snappy`]: the snappy *framing format* used by `useCompression`; compress, then encrypt.
+//! * [`codec`]: the control connection's bytes ↔ messages (v1: plain until the login, then
+//!   AES-CFB); the boundary a second wire version plugs into.
+//! * [`session`]: the control session itself — login, proxy registration and retry,
+//!   heartbeats, the work-connection cap, and which failures are fatal — as a state machine
+//!   driven by bytes in, bytes out and `now`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod codec;
 pub mod crypto;
 pub mod frame;
 pub mod msg;
+pub mod session;
 pub mod snappy;
 
 pub use frame::{Frame, FrameDecoder, FrameError, MsgType, MAX_BODY_LEN};

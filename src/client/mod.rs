@@ -24,7 +24,7 @@ use crate::config::{Config, ServerConfig, TunnelConfig};
 use crate::events::{Reporter, WarningCode};
 use crate::proxy::Proxy;
 use crate::status::Backend as BackendKind;
-use crate::supervise::{Backend, Ended, Failure, Verdict};
+use crate::supervise::{Backend, Ended, Failure};
 use crate::transport::tls::{self, TlsSetupError};
 
 /// Why the client cannot start with this configuration.
@@ -152,16 +152,10 @@ impl Client {
         let result = session::run(&self.shared, &mut self.run_id, stop, &mut logged_in).await;
         match result {
             Ok(()) => Ended::stopped(logged_in),
-            Err(e) => {
-                let verdict = if e.is_fatal() {
-                    Verdict::Fatal
-                } else if e.is_incompatibility() {
-                    Verdict::Incompatible
-                } else {
-                    Verdict::Retry
-                };
-                Ended::failed(logged_in, Failure { code: e.code(), message: e.to_string(), hint: e.hint(), verdict })
-            }
+            Err(e) => Ended::failed(
+                logged_in,
+                Failure { code: e.code(), message: e.to_string(), hint: e.hint(), verdict: e.verdict() },
+            ),
         }
     }
 }

@@ -1,29 +1,30 @@
-//! One control session: connect, log in, register tunnels, serve until something fails.
+//! The driver of one control session: it connects the transport, then moves bytes and time
+//! between the connection and `burrow_proto::session::Session`, which decides everything frp's
+//! control protocol asks for, and acts on what the session reports (events, work connections).
 
-use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use burrow_proto::msg::{CloseProxy, Login, NewProxy, Ping};
-use burrow_proto::Message;
-use tokio::io::BufReader;
+use burrow_proto::codec::V1Codec;
+use burrow_proto::msg::{Login, NewProxy};
+use burrow_proto::session::{self, Session, SessionError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::framed::{read_msg, write_msg, ReadError};
+use super::framed::ReadError;
 use super::{work, Shared, Tunnel};
 use crate::config::TunnelKind;
 use crate::events::{ErrorCode, Event, PublicAddr, TunnelUp};
-use crate::layers::CryptoStream;
 use crate::platform::{go_os_arch, unix_now};
 use crate::status::Backend;
+use crate::supervise::Verdict;
 use crate::transport::mux::MuxTransport;
 use crate::transport::tcp::TcpTransport;
 use crate::transport::tls::TlsTransport;
-use crate::transport::{Transport, TransportError};
+use crate::transport::{BoxStream, Transport, TransportError};
 
 /// How long frps may take to answer `Login` (frpc's own deadline).
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,353 +38,258 @@ const PROXY_RETRY: Duration = Duration::from_secs(30);
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
-pub enum SessionError {
+pub enum AttemptError {
     /// Connecting, TLS or yamux failed.
     #[error(transparent)]
     Transport(#[from] TransportError),
-    /// The connection closed before `LoginResp`.
-    #[error("frps closed the connection without answering the login")]
-    ClosedBeforeLogin,
-    /// No `LoginResp` in time.
-    #[error("frps did not answer the login within {} s", LOGIN_TIMEOUT.as_secs())]
-    LoginTimeout,
-    /// frps refused the login.
-    #[error("frps rejected the login: {0}")]
-    Rejected(String),
-    /// A message broke the protocol.
-    #[error("frp protocol error: {0}")]
-    Protocol(String),
-    /// frps closed the control connection.
-    #[error("frps closed the control connection")]
-    Closed,
-    /// No heartbeat answer.
-    #[error("no heartbeat answer from frps for {0} s")]
-    HeartbeatTimeout(u64),
-    /// frps refused a heartbeat.
-    #[error("frps refused the heartbeat: {0}")]
-    PongError(String),
-    /// The control connection failed.
+    /// The frp exchange failed, as the session judged it.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The control connection failed after the login.
     #[error("control connection failed: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
 }
 
-impl SessionError {
+impl AttemptError {
     /// The contract's error code.
     pub fn code(&self) -> ErrorCode {
         match self {
-            SessionError::Transport(TransportError::Tls { .. }) => ErrorCode::TlsFailed,
-            SessionError::Transport(TransportError::Connect { .. } | TransportError::ConnectTimeout { .. }) => {
+            AttemptError::Transport(TransportError::Tls { .. }) => ErrorCode::TlsFailed,
+            AttemptError::Transport(TransportError::Connect { .. } | TransportError::ConnectTimeout { .. }) => {
                 ErrorCode::ServerUnreachable
             }
-            SessionError::Transport(_) => ErrorCode::ProtocolError,
-            SessionError::Rejected(_) if self.is_fatal() => ErrorCode::AuthFailed,
-            SessionError::Rejected(_) => ErrorCode::ProtocolError,
-            SessionError::PongError(_) => ErrorCode::AuthFailed,
-            SessionError::ClosedBeforeLogin | SessionError::LoginTimeout | SessionError::Protocol(_) => {
-                ErrorCode::ProtocolError
-            }
-            SessionError::Closed | SessionError::HeartbeatTimeout(_) | SessionError::Io(_) => {
-                ErrorCode::ServerUnreachable
-            }
+            AttemptError::Transport(_) => ErrorCode::ProtocolError,
+            AttemptError::Session(e) => match e {
+                SessionError::Rejected(_) if e.is_fatal() => ErrorCode::AuthFailed,
+                SessionError::PongError(_) => ErrorCode::AuthFailed,
+                SessionError::Rejected(_)
+                | SessionError::ClosedBeforeLogin
+                | SessionError::LoginTimeout(_)
+                | SessionError::Protocol(_) => ErrorCode::ProtocolError,
+                SessionError::Closed | SessionError::HeartbeatTimeout(_) => ErrorCode::ServerUnreachable,
+            },
+            AttemptError::Io(_) => ErrorCode::ServerUnreachable,
         }
     }
 
-    /// The transport came up but the frp exchange failed: the server may speak something the
-    /// native client does not (another wire version, a different transport behind the port).
-    pub fn is_incompatibility(&self) -> bool {
-        matches!(
-            self,
-            SessionError::ClosedBeforeLogin
-                | SessionError::LoginTimeout
-                | SessionError::Protocol(_)
-                | SessionError::Transport(TransportError::Mux(_) | TransportError::MuxClosed)
-        )
-    }
-
-    /// Rejected credentials are not retried (unlike frpc's loginFailExit, everything else is).
-    /// frps words token failures "token in login doesn't match …", and with
-    /// `detailedErrorsToClient = false` says only "register control error"; other refusals
-    /// (a duplicate client id, a server plugin) may pass and are retried.
-    pub fn is_fatal(&self) -> bool {
+    /// Retry, give up, or count toward `auto` mode's fallback.
+    pub fn verdict(&self) -> Verdict {
         match self {
-            SessionError::Rejected(m) => {
-                let m = m.to_ascii_lowercase();
-                ["token", "auth", "privilege", "register control error"].iter().any(|k| m.contains(k))
-            }
-            _ => false,
+            AttemptError::Session(e) if e.is_fatal() => Verdict::Fatal,
+            AttemptError::Session(e) if e.is_incompatibility() => Verdict::Incompatible,
+            AttemptError::Transport(TransportError::Mux(_) | TransportError::MuxClosed) => Verdict::Incompatible,
+            _ => Verdict::Retry,
         }
     }
 
     /// What the user can do about it.
     pub fn hint(&self) -> String {
         match self {
-            SessionError::Transport(TransportError::Tls { .. }) => "check that frps has TLS enabled and, if BURROW_TLS_PIN or BURROW_TLS_CA is set, that it matches the server's certificate".into(),
-            SessionError::Transport(TransportError::Connect { .. } | TransportError::ConnectTimeout { .. }) => "check BURROW_SERVER_ADDR and that frps is running and reachable; burrow keeps retrying".into(),
-            SessionError::Transport(_) => "the multiplexed connection failed; burrow reconnects".into(),
-            SessionError::ClosedBeforeLogin | SessionError::LoginTimeout => "likely a transport mismatch: BURROW_TCP_MUX must equal frps' transport.tcpMux, and BURROW_TLS must be on when frps sets transport.tls.force; or the address is not an frps bind port".into(),
-            SessionError::Rejected(_) if self.is_fatal() => {
-                "check BURROW_SERVER_TOKEN (auth.token): it must equal frps' auth.token".into()
-            }
-            SessionError::Rejected(_) => "frps refused this client for a reason other than its token; burrow retries".into(),
-            SessionError::PongError(_) => "frps checks tokens in heartbeats (auth.additionalScopes); check BURROW_SERVER_TOKEN".into(),
-            SessionError::Protocol(_) => "the server does not speak frp v1 as frps 0.52–0.70 do; check the address, or use the frpc fallback".into(),
-            SessionError::Closed | SessionError::HeartbeatTimeout(_) | SessionError::Io(_) => "the connection to frps was lost; burrow reconnects".into(),
+            AttemptError::Transport(TransportError::Tls { .. }) => "check that frps has TLS enabled and, if BURROW_TLS_PIN or BURROW_TLS_CA is set, that it matches the server's certificate".into(),
+            AttemptError::Transport(TransportError::Connect { .. } | TransportError::ConnectTimeout { .. }) => "check BURROW_SERVER_ADDR and that frps is running and reachable; burrow keeps retrying".into(),
+            AttemptError::Transport(_) => "the multiplexed connection failed; burrow reconnects".into(),
+            AttemptError::Session(e) => match e {
+                SessionError::ClosedBeforeLogin | SessionError::LoginTimeout(_) => "likely a transport mismatch: BURROW_TCP_MUX must equal frps' transport.tcpMux, and BURROW_TLS must be on when frps sets transport.tls.force; or the address is not an frps bind port".into(),
+                SessionError::Rejected(_) if e.is_fatal() => "check BURROW_SERVER_TOKEN (auth.token): it must equal frps' auth.token".into(),
+                SessionError::Rejected(_) => "frps refused this client for a reason other than its token; burrow retries".into(),
+                SessionError::PongError(_) => "frps checks tokens in heartbeats (auth.additionalScopes); check BURROW_SERVER_TOKEN".into(),
+                SessionError::Protocol(_) => "the server does not speak frp v1 as frps 0.52–0.70 do; check the address, or use the frpc fallback".into(),
+                SessionError::Closed | SessionError::HeartbeatTimeout(_) => "the connection to frps was lost; burrow reconnects".into(),
+            },
+            AttemptError::Io(_) => "the connection to frps was lost; burrow reconnects".into(),
         }
     }
 }
 
 /// Aborts a task when dropped, so nothing of a session outlives it by accident.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-impl Drop for AbortOnDrop {
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
 }
 
-#[derive(Default)]
-struct TunnelState {
-    up: bool,
+/// The session's transport: where work connections are opened, the control connection, and
+/// the yamux driver when there is one.
+type Connected = (Arc<dyn Transport>, BoxStream, Option<AbortOnDrop<Result<(), yamux::ConnectionError>>>);
+
+async fn connect(shared: &Shared) -> Result<Connected, TransportError> {
+    let server = &shared.server;
+    let tcp = TcpTransport::new(server.host.clone(), server.port);
+    let base: Arc<dyn Transport> = match &shared.tls {
+        Some((cfg, name)) => Arc::new(TlsTransport::new(tcp, cfg.clone(), name.clone(), server.display_addr())),
+        None => Arc::new(tcp),
+    };
+    if !server.tcp_mux {
+        let control = base.connect().await?;
+        return Ok((base, control, None));
+    }
+    let (mux, drive) = MuxTransport::client(base.connect().await?);
+    let driver = AbortOnDrop(tokio::spawn(drive));
+    let mux: Arc<dyn Transport> = Arc::new(mux);
+    let control = mux.connect().await?;
+    Ok((mux, control, Some(driver)))
 }
 
-/// Runs one session. `Ok(())` means a requested shutdown; `logged_in` tells the caller whether
-/// the session got as far as a successful login (which resets the backoff).
+fn session_config(shared: &Shared) -> session::Config {
+    let server = &shared.server;
+    let (os, arch) = go_os_arch();
+    session::Config {
+        login: Login {
+            version: burrow_proto::FRP_VERSION.into(),
+            os: os.into(),
+            arch: arch.into(),
+            user: server.user.clone(),
+            metas: server.metas.clone(),
+            pool_count: server.pool_count,
+            ..Default::default()
+        },
+        token: server.token.expose().to_string(),
+        key: shared.key,
+        proxies: shared.tunnels.iter().map(new_proxy).collect(),
+        login_timeout: LOGIN_TIMEOUT,
+        heartbeat_interval: server.heartbeat_interval,
+        heartbeat_timeout: server.heartbeat_timeout,
+        proxy_retry: PROXY_RETRY,
+        max_pending_work: MAX_PENDING_WORK,
+    }
+}
+
+/// Runs one session. `Ok(())` means a requested stop; `logged_in` tells the caller whether the
+/// session got as far as a successful login (which resets the backoff). `run_id` is asked for
+/// at login and updated from frps' answer, so the next session gets the same tunnels back.
 pub(super) async fn run(
     shared: &Arc<Shared>,
     run_id: &mut String,
-    shutdown: &CancellationToken,
+    stop: &CancellationToken,
     logged_in: &mut bool,
-) -> Result<(), SessionError> {
-    let mut states: HashMap<String, TunnelState> = HashMap::new();
-    let flag = AtomicBool::new(false);
-    let result = tokio::select! {
-        r = serve(shared, run_id, shutdown, &flag, &mut states) => r,
-        // Shutdown before login: nothing is registered yet, drop the attempt. After login `serve`
-        // handles shutdown itself (CloseProxy for every tunnel), so this arm then stays pending.
-        _ = async {
-            shutdown.cancelled().await;
-            if flag.load(Ordering::SeqCst) {
-                std::future::pending::<()>().await;
-            }
-        } => Ok(()),
+) -> Result<(), AttemptError> {
+    // Until the login nothing is registered: a stop just drops the attempt.
+    let (conns, control, mut mux) = tokio::select! {
+        c = connect(shared) => c?,
+        _ = stop.cancelled() => return Ok(()),
     };
-    *logged_in = flag.load(Ordering::SeqCst);
-    result
-}
-
-async fn serve(
-    shared: &Arc<Shared>,
-    run_id: &mut String,
-    shutdown: &CancellationToken,
-    logged_in: &AtomicBool,
-    states: &mut HashMap<String, TunnelState>,
-) -> Result<(), SessionError> {
-    let server = &shared.server;
-    let addr = server.display_addr();
-
-    // The transport stack for this session.
-    let tcp = TcpTransport::new(server.host.clone(), server.port);
-    let base: Arc<dyn Transport> = match &shared.tls {
-        Some((cfg, name)) => Arc::new(TlsTransport::new(tcp, cfg.clone(), name.clone(), addr.clone())),
-        None => Arc::new(tcp),
-    };
-    let (conns, mut driver): (Arc<dyn Transport>, Option<tokio::task::JoinHandle<_>>) = if server.tcp_mux {
-        let io = base.connect().await?;
-        let (mux, drive) = MuxTransport::client(io);
-        (Arc::new(mux), Some(tokio::spawn(drive)))
-    } else {
-        (base, None)
-    };
-    let _driver_guard = driver.as_ref().map(|d| d.abort_handle()).map(AbortHandleGuard);
-
-    // Login, in plaintext (TLS aside).
-    let mut control = conns.connect().await?;
-    let (os, arch) = go_os_arch();
-    let ts = unix_now();
-    let login = Login {
-        version: burrow_proto::FRP_VERSION.into(),
-        os: os.into(),
-        arch: arch.into(),
-        user: server.user.clone(),
-        privilege_key: burrow_proto::auth::privilege_key(server.token.expose(), ts),
-        timestamp: ts,
-        run_id: run_id.clone(),
-        metas: server.metas.clone(),
-        pool_count: server.pool_count,
-        ..Default::default()
-    };
-    if let Err(e) = write_msg(&mut control, &Message::Login(login)).await {
-        tracing::debug!("writing Login failed: {e}");
-        return Err(SessionError::ClosedBeforeLogin);
-    }
-    let resp = match tokio::time::timeout(LOGIN_TIMEOUT, read_msg(&mut control)).await {
-        Err(_) => return Err(SessionError::LoginTimeout),
-        Ok(Ok(Message::LoginResp(r))) => r,
-        Ok(Ok(other)) => return Err(SessionError::Protocol(format!("expected LoginResp, got {}", other.msg_type()))),
-        Ok(Err(ReadError::Protocol(e))) => return Err(SessionError::Protocol(e.to_string())),
-        Ok(Err(e)) => {
-            tracing::debug!("reading LoginResp failed: {e}");
-            return Err(SessionError::ClosedBeforeLogin);
-        }
-    };
-    if !resp.error.is_empty() {
-        return Err(SessionError::Rejected(resp.error));
-    }
-    if resp.run_id.is_empty() {
-        return Err(SessionError::Protocol("LoginResp carries neither run_id nor error".into()));
-    }
-    *run_id = resp.run_id;
-    logged_in.store(true, Ordering::SeqCst);
-    tracing::info!("logged in to frps {} at {addr} (run id {run_id})", resp.version);
-    shared.reporter.emit(Event::Connected {
-        server: addr,
-        transport: shared.transport_name(),
-        mode: Backend::Native,
-        server_version: Some(resp.version),
-    });
-
-    // From here on the control connection is AES-CFB in both directions.
-    let (rd, wr) = tokio::io::split(CryptoStream::new(control, &shared.key));
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
-    let (in_tx, mut in_rx) = mpsc::channel::<Result<Message, ReadError>>(64);
-    let mut writer = tokio::spawn(async move {
-        let mut wr = wr;
-        while let Some(m) = out_rx.recv().await {
-            write_msg(&mut wr, &m).await?;
+    let mut session = Session::new(
+        session_config(shared),
+        Box::new(V1Codec::new(rand::random())),
+        run_id.clone(),
+        Instant::now(),
+        unix_now(),
+    );
+    let (mut rd, mut wr) = tokio::io::split(control);
+    // The control connection is written by a task of its own, so a slow write never stops
+    // reading (frps may be writing to us at the same moment).
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let mut writer = AbortOnDrop(tokio::spawn(async move {
+        while let Some(bytes) = out_rx.recv().await {
+            wr.write_all(&bytes).await?;
+            wr.flush().await?;
         }
         Ok::<(), io::Error>(())
-    });
-    let _writer_guard = AbortHandleGuard(writer.abort_handle());
-    // A dedicated reader task: reading a message is not cancel-safe, so it never sits in select!.
-    let _reader = AbortOnDrop(tokio::spawn(async move {
-        let mut rd = BufReader::with_capacity(16 * 1024, rd);
-        loop {
-            let r = read_msg(&mut rd).await;
-            let stop = r.is_err();
-            if in_tx.send(r).await.is_err() || stop {
-                return;
+    }));
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut pending_work: JoinSet<Result<(), work::WorkError>> = JoinSet::new();
+    loop {
+        let out = session.poll_transmit();
+        if !out.is_empty() && out_tx.send(out).is_err() {
+            return Err(session.handle_eof().into());
+        }
+        while let Some(ev) = session.poll_event() {
+            match ev {
+                session::Event::LoggedIn { run_id: id, server_version } => {
+                    *run_id = id;
+                    *logged_in = true;
+                    let addr = shared.server.display_addr();
+                    tracing::info!("logged in to frps {server_version} at {addr} (run id {run_id})");
+                    shared.reporter.emit(Event::Connected {
+                        server: addr,
+                        transport: shared.transport_name(),
+                        mode: Backend::Native,
+                        server_version: Some(server_version),
+                    });
+                }
+                session::Event::ProxyUp { index, remote_addr } => {
+                    tunnel_up(shared, &shared.tunnels[index], &remote_addr)
+                }
+                session::Event::ProxyRefused { index, error } => {
+                    let name = &shared.tunnels[index].config.name;
+                    shared.reporter.error(
+                        ErrorCode::ProxyRejected,
+                        format!("frps refused tunnel {name:?}: {error}"),
+                        proxy_hint(&error),
+                    );
+                }
+                session::Event::UnknownProxy(name) => {
+                    tracing::warn!("frps answered for a proxy burrow did not register: {name:?}")
+                }
+                session::Event::OpenWorkConn => {
+                    let hello = session.new_work_conn(Instant::now());
+                    pending_work.spawn(work::open(conns.clone(), shared.clone(), hello, stop.clone()));
+                }
+                session::Event::WorkCapReached => {
+                    tracing::warn!(
+                        "frps asked for more than {MAX_PENDING_WORK} unused work connections; ignoring such requests"
+                    )
+                }
             }
         }
-    }));
-
-    let send = |m: Message| out_tx.send(m).map_err(|_| SessionError::Closed);
-    for t in &shared.tunnels {
-        states.insert(t.wire_name.clone(), TunnelState::default());
-        send(Message::NewProxy(new_proxy(t)))?;
-    }
-
-    let mut heartbeat = tokio::time::interval(server.heartbeat_interval);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_pong = Instant::now();
-    let mut pending_work: JoinSet<Result<(), work::WorkError>> = JoinSet::new();
-    let mut retries: JoinSet<String> = JoinSet::new();
-    let mut cap_warned = false;
-
-    loop {
+        let deadline = tokio::time::Instant::from_std(session.poll_timeout());
         tokio::select! {
-            _ = shutdown.cancelled() => {
-                for t in &shared.tunnels {
-                    if states.get(&t.wire_name).is_some_and(|s| s.up) {
-                        let _ = send(Message::CloseProxy(CloseProxy { proxy_name: t.wire_name.clone() }));
-                    }
+            _ = stop.cancelled() => {
+                if session.is_logged_in() {
+                    session.close();
+                    let _ = out_tx.send(session.poll_transmit());
+                    drop(out_tx);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer.0).await;
                 }
-                drop(out_tx);
-                let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
                 return Ok(());
             }
-            msg = in_rx.recv() => match msg {
-                Some(Ok(Message::ReqWorkConn(_))) => {
-                    // frps asks for one per user connection; a server asking for thousands that it
-                    // never starts would make burrow dial without end.
-                    // Count only connections still waiting: reap the finished ones first (under
-                    // a burst of requests the select loop may not have got round to them).
-                    while let Some(done) = pending_work.try_join_next() {
-                        if let Ok(Err(e)) = done {
-                            tracing::debug!("work connection failed: {e}");
-                        }
-                    }
-                    if pending_work.len() >= MAX_PENDING_WORK {
-                        if !cap_warned {
-                            tracing::warn!("frps asked for more than {MAX_PENDING_WORK} unused work connections; ignoring such requests");
-                            cap_warned = true;
-                        }
-                        continue;
-                    }
-                    pending_work.spawn(work::open(conns.clone(), shared.clone(), run_id.clone(), shutdown.clone()));
+            n = rd.read(&mut buf) => {
+                // Work connections that finished since the last turn no longer count toward the cap.
+                while let Some(done) = pending_work.try_join_next() {
+                    session.work_conn_done();
+                    log_work(done);
                 }
-                Some(Ok(Message::NewProxyResp(r))) => {
-                    let Some(t) = shared.tunnel(&r.proxy_name) else {
-                        tracing::warn!("frps answered for a proxy burrow did not register: {:?}", r.proxy_name);
-                        continue;
-                    };
-                    if !r.error.is_empty() {
-                        shared.reporter.error(ErrorCode::ProxyRejected, format!("frps refused tunnel {:?}: {}", t.config.name, r.error), proxy_hint(&r.error));
-                        let name = t.wire_name.clone();
-                        retries.spawn(async move { tokio::time::sleep(PROXY_RETRY).await; name });
-                        continue;
+                match n {
+                    Ok(0) => return Err(session.handle_eof().into()),
+                    Ok(n) => session.handle_input(&buf[..n], Instant::now())?,
+                    Err(e) if session.is_logged_in() => return Err(AttemptError::Io(e)),
+                    Err(e) => {
+                        tracing::debug!("reading LoginResp failed: {e}");
+                        return Err(session.handle_eof().into());
                     }
-                    if let Some(s) = states.get_mut(&t.wire_name) {
-                        s.up = true;
-                    }
-                    tunnel_up(shared, t, &r.remote_addr);
                 }
-                Some(Ok(Message::Pong(p))) => {
-                    if !p.error.is_empty() {
-                        return Err(SessionError::PongError(p.error));
-                    }
-                    last_pong = Instant::now();
-                }
-                Some(Ok(other)) => return Err(SessionError::Protocol(format!("unexpected {} on the control connection", other.msg_type()))),
-                Some(Err(ReadError::Protocol(e))) => return Err(SessionError::Protocol(e.to_string())),
-                Some(Err(ReadError::Io(e))) => return Err(SessionError::Io(e)),
-                Some(Err(ReadError::Closed | ReadError::Truncated)) | None => return Err(SessionError::Closed),
-            },
-            _ = heartbeat.tick() => {
-                if last_pong.elapsed() > server.heartbeat_timeout {
-                    return Err(SessionError::HeartbeatTimeout(server.heartbeat_timeout.as_secs()));
-                }
-                send(Message::Ping(ping(shared)))?;
             }
+            _ = tokio::time::sleep_until(deadline) => session.handle_timeout(Instant::now())?,
             Some(done) = pending_work.join_next(), if !pending_work.is_empty() => {
-                match done {
-                    // frps closes pooled work connections it has no use for: routine.
-                    Ok(Err(work::WorkError::Read(ReadError::Closed))) => {}
-                    Ok(Err(e)) => tracing::warn!("work connection failed: {e}"),
-                    _ => {}
-                }
+                session.work_conn_done();
+                log_work(done);
             }
-            Some(Ok(name)) = retries.join_next(), if !retries.is_empty() => {
-                if let Some(t) = shared.tunnel(&name) {
-                    send(Message::NewProxy(new_proxy(t)))?;
-                }
-            }
-            r = &mut writer => {
+            r = &mut writer.0 => {
                 return Err(match r {
-                    Ok(Err(e)) => SessionError::Io(e),
-                    _ => SessionError::Closed,
+                    Ok(Err(e)) if session.is_logged_in() => AttemptError::Io(e),
+                    _ => session.handle_eof().into(),
                 });
             }
-            r = async { driver.as_mut().expect("guarded").await }, if driver.is_some() => {
+            r = async { (&mut mux.as_mut().expect("guarded").0).await }, if mux.is_some() => {
+                // Before the login, the multiplexed connection failing is frps closing the
+                // connection without an answer, whichever of the two is noticed first.
                 return Err(match r {
-                    Ok(Err(e)) => SessionError::Transport(TransportError::Mux(e)),
-                    _ => SessionError::Closed,
+                    Ok(Err(e)) if session.is_logged_in() => AttemptError::Transport(TransportError::Mux(e)),
+                    _ => session.handle_eof().into(),
                 });
             }
         }
     }
 }
 
-struct AbortHandleGuard(tokio::task::AbortHandle);
-impl Drop for AbortHandleGuard {
-    fn drop(&mut self) {
-        self.0.abort();
+fn log_work(done: Result<Result<(), work::WorkError>, tokio::task::JoinError>) {
+    match done {
+        // frps closes pooled work connections it has no use for: routine.
+        Ok(Err(work::WorkError::Read(ReadError::Closed))) => {}
+        Ok(Err(e)) => tracing::warn!("work connection failed: {e}"),
+        _ => {}
     }
-}
-
-fn ping(shared: &Shared) -> Ping {
-    // Keys in heartbeats are only checked by frps with auth.additionalScopes = ["HeartBeats"];
-    // sending them always is harmless and makes such servers work without configuration.
-    let ts = unix_now();
-    Ping { privilege_key: burrow_proto::auth::privilege_key(shared.server.token.expose(), ts), timestamp: ts }
 }
 
 pub(super) fn new_proxy(t: &Tunnel) -> NewProxy {

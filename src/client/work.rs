@@ -55,17 +55,10 @@ pub enum WorkError {
 pub(super) async fn open(
     conns: Arc<dyn Transport>,
     shared: Arc<Shared>,
-    run_id: String,
+    hello: NewWorkConn,
     stop: CancellationToken,
 ) -> Result<(), WorkError> {
     let mut conn = conns.connect().await?;
-    let ts = crate::platform::unix_now();
-    let hello = NewWorkConn {
-        run_id,
-        // Checked only by frps with auth.additionalScopes = ["NewWorkConns"]; harmless otherwise.
-        privilege_key: burrow_proto::auth::privilege_key(shared.server.token.expose(), ts),
-        timestamp: ts,
-    };
     write_msg(&mut conn, &Message::NewWorkConn(hello)).await?;
     let start = match read_msg(&mut conn).await? {
         Message::StartWorkConn(s) => s,

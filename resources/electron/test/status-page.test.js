@@ -35,12 +35,12 @@ async function waitPort(port) {
 }
 
 test('status page: tunnel URL shown, Stop changes the state', async (t) => {
-  assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: install Debian's chromium (apt-get install chromium), as .ci/run does`);
+  assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: install Debian's chromium (apt-get install chromium), as resources/test.sh does`);
   let chromium;
   try {
     ({ chromium } = require('playwright-core'));
   } catch (_) {
-    assert.fail('playwright-core is missing: run `npm ci` in resources/electron (as .ci/run does)');
+    assert.fail('playwright-core is missing: run `npm ci` in resources/electron (as resources/test.sh does)');
   }
 
   const dir = execFileSync('bash', [path.join(ROOT, 'resources', 'fetch-frp.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
