@@ -1,10 +1,8 @@
 //! The binary's outward contract: configuration errors, version, exit codes.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::util::*;
 
 #[tokio::test]
 async fn bad_values_exit_2_naming_the_variable() {

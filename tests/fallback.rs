@@ -1,10 +1,8 @@
 //! The bundled-frpc fallback with real frpc 0.65.0 and real frps.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::util::*;
 
 const T: Duration = Duration::from_secs(20);
 

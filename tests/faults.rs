@@ -4,11 +4,9 @@
 //! in `wire.rs`.) Every test also checks, through `Burrow`'s drop, that nothing panicked and no
 //! secret was printed.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::util::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

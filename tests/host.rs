@@ -1,12 +1,10 @@
 //! burrow as an Electron host sees it: stdin commands, lifetime, the admin API and the event
 //! schema.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::util::*;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use tokio::net::TcpStream;

@@ -1,12 +1,10 @@
 //! A hostile "server": burrow must report `protocol_error` / `tls_failed`, retry, and never panic.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::util::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

@@ -1,11 +1,9 @@
 //! The native client against real frps 0.65.0: tunnels, transports, integrity, failures.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::util::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

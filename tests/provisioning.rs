@@ -1,10 +1,8 @@
 //! Tunnels reserved from a real HTTP provisioning API (contract §5), served on real frps.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::util::*;
 
 const T: Duration = Duration::from_secs(20);
 const API_TOKEN: &str = "api-token-8b1d-secret";

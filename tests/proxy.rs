@@ -1,10 +1,8 @@
 //! The in-process reverse proxy with real upstream HTTP and WebSocket servers on loopback.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::util::*;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Bytes, Frame};

@@ -3,13 +3,11 @@
 //! by `Burrow`'s drop; TLS pin and CA mismatches are in `tls_verify.rs`; the frpc config file's
 //! mode and removal in `fallback.rs`.)
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::util::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

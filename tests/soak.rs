@@ -6,13 +6,11 @@
 //! summary, and fails when a failure happens outside the seconds after a restart, when the tunnel
 //! does not come back after a restart, or when burrow panics or exits.
 
-mod common;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::util::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

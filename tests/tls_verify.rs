@@ -1,12 +1,10 @@
 //! TLS verification against a real frps that has its own certificate: pin and CA, match and
 //! mismatch. A mismatch is `tls_failed`: reported, retried, never a login.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::*;
+use crate::util::*;
 use sha2::{Digest, Sha256};
 
 const T: Duration = Duration::from_secs(15);

@@ -1,12 +1,10 @@
 //! What burrow puts on the wire, and how it notices a server that vanished: checked against real
 //! frps 0.65.0 through a recording / blackholing relay.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::util::*;
 
 const T: Duration = Duration::from_secs(15);
 

@@ -1,0 +1,19 @@
+//! burrow's integration tests, as one binary: every module tests the real program against real
+//! peers (frps and frpc 0.65.0, upstream servers, relays, the provisioning API) that `util` starts
+//! on loopback. One binary links once and shares the helpers; `cargo test --test integration NAME`
+//! runs one module or test.
+
+mod util;
+
+mod cli;
+mod fallback;
+mod faults;
+mod host;
+mod hostile_server;
+mod native_client;
+mod provisioning;
+mod proxy;
+mod security;
+mod soak;
+mod tls_verify;
+mod wire;

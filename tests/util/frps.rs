@@ -1,0 +1,189 @@
+//! frps: the pinned binaries, a real frps on loopback, and a public user of its vhost port.
+
+use super::*;
+
+pub const TOKEN: &str = "test-frp-token-5f1e";
+
+/// Directory with the pinned frps/frpc; fetches them with the project's script when missing.
+pub fn frp_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("resources/fetch-frp.sh");
+        let out = std::process::Command::new("bash").arg(&script).stderr(Stdio::inherit()).output();
+        match out {
+            Ok(o) if o.status.success() => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
+            Ok(o) => panic!(
+                "frps 0.65.0 is needed and {} failed ({}); run it by hand to see why",
+                script.display(),
+                o.status
+            ),
+            Err(e) => panic!("frps 0.65.0 is needed and {} could not run: {e}", script.display()),
+        }
+    })
+    .clone()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// frps settings for one test.
+#[derive(Clone)]
+pub struct FrpsOpts {
+    pub tcp_mux: bool,
+    pub tls_force: bool,
+    pub token: String,
+    pub extra: String,
+}
+
+impl Default for FrpsOpts {
+    fn default() -> Self {
+        Self { tcp_mux: true, tls_force: false, token: TOKEN.into(), extra: String::new() }
+    }
+}
+
+/// A real frps on loopback; killed when dropped.
+pub struct Frps {
+    pub bind_port: u16,
+    pub vhost_port: u16,
+    pub dir: tempdir::TempDir,
+    opts: FrpsOpts,
+    child: Option<Child>,
+}
+
+pub const SUBDOMAIN_HOST: &str = "burrow.test";
+
+impl Frps {
+    pub async fn start(opts: FrpsOpts) -> Frps {
+        Self::start_on(free_port(), opts).await
+    }
+
+    pub async fn start_on(bind_port: u16, opts: FrpsOpts) -> Frps {
+        let mut f = Frps { bind_port, vhost_port: free_port(), dir: tempdir::TempDir::new(), opts, child: None };
+        f.launch().await;
+        f
+    }
+
+    async fn launch(&mut self) {
+        let cfg = format!(
+            "bindAddr = \"127.0.0.1\"\nbindPort = {}\nvhostHTTPPort = {}\nsubDomainHost = \"{SUBDOMAIN_HOST}\"\nauth.token = \"{}\"\ntransport.tcpMux = {}\ntransport.tls.force = {}\nlog.to = \"{}\"\nlog.level = \"debug\"\n{}\n",
+            self.bind_port,
+            self.vhost_port,
+            self.opts.token,
+            self.opts.tcp_mux,
+            self.opts.tls_force,
+            self.dir.path().join("frps.log").display(),
+            self.opts.extra
+        );
+        let path = self.dir.path().join("frps.toml");
+        std::fs::write(&path, cfg).unwrap();
+        let child = Command::new(frp_dir().join("frps"))
+            .arg("-c")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn frps");
+        self.child = Some(child);
+        wait_port(self.bind_port).await;
+        wait_port(self.vhost_port).await;
+    }
+
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.launch().await;
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("frps.log")).unwrap_or_default()
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.bind_port)
+    }
+}
+
+pub async fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "port {port} did not open within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Minimal temporary directory (removed on drop).
+pub mod tempdir {
+    use std::path::{Path, PathBuf};
+    pub struct TempDir(PathBuf);
+    impl TempDir {
+        pub fn new() -> Self {
+            let p = std::env::temp_dir().join(format!("burrow-test-{}-{}", std::process::id(), rand::random::<u64>()));
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// An HTTP/1.1 client connection to frps' vhost port for `host`.
+pub struct VhostClient {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl VhostClient {
+    pub async fn connect(vhost_port: u16, host: &str) -> VhostClient {
+        let s = TcpStream::connect(("127.0.0.1", vhost_port)).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s)).await.unwrap();
+        tokio::spawn(conn);
+        VhostClient { sender, host: host.into() }
+    }
+
+    pub async fn get(&mut self, path: &str) -> (u16, String) {
+        self.sender.ready().await.expect("connection to frps usable");
+        let req = hyper::Request::get(path).header("host", &self.host).body(Full::new(Bytes::new())).unwrap();
+        let resp = self.sender.send_request(req).await.expect("request through frps");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+/// GET through frps on a fresh connection.
+pub async fn vhost_get(vhost_port: u16, host: &str, path: &str) -> (u16, String) {
+    VhostClient::connect(vhost_port, host).await.get(path).await
+}
+
+/// Retries `vhost_get` until it answers 200 or the deadline passes.
+pub async fn vhost_get_ok(vhost_port: u16, host: &str, path: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = tokio::time::timeout(Duration::from_secs(5), async {
+            match TcpStream::connect(("127.0.0.1", vhost_port)).await {
+                Ok(_) => Some(vhost_get(vhost_port, host, path).await),
+                Err(_) => None,
+            }
+        })
+        .await;
+        if let Ok(Some((200, body))) = r {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "no 200 for {host}{path} within {within:?}: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
