@@ -10,6 +10,7 @@ mod fallback;
 mod faults;
 mod host;
 mod hostile_server;
+mod layout;
 mod native_client;
 mod provisioning;
 mod proxy;
