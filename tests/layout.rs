@@ -45,9 +45,7 @@ fn modules(src: &Path) -> BTreeMap<Vec<String>, String> {
 fn references(me: &[String], code: &str, known: &BTreeSet<Vec<String>>) -> BTreeSet<Vec<String>> {
     let mut refs = BTreeSet::new();
     let bytes = code.as_bytes();
-    for (start, anchor) in
-        ["crate::", "super::", "self::"].iter().flat_map(|a| code.match_indices(a)).map(|(i, a)| (i, a))
-    {
+    for (start, anchor) in ["crate::", "super::", "self::"].iter().flat_map(|a| code.match_indices(a)) {
         // Skip a match inside a longer identifier (`my_crate::`).
         if start > 0
             && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_' || bytes[start - 1] == b':')

@@ -26,15 +26,17 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 
 use super::framing::{step_chunk, Chunk};
+use super::policy::{
+    accepts_json, connect_tcp, error_page, kind, still_open, upstream_failed, Forwarded, Kind, Upstream,
+    UpstreamFailure,
+};
 use super::routes::is_plain;
 use super::stats::Counters;
 use super::timer::ConnSleep;
-use super::{accepts_json, connect_tcp, error_page, Conn, Route, MAX_URI, UPSTREAM_BUF};
+use super::{Conn, Route, MAX_URI, UPSTREAM_BUF};
 
 /// Request heads longer than this go to hyper (which takes up to [`super::MAX_HEAD`]).
 const HEAD_MAX: usize = 16 * 1024;
@@ -61,12 +63,6 @@ pub(super) enum End {
     Handoff,
 }
 
-/// A kept-alive connection to an upstream, with what has been read from it.
-struct Upstream {
-    tcp: TcpStream,
-    buf: BytesMut,
-}
-
 /// Serves requests of `io` while they are plain; `read` holds what was read and not yet used.
 pub(super) async fn serve<S>(conn: &Conn, io: &mut S, read: &mut BytesMut, head_timeout: bool) -> End
 where
@@ -84,7 +80,10 @@ where
             if read.len() >= need {
                 match plan_request(conn, read, &mut to_upstream) {
                     Plan::Ready(r) => break r,
-                    Plan::Handoff => return End::Handoff,
+                    Plan::Handoff => {
+                        conn.adopt(pool);
+                        return End::Handoff;
+                    }
                     Plan::Partial => {}
                     // As on the hyper path, the head timeout is for the head, not the body.
                     Plan::Body(len) => (need, deadline, head_timer) = (len, None, false),
@@ -150,47 +149,6 @@ enum Plan {
     Body(usize),
     /// Not for the fast path.
     Handoff,
-}
-
-/// What a header is to the fast path.
-enum Kind {
-    Host,
-    ContentLength,
-    Connection,
-    /// Hop-by-hop, dropped.
-    Hop,
-    XForwardedFor,
-    XForwardedProto,
-    XForwardedHost,
-    Accept,
-    TransferEncoding,
-    /// `Upgrade` or `Expect`: the request is for hyper.
-    Decline,
-    Other,
-}
-
-fn kind(name: &str) -> Kind {
-    // Dispatch on the length first: most headers are compared once, or not at all.
-    let is = |n: &str| name.eq_ignore_ascii_case(n);
-    match name.len() {
-        2 if is("te") => Kind::Hop,
-        4 if is("host") => Kind::Host,
-        6 if is("accept") => Kind::Accept,
-        6 if is("expect") => Kind::Decline,
-        7 if is("upgrade") => Kind::Decline,
-        7 if is("trailer") => Kind::Hop,
-        10 if is("connection") => Kind::Connection,
-        10 if is("keep-alive") => Kind::Hop,
-        14 if is("content-length") => Kind::ContentLength,
-        15 if is("x-forwarded-for") => Kind::XForwardedFor,
-        16 if is("x-forwarded-host") => Kind::XForwardedHost,
-        16 if is("proxy-connection") => Kind::Hop,
-        17 if is("x-forwarded-proto") => Kind::XForwardedProto,
-        17 if is("transfer-encoding") => Kind::TransferEncoding,
-        18 if is("proxy-authenticate") => Kind::Hop,
-        19 if is("proxy-authorization") => Kind::Hop,
-        _ => Kind::Other,
-    }
 }
 
 /// Bytes of a request target the fast path forwards as they are: RFC 3986's unreserved,
@@ -289,36 +247,16 @@ fn plan_request(conn: &Conn, data: &[u8], out: &mut Vec<u8>) -> Plan {
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let local = conn.client_ip.is_some();
+    let fwd = Forwarded::decide(conn.client_ip.as_ref(), xff, xfp, xfh, Some(host));
     for h in req.headers.iter() {
         match kind(h.name) {
             Kind::Host if route.rewrite_host => line(out, b"Host", route.authority().as_bytes()),
             Kind::Connection | Kind::Hop => {}
-            Kind::XForwardedFor | Kind::XForwardedProto | Kind::XForwardedHost if local => {}
+            Kind::XForwardedFor | Kind::XForwardedProto | Kind::XForwardedHost if fwd.replace => {}
             _ => line(out, h.name.as_bytes(), h.value),
         }
     }
-    match &conn.client_ip {
-        Some(ip) => {
-            out.extend_from_slice(b"X-Forwarded-For: ");
-            if let Some(prev) = xff.map(<[u8]>::trim_ascii).filter(|p| !p.is_empty()) {
-                out.extend_from_slice(prev);
-                out.extend_from_slice(b", ");
-            }
-            out.extend_from_slice(ip.as_bytes());
-            out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
-            line(out, b"X-Forwarded-Host", host);
-        }
-        // A tunnel stream: frps has set them; only what is missing is filled in.
-        None => {
-            if !xfp {
-                out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
-            }
-            if !xfh {
-                line(out, b"X-Forwarded-Host", host);
-            }
-        }
-    }
+    fwd.write(out);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&data[head_len..head_len + body]);
     Plan::Ready(Request {
@@ -472,14 +410,6 @@ fn decimal(v: &[u8]) -> Option<u64> {
     Some(v.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
-/// Why an exchange with the upstream failed before its response began.
-enum Failure {
-    Connect(io::Error),
-    Closed,
-    Bad(&'static str),
-    Timeout,
-}
-
 /// Sends the request (`out`) upstream and the response to the client. Whether the client
 /// connection may go on.
 async fn exchange<S>(
@@ -499,7 +429,7 @@ where
     stats.bytes_in.fetch_add(req.body as u64, Relaxed);
     let (mut up, head) = match roundtrip(conn, slot, route, req, out, to_client).await {
         Ok(r) => r,
-        Err(f) => return answer_failure(io, route, stats, req, f, conn.proxy.response_timeout).await,
+        Err(f) => return answer_failure(io, route, stats, req, f).await,
     };
     stats.record_status(head.status);
     // Measured before the head is consumed, as in `serve`.
@@ -579,7 +509,7 @@ async fn roundtrip(
     req: &Request,
     out: &[u8],
     to_client: &mut Vec<u8>,
-) -> Result<(Upstream, Head), Failure> {
+) -> Result<(Upstream, Head), UpstreamFailure> {
     // An upstream that closed its idle connection (Node's default is after 5 s) has told the
     // reactor so already, as a rule: such a connection is not written to.
     let mut kept = slot.take().filter(|up| still_open(&up.tcp));
@@ -588,7 +518,7 @@ async fn roundtrip(
         let mut up = match kept.take() {
             Some(up) => up,
             None => Upstream {
-                tcp: connect_tcp(route).await.map_err(Failure::Connect)?,
+                tcp: connect_tcp(route).await.map_err(UpstreamFailure::Connect)?,
                 buf: BytesMut::with_capacity(READ_SIZE),
             },
         };
@@ -599,23 +529,23 @@ async fn roundtrip(
         let written = tokio::select! {
             biased;
             r = up.tcp.write_all(out) => r,
-            () = &mut deadline => return Err(Failure::Timeout),
+            () = &mut deadline => return Err(UpstreamFailure::Timeout(conn.proxy.response_timeout)),
         };
         if written.is_err() {
             if retry {
                 continue;
             }
-            return Err(Failure::Closed);
+            return Err(UpstreamFailure::Closed("connection closed".into()));
         }
         let (mut answered, mut interim) = (false, 0);
         loop {
             if !up.buf.is_empty() {
                 answered = true;
-                match plan_response(&up.buf, req, to_client).map_err(Failure::Bad)? {
+                match plan_response(&up.buf, req, to_client).map_err(|why| UpstreamFailure::Closed(why.into()))? {
                     Some(h) if (100..200).contains(&h.status) => {
                         interim += 1;
                         if interim > MAX_INTERIM {
-                            return Err(Failure::Bad("sent too many interim (1xx) responses"));
+                            return Err(UpstreamFailure::Closed("sent too many interim (1xx) responses".into()));
                         }
                         up.buf.advance(h.len);
                         continue;
@@ -626,59 +556,20 @@ async fn roundtrip(
             }
             match read_some(&mut up.tcp, &mut up.buf, Some(&mut deadline)).await {
                 Ok(Some(n)) if n > 0 => {}
-                Ok(None) => return Err(Failure::Timeout),
+                Ok(None) => return Err(UpstreamFailure::Timeout(conn.proxy.response_timeout)),
                 _ if retry && !answered => break,
-                _ => return Err(Failure::Closed),
+                _ => return Err(UpstreamFailure::Closed("connection closed".into())),
             }
         }
     }
 }
 
-/// Whether an idle upstream connection may still take a request: not if the reactor has seen it
-/// readable (closed, or sending what nobody asked for). No system call unless it has.
-fn still_open(tcp: &TcpStream) -> bool {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    match tcp.poll_read_ready(&mut cx) {
-        Poll::Pending => true,
-        Poll::Ready(Err(_)) => false,
-        Poll::Ready(Ok(())) => {
-            let mut probe = [0u8; 1];
-            matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-        }
-    }
-}
-
-/// Answers the client for an upstream that failed, as the hyper path does: 502 or 504, naming
-/// the route and its upstream.
-async fn answer_failure<S>(
-    io: &mut S,
-    route: &Route,
-    stats: &Counters,
-    req: &Request,
-    failure: Failure,
-    timeout: Duration,
-) -> bool
+/// Answers the client for an upstream that failed, as the hyper path does.
+async fn answer_failure<S>(io: &mut S, route: &Route, stats: &Counters, req: &Request, failure: UpstreamFailure) -> bool
 where
     S: AsyncWrite + Unpin,
 {
-    stats.upstream_errors.fetch_add(1, Relaxed);
-    let (status, code, message) = match failure {
-        Failure::Timeout => (
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream_timeout",
-            format!("{} at {} did not answer within {} s", route.name, route.authority(), timeout.as_secs_f64()),
-        ),
-        f => {
-            let (what, detail) = match f {
-                Failure::Connect(e) => ("is not answering", e.to_string()),
-                Failure::Bad(why) => ("closed the connection before answering", why.to_string()),
-                _ => ("closed the connection before answering", "connection closed".to_string()),
-            };
-            tracing::warn!("{} at {} {what}: {detail}", route.name, route.authority());
-            (StatusCode::BAD_GATEWAY, "upstream_unreachable", format!("{} at {} {what}", route.name, route.authority()))
-        }
-    };
-    stats.record_status(status.as_u16());
+    let (status, code, message) = upstream_failed(route, stats, failure);
     let (ctype, body) = error_page(status, code, &message, req.json);
     let mut out = Vec::with_capacity(body.len() + 160);
     status_line(&mut out, status.as_u16(), status.canonical_reason().unwrap_or(""));
@@ -994,12 +885,23 @@ mod tests {
     /// it closes each connection after one response (without saying so), as an upstream whose
     /// idle timeout has passed.
     async fn upstream(one_shot: bool) -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let (port, rx, _) = counted_upstream(one_shot).await;
+        (port, rx)
+    }
+
+    /// [`upstream`], counting the connections it accepts.
+    async fn counted_upstream(
+        one_shot: bool,
+    ) -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>, Arc<std::sync::atomic::AtomicUsize>) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
         tokio::spawn(async move {
             loop {
                 let (mut s, _) = l.accept().await.unwrap();
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
@@ -1041,7 +943,7 @@ mod tests {
                 });
             }
         });
-        (port, rx)
+        (port, rx, accepted)
     }
 
     fn routes_to(port: u16) -> Routes {
@@ -1150,7 +1052,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_connection_moves_to_hyper_at_the_first_request_it_needs() {
-        let (port, mut seen) = upstream(false).await;
+        let (port, mut seen, accepted) = counted_upstream(false).await;
         let mut c = client(Proxy::new(routes_to(port)), local());
         let reqs = "GET /one HTTP/1.1\r\nHost: a\r\n\r\n\
                     GET /two HTTP/1.1\r\nHost: a\r\nConnection: X-Hop\r\nX-Hop: secret\r\n\r\n\
@@ -1162,6 +1064,8 @@ mod tests {
         }
         let two = seen.try_recv().and_then(|_| seen.try_recv()).unwrap();
         assert!(!two.to_ascii_lowercase().contains("x-hop"), "{two}");
+        // hyper took over the fast path's kept-alive upstream connection.
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test(flavor = "current_thread")]

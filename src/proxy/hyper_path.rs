@@ -1,0 +1,302 @@
+//! The hyper engine: every request the fast path declines, and the rest of its connection —
+//! upgrades and WebSockets, streamed bodies, framing checks and refusals. Its policy (headers,
+//! error pages, upstream failures, the connection pool) is [`super::policy`]'s.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::policy::*;
+use super::stats::{Counters, CountingBody, Direction};
+use super::{Conn, Proxy, ReqBody, RespBody, Route, Upstreams, MAX_HEAD, MAX_URI, UPSTREAM_BUF};
+
+impl Proxy {
+    pub(super) async fn handle(&self, mut req: Request<Incoming>, conn: &Conn) -> Response<RespBody> {
+        let wants_json = wants_json(req.headers());
+        if let Some(resp) = check_head(&req, wants_json) {
+            return resp;
+        }
+        let (idx, route) = match self.routes.select_index(req.uri().path()) {
+            Ok(Some(i)) => (i, &self.routes.all()[i]),
+            Ok(None) => {
+                return local_error(
+                    StatusCode::NOT_FOUND,
+                    "no_route",
+                    &format!("no route serves {}", req.uri().path()),
+                    wants_json,
+                )
+            }
+            Err(e) => {
+                return local_error(StatusCode::BAD_REQUEST, "bad_path", &format!("{e}; request refused"), wants_json)
+            }
+        };
+        let stats = self.stats[idx].local().clone();
+        stats.requests.fetch_add(1, Relaxed);
+
+        let upgrade = is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        // Origin-form on the upstream connection: only the path and query go on the wire.
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            match Uri::try_from(pq) {
+                Ok(u) => parts.uri = u,
+                Err(_) => {
+                    return local_error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_uri",
+                        "the request target cannot be forwarded",
+                        wants_json,
+                    )
+                }
+            }
+        }
+        if !parts.headers.contains_key(header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(&route.authority()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+        let upgrade_value = parts.headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(&mut parts.headers);
+        if let (true, Some(v)) = (upgrade, upgrade_value) {
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, v);
+        }
+        forwarded_headers(&mut parts.headers, conn.client_ip.as_ref());
+        if route.rewrite_host {
+            if let Ok(v) = HeaderValue::from_str(&route.authority()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+        parts.version = http::Version::HTTP_11;
+        // The response timer starts once the request body has been sent: an upload may take as
+        // long as it takes, an upstream that then says nothing may not.
+        let body = CountingBody::new(body, stats.clone(), Direction::In);
+        let (body, body_sent) = if hyper::body::Body::is_end_stream(&body) {
+            (body, None)
+        } else {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (body.with_end_signal(tx), Some(rx))
+        };
+        let upstream_req = Request::from_parts(parts, body);
+        let timeout = self.response_timeout;
+        let timer = async move {
+            if let Some(rx) = body_sent {
+                let _ = rx.await;
+            }
+            conn.timer.sleep_for(timeout).await;
+        };
+        let sent = send_upstream(route, idx, &conn.upstreams, upstream_req, upgrade);
+        let outcome = tokio::select! {
+            r = sent => Ok(r),
+            _ = timer => Err(()),
+        };
+        let failure = match outcome {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(UpstreamFailure::Timeout(timeout)),
+        };
+        let mut resp = match failure {
+            Ok(r) => r,
+            Err(f) => {
+                let (status, code, message) = upstream_failed(route, &stats, f);
+                return local_error(status, code, &message, wants_json);
+            }
+        };
+        stats.record_status(resp.status().as_u16());
+
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                let stats = stats.clone();
+                tokio::spawn(conn.stop.clone().run_until_cancelled_owned(async move {
+                    let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
+                        (Ok(c), Ok(u)) => (c, u),
+                        (c, u) => {
+                            tracing::warn!("upgrade failed: client {:?}, upstream {:?}", c.err(), u.err());
+                            return;
+                        }
+                    };
+                    stats.websockets_open.fetch_add(1, Relaxed);
+                    // Decremented however the task ends, cancellation by `stop` included.
+                    let _open = OpenWebSocket(&stats);
+                    let (mut c, mut u) = (TokioIo::new(client), TokioIo::new(upstream));
+                    match tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                        Ok((up, down)) => {
+                            stats.bytes_in.fetch_add(up, Relaxed);
+                            stats.bytes_out.fetch_add(down, Relaxed);
+                        }
+                        Err(e) => tracing::debug!("upgraded connection ended: {e}"),
+                    }
+                }));
+                let (parts, _) = resp.into_parts();
+                return Response::from_parts(parts, Either::Right(Full::new(Bytes::new())));
+            }
+        }
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Response::from_parts(parts, Either::Left(CountingBody::new(body, stats, Direction::Out)))
+    }
+}
+
+/// Sends `req` on this client connection's upstream connection for the route: hyper's, or one
+/// the fast path left, or a new one. A request the connection did not take (it closed between
+/// requests) is retried once on a fresh connection; one it took is not, since it may have acted.
+pub(super) async fn send_upstream(
+    route: &Route,
+    idx: usize,
+    upstreams: &Upstreams,
+    mut req: Request<ReqBody>,
+    upgrade: bool,
+) -> Result<Response<Incoming>, UpstreamFailure> {
+    let slot = std::mem::take(&mut upstreams.lock().unwrap_or_else(|e| e.into_inner())[idx]);
+    let mut sender = match slot {
+        Slot::Hyper(s) => Some(s),
+        mut raw => match raw.take_raw() {
+            Some(up) => handshake(up.tcp).await.ok(),
+            None => None,
+        },
+    };
+    for attempt in 0..2 {
+        let mut s = match sender.take() {
+            Some(s) if !s.is_closed() => s,
+            _ => connect_upstream(route).await?,
+        };
+        if s.ready().await.is_err() {
+            s = connect_upstream(route).await?;
+            s.ready().await.map_err(closed)?;
+        }
+        match s.try_send_request(req).await {
+            Ok(resp) => {
+                // An upgraded connection belongs to the upgrade now.
+                if !(upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS) {
+                    upstreams.lock().unwrap_or_else(|e| e.into_inner())[idx] = Slot::Hyper(s);
+                }
+                return Ok(resp);
+            }
+            Err(mut e) => match e.take_message() {
+                Some(r) if attempt == 0 => req = r,
+                _ => return Err(closed(e.into_error())),
+            },
+        }
+    }
+    unreachable!("the second attempt returns")
+}
+
+fn closed(e: hyper::Error) -> UpstreamFailure {
+    UpstreamFailure::Closed(e.to_string())
+}
+
+async fn connect_upstream(route: &Route) -> Result<SendRequest<ReqBody>, UpstreamFailure> {
+    let tcp = connect_tcp(route).await.map_err(UpstreamFailure::Connect)?;
+    handshake(tcp).await.map_err(closed)
+}
+
+/// hyper's client on an upstream connection.
+async fn handshake(tcp: TcpStream) -> Result<SendRequest<ReqBody>, hyper::Error> {
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(UPSTREAM_BUF)
+        // As on the server side: one copied buffer is cheaper than a writev queue for small heads.
+        .writev(false)
+        .handshake(TokioIo::new(tcp))
+        .await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!("upstream connection ended: {e}");
+        }
+    });
+    Ok(sender)
+}
+
+/// Refuses request heads over the limits: 414 for the target, 431 for the whole head.
+pub(super) fn check_head<B>(req: &Request<B>, json: bool) -> Option<Response<RespBody>> {
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
+        + req.uri().authority().map_or(0, |a| a.as_str().len());
+    if uri_len > MAX_URI {
+        return Some(local_error(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            &format!("the request target is longer than {} KiB", MAX_URI / 1024),
+            json,
+        ));
+    }
+    let head: usize = uri_len + req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>();
+    if head > MAX_HEAD {
+        return Some(local_error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            &format!("the request headers are larger than {} KiB", MAX_HEAD / 1024),
+            json,
+        ));
+    }
+    if let Err(why) = check_framing(req.headers()) {
+        return Some(refuse_framing(why, json));
+    }
+    None
+}
+
+/// 400 for a request whose body length is in doubt. Nothing after it on the connection can be
+/// trusted either, so the connection closes.
+pub(super) fn refuse_framing(why: &str, json: bool) -> Response<RespBody> {
+    let mut resp = local_error(StatusCode::BAD_REQUEST, "ambiguous_framing", why, json);
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// Refuses a request whose body length two parsers could read differently — the stuff of
+/// request smuggling (RFC 9112 §6.3, §11.2) — so no upstream ever sees one. hyper's parser
+/// already refuses conflicting or non-numeric lengths, obs-fold and a final coding other than
+/// chunked; what it resolves by itself (Content-Length with chunked, equal repeated lengths) is
+/// caught on the raw bytes by [`framing::FramingGuard`], so the Content-Length checks here only
+/// guard against a change in hyper. What hyper lets through and this refuses: codings besides
+/// chunked, and Transfer-Encoding given more than once.
+pub(super) fn check_framing(h: &HeaderMap) -> Result<(), &'static str> {
+    let te: Vec<_> = h.get_all(header::TRANSFER_ENCODING).iter().collect();
+    let cl: Vec<_> = h.get_all(header::CONTENT_LENGTH).iter().collect();
+    if !te.is_empty() && !cl.is_empty() {
+        return Err("the request has both Transfer-Encoding and Content-Length");
+    }
+    if cl.len() > 1 {
+        return Err("the request has more than one Content-Length");
+    }
+    if cl.first().is_some_and(|v| v.is_empty() || !v.as_bytes().iter().all(u8::is_ascii_digit)) {
+        return Err("the request's Content-Length is not a number");
+    }
+    if te.len() > 1 || te.first().is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"chunked")) {
+        return Err("the request's Transfer-Encoding is not exactly \"chunked\"");
+    }
+    Ok(())
+}
+
+/// Counts an upgraded connection as open for as long as it lives.
+pub(super) struct OpenWebSocket<'a>(&'a Counters);
+
+impl Drop for OpenWebSocket<'_> {
+    fn drop(&mut self) {
+        self.0.websockets_open.fetch_sub(1, Relaxed);
+    }
+}
+
+pub(super) fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
+}
+
+/// A short answer of the proxy itself: HTML for browsers, JSON for API clients.
+pub(super) fn local_error(status: StatusCode, code: &str, message: &str, json: bool) -> Response<RespBody> {
+    let (ctype, body) = error_page(status, code, message, json);
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
