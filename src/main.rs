@@ -131,12 +131,9 @@ fn main() {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    // One thread for the tunnel client. Its hot path is one yamux connection whose streams wake
-    // each other constantly; across worker threads every wake is a futex call and a context
-    // switch. Measured with bench/tunnel.sh (TLS + tcp_mux): client CPU per 1,000 requests -38 %
-    // and req/s +27 % at 16 connections, new connections/s +19 %; bulk throughput, which two
-    // threads can split between TLS and copying, drops by about 10 %. The reverse proxy keeps a
-    // pair of runtimes per core of its own (proxy::spawn_workers).
+    // One thread for the tunnel client: its hot path is one yamux connection whose streams wake
+    // each other constantly, and across threads every wake is a futex call and a context switch.
+    // The reverse proxy runs one single-threaded runtime per core of its own (proxy::spawn_workers).
     match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -26,20 +26,13 @@ impl Proxy {
     /// model: no cross-thread wake-ups per request.
     ///
     /// The first worker accepts and deals the connections out in turn, so that a burst of them
-    /// (a browser's six, a load test's sixteen) is spread evenly. The kernel's `SO_REUSEPORT`
-    /// hashing, used before, left one worker of two with 10 or 11 of 16 connections about one run
-    /// in three; that worker's queue then set the tail latency and capped the throughput.
+    /// (a browser's six, a load test's sixteen) is spread evenly; the kernel's `SO_REUSEPORT`
+    /// hashing can leave one worker with most of a burst, and its queue then sets the tail.
     pub fn spawn_workers(self: &Arc<Self>, listener: std::net::TcpListener) -> std::io::Result<()> {
         listener.set_nonblocking(true)?;
-        // One worker per core (at least two). The proxy always shares the machine with its
-        // upstreams and its clients, and when the scheduler preempts a worker, every connection
-        // on it waits. Through hyper, a request took 28k instructions, the waits were long, and
-        // two workers per core were needed to keep the p99 at 16 connections near nginx's (0.7
-        // against 2.8-3.3 ms with one). On the fast path a request takes 9k; with one worker per
-        // core the p99 stays below nginx's and the workers sleep and wake half as often (0.35
-        // context switches per request against 0.75): in five interleaved rounds on 2 cores,
-        // 1.00-1.07x the request rate of two per core at 16 connections (one round 0.92) and
-        // 0.96-1.07x at 128.
+        // One worker per core (at least two): the proxy shares the machine with its upstreams and
+        // clients, and a preempted worker stalls every connection on it; with the fast path's
+        // short requests more workers per core only add wake-ups (bench/RESULTS.md).
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let workers = cores.clamp(2, 16);
         let mut others = Vec::new();
@@ -159,8 +152,8 @@ impl Proxy {
         // hyper's own read-buffer cap bounds memory per connection (past it hyper answers 431 by
         // itself); the exact head limit is checked per request in `handle`. Heads and bodies are
         // copied into one buffer rather than queued for writev: for the small responses that make
-        // up most requests the copy is cheaper than hyper's queue (callgrind: 2 % fewer
-        // instructions per request); large bodies stay bounded by the same cap.
+        // up most requests the copy is cheaper than hyper's queue; large bodies stay bounded by
+        // the same cap.
         builder.max_buf_size(2 * MAX_HEAD).keep_alive(true).writev(false).timer(timer);
         // Slow-loris guard for local clients. frps manages its own idle work connections: hyper
         // would otherwise close them after its default 30 s, racing frps reusing one.
