@@ -10,6 +10,10 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{ErrorCode, Reporter};
+use crate::lines::{Line, LineReader};
+
+/// The longest command line read from stdin.
+const MAX_LINE: usize = 64 * 1024;
 
 /// A command from the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,24 +104,34 @@ impl Controller {
         }
     }
 
-    /// Reads commands from stdin until it ends; the end of stdin means the host is gone.
+    /// Reads commands from stdin until it ends; the end of stdin means the host is gone. A line
+    /// that is not a command (not UTF-8, not JSON, too long) is answered and changes nothing.
     pub fn watch_stdin(&self) {
         let this = self.clone();
         tokio::spawn(async move {
-            use tokio::io::AsyncBufReadExt;
-            let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+            let mut lines = LineReader::new(tokio::io::BufReader::new(tokio::io::stdin()), MAX_LINE);
             loop {
-                match lines.next_line().await {
-                    Ok(Some(line)) if line.trim().is_empty() => {}
-                    Ok(Some(line)) => match parse_command(&line) {
-                        Ok(cmd) => this.apply(cmd),
-                        Err(e) => this.reporter.error(ErrorCode::Internal, e, format!("commands: {COMMANDS}")),
+                let bad = match lines.next().await {
+                    Ok(Some(Line::Bytes(line))) => match std::str::from_utf8(line) {
+                        Ok(text) if text.trim().is_empty() => continue,
+                        Ok(text) => match parse_command(text) {
+                            Ok(cmd) => {
+                                this.apply(cmd);
+                                continue;
+                            }
+                            Err(e) => e,
+                        },
+                        Err(_) => "stdin line is not UTF-8; send one JSON object per line".to_string(),
                     },
+                    Ok(Some(Line::TooLong)) => {
+                        format!("stdin line is longer than {} KiB; send one JSON object per line", MAX_LINE / 1024)
+                    }
                     Ok(None) | Err(_) => {
                         this.stop_burrow("stdin_closed");
                         return;
                     }
-                }
+                };
+                this.reporter.error(ErrorCode::Internal, bad, format!("commands: {COMMANDS}"));
             }
         });
     }

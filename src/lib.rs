@@ -18,6 +18,7 @@ pub mod demo;
 pub mod events;
 pub mod frpc;
 pub mod layers;
+pub mod lines;
 pub mod platform;
 pub mod provision;
 pub mod proxy;

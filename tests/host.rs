@@ -50,11 +50,17 @@ async fn stdin_commands_admin_api_and_every_event_type() {
     let token = ready["token"].as_str().expect("a generated token is given").to_string();
     b.wait("tunnel_up", T).await;
 
-    // Malformed lines are answered and change nothing.
+    // Malformed lines are answered and change nothing: not JSON, unknown, no cmd, not UTF-8,
+    // longer than the 64 KiB a command line may be.
     for bad in ["hello", "{\"cmd\":\"fly\"}", "{\"nocmd\":1}"] {
         b.send(bad).await;
     }
-    b.wait_nth("error", 2, T).await;
+    b.send_bytes(b"\xff\xfe{\"cmd\":\"status\"}\n").await;
+    b.send_bytes(&[b"{\"cmd\":\"".as_slice(), &[b'a'; 100_000], b"\"}\n"].concat()).await;
+    let too_long = b.wait_nth("error", 4, T).await;
+    assert!(too_long["message"].as_str().unwrap().contains("longer than 64 KiB"), "{too_long}");
+    let not_utf8 = &b.events().into_iter().filter(|e| e["event"] == "error").collect::<Vec<_>>()[3];
+    assert!(not_utf8["message"].as_str().unwrap().contains("not UTF-8"), "{not_utf8}");
     assert!(b.events().iter().filter(|e| e["event"] == "error").all(|e| e["fatal"] == false));
     b.send(r#"{"cmd":"status"}"#).await;
     let st = b.wait("status", T).await;

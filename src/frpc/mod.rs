@@ -27,11 +27,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::events::{ErrorCode, Event, Fatal, PublicAddr, Reporter, TunnelUp, WarningCode};
+use crate::lines::{Line, LineReader};
 use crate::status::Backend as BackendKind;
 use crate::supervise::{Backend, Ended, Failure, Verdict};
 use config::{Admin, PrivateDir};
@@ -199,8 +199,12 @@ impl Frpc {
             let flag = auth_failed.clone();
             let session = session_tx.clone();
             tokio::spawn(async move {
-                let mut lines = tokio::io::BufReader::new(out).lines();
-                while let Ok(Some(l)) = lines.next_line().await {
+                // Read to the end whatever frpc writes: a reader that stopped would leave frpc
+                // blocked on a full pipe, and its login and session lines unseen.
+                let mut lines = LineReader::new(tokio::io::BufReader::new(out), 16 * 1024);
+                while let Ok(Some(line)) = lines.next().await {
+                    let Line::Bytes(bytes) = line else { continue };
+                    let l = String::from_utf8_lossy(bytes);
                     if l.contains("token in login doesn't match") || l.contains("authorization failed") {
                         flag.store(true, Ordering::SeqCst);
                     }

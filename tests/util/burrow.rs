@@ -99,8 +99,13 @@ impl Burrow {
     }
 
     pub async fn send(&mut self, line: &str) {
+        self.send_bytes(format!("{line}\n").as_bytes()).await;
+    }
+
+    /// Writes raw bytes to burrow's stdin.
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
         let s = self.stdin.as_mut().expect("stdin open");
-        s.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+        s.write_all(bytes).await.unwrap();
         s.flush().await.unwrap();
     }
 
