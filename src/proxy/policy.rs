@@ -223,15 +223,22 @@ impl<'a> Forwarded<'a> {
 
     /// As header lines.
     pub(super) fn write(&self, out: &mut Vec<u8>) {
+        if let Some((prev, ip)) = self.for_ {
+            // Written in pieces, not through `for_value`: this runs for every fast-path request.
+            out.extend_from_slice(b"X-Forwarded-For: ");
+            if let Some(p) = prev {
+                out.extend_from_slice(p);
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(ip);
+            out.extend_from_slice(b"\r\n");
+        }
         let mut line = |name: &[u8], value: &[u8]| {
             out.extend_from_slice(name);
             out.extend_from_slice(b": ");
             out.extend_from_slice(value);
             out.extend_from_slice(b"\r\n");
         };
-        if let Some(v) = self.for_value() {
-            line(b"X-Forwarded-For", &v);
-        }
         if self.proto {
             line(b"X-Forwarded-Proto", b"http");
         }
@@ -251,9 +258,13 @@ pub(super) fn forwarded_headers(h: &mut HeaderMap, client: Option<&HeaderValue>)
         h.contains_key(X_FORWARDED_HOST),
         get(&header::HOST),
     );
-    // Header values came from header values (and an IP address): they stay valid.
-    let for_ = f.for_value().and_then(|v| HeaderValue::from_bytes(&v).ok());
-    let host = f.host.and_then(|v| HeaderValue::from_bytes(v).ok());
+    // The values are the request's own (a clone shares its bytes) or made of them.
+    let for_ = match f.for_ {
+        Some((None, _)) => client.cloned(),
+        Some(_) => f.for_value().and_then(|v| HeaderValue::from_bytes(&v).ok()),
+        None => None,
+    };
+    let host = f.host.and_then(|_| h.get(header::HOST).cloned());
     let proto = f.proto;
     if let Some(v) = for_ {
         h.insert(X_FORWARDED_FOR, v);
