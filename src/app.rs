@@ -175,14 +175,6 @@ async fn start_admin(
             ));
         }
     };
-    if !addr.ip().is_loopback() {
-        reporter.warning(
-            WarningCode::AdminNotLoopback,
-            format!(
-                "the admin API listens on {addr}, reachable from other machines; use 127.0.0.1 unless that is intended"
-            ),
-        );
-    }
     let generated = token.is_none();
     let token = token.map(|t| t.expose().to_string()).unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
     let bound = crate::admin::serve(listener, token.clone(), ctl.clone(), reporter.clone())

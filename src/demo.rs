@@ -85,6 +85,7 @@ async fn run_in(frps: &Path, dir: &Path) -> Result<(), String> {
         proxy_addr: Some(proxy_addr),
         routes,
         upstream_timeout: crate::proxy::RESPONSE_TIMEOUT,
+        max_streams: crate::config::DEFAULT_MAX_STREAMS,
         log_filter: "info".into(),
         mode: crate::config::Mode::Native,
         api: None,

@@ -75,8 +75,6 @@ impl ErrorCode {
 pub enum WarningCode {
     /// TLS to frps runs without a CA or a pin.
     TlsUnverified,
-    /// The admin API listens beyond loopback.
-    AdminNotLoopback,
     /// The reverse proxy listens beyond loopback.
     ProxyNotLoopback,
 }
@@ -661,6 +659,7 @@ mod tests {
                 state: TunnelState::Pending,
             }],
             proxy: None,
+            streams: Some(crate::status::Streams { active: 3, max: 4096 }),
         };
         vec![
             Event::Starting { version: "0.1.0", mode: "auto" },

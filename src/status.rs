@@ -70,6 +70,18 @@ pub struct Snapshot {
     pub tunnels: Vec<TunnelStatus>,
     /// The reverse proxy's routes and counters, when it runs.
     pub proxy: Option<Value>,
+    /// Tunnel work streams being served, and the cap (native client only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streams: Option<Streams>,
+}
+
+/// Work streams in use.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Streams {
+    /// Being served (or opening) now.
+    pub active: usize,
+    /// `BURROW_MAX_STREAMS`.
+    pub max: usize,
 }
 
 struct Inner {
@@ -77,6 +89,7 @@ struct Inner {
     mode: Backend,
     tunnels: Vec<TunnelStatus>,
     proxy: Option<Arc<Proxy>>,
+    streams: Option<(Arc<tokio::sync::Semaphore>, usize)>,
 }
 
 /// Shared status board.
@@ -93,6 +106,7 @@ impl Default for Status {
                 mode: Backend::Native,
                 tunnels: Vec::new(),
                 proxy: None,
+                streams: None,
             })),
         }
     }
@@ -114,6 +128,11 @@ impl Status {
     /// The proxy whose counters the status shows.
     pub fn set_proxy(&self, proxy: Option<Arc<Proxy>>) {
         self.lock().proxy = proxy;
+    }
+
+    /// The native client's work-stream permits, counted in the status.
+    pub fn set_streams(&self, permits: Arc<tokio::sync::Semaphore>, max: usize) {
+        self.lock().streams = Some((permits, max));
     }
 
     /// Which client serves the tunnels.
@@ -145,6 +164,7 @@ impl Status {
             mode: g.mode,
             tunnels: g.tunnels.clone(),
             proxy: g.proxy.as_ref().map(|p| p.snapshot()),
+            streams: g.streams.as_ref().map(|(p, max)| Streams { active: max - p.available_permits(), max: *max }),
         }
     }
 }

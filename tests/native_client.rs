@@ -173,6 +173,48 @@ async fn two_hundred_concurrent_http_connections() {
     }
 }
 
+/// One public user opening thousands of requests that never send their body must not take the
+/// tunnel down for everyone: work streams beyond `BURROW_MAX_STREAMS` wait, the session lives on,
+/// and requests are served again once the stalled ones go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_requests_beyond_the_stream_cap_wait_and_the_session_lives() {
+    let frps = Frps::start(FrpsOpts::default()).await;
+    let up = http_upstream().await;
+    let mut env = env_for(&frps, "cap", up.addr, true, true);
+    env.push(("BURROW_MAX_STREAMS".into(), "20".into()));
+    let mut b = spawn(&env);
+    b.wait("tunnel_up", T).await;
+    let host = format!("cap.{SUBDOMAIN_HOST}");
+    let mut stalled = Vec::new();
+    for _ in 0..40 {
+        let mut s = TcpStream::connect(("127.0.0.1", frps.vhost_port)).await.unwrap();
+        let head = format!("POST /upload HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        stalled.push(s);
+    }
+    // The cap holds: 20 work streams are served and the other requests wait.
+    let until = Instant::now() + T;
+    let mut peak = 0;
+    loop {
+        let k = b.count("status");
+        b.send(r#"{"cmd":"status"}"#).await;
+        let st = b.wait_nth("status", k, T).await;
+        assert_eq!(st["streams"]["max"], 20, "{st}");
+        let active = st["streams"]["active"].as_u64().expect("the status counts work streams");
+        assert!(active <= 20, "{st}");
+        peak = peak.max(active);
+        if peak == 20 || Instant::now() > until {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(peak, 20, "the stalled requests hold every stream the cap allows");
+    drop(stalled);
+    assert_eq!(vhost_get_ok(frps.vhost_port, &host, "/after", T).await, "hello /after");
+    assert_eq!(b.count("connected"), 1, "the session never ended: {:#?}", b.events());
+    assert_eq!(b.count("tunnel_down"), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_token_is_fatal_after_exactly_one_login() {
     let frps = Frps::start(FrpsOpts::default()).await;

@@ -76,6 +76,10 @@ pub(crate) struct Shared {
     pub proxy: Option<Arc<Proxy>>,
     /// The reservation the tunnels belong to, for `tunnel_up`.
     pub reservation_id: Option<String>,
+    /// One permit per work stream being served (`BURROW_MAX_STREAMS`): past the cap, new work
+    /// connections wait, and one user's thousands of stalled requests cannot exhaust the yamux
+    /// session everyone shares.
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -143,7 +147,10 @@ impl Client {
                 "TLS to frps is encrypted but the server is not authenticated (as frpc does by default); set BURROW_TLS_PIN or BURROW_TLS_CA to verify it",
             );
         }
-        let shared = Arc::new(Shared { server, tunnels, by_wire_name, reporter, key, tls, proxy, reservation_id });
+        let streams = Arc::new(tokio::sync::Semaphore::new(config.max_streams));
+        reporter.status().set_streams(streams.clone(), config.max_streams);
+        let shared =
+            Arc::new(Shared { server, tunnels, by_wire_name, reporter, key, tls, proxy, reservation_id, streams });
         Ok(Self { shared, run_id: String::new() })
     }
 

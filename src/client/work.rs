@@ -46,6 +46,9 @@ pub enum WorkError {
     /// `StartWorkConn` names a proxy this client did not register.
     #[error("StartWorkConn for unknown proxy {0:?}")]
     UnknownProxy(String),
+    /// The client is shutting down.
+    #[error("the client is closed")]
+    Closed,
 }
 
 /// Opens one work connection and waits (indefinitely: frps pools it) for its user connection;
@@ -58,6 +61,8 @@ pub(super) async fn open(
     hello: NewWorkConn,
     stop: CancellationToken,
 ) -> Result<(), WorkError> {
+    // Held until the stream is done; while none is free, frps' request waits here.
+    let permit = shared.streams.clone().acquire_owned().await.map_err(|_| WorkError::Closed)?;
     let mut conn = conns.connect().await?;
     write_msg(&mut conn, &Message::NewWorkConn(hello)).await?;
     let start = match read_msg(&mut conn).await? {
@@ -75,18 +80,22 @@ pub(super) async fn open(
         // Straight into the proxy's HTTP server: no loopback connection, no second copy loop.
         let c = &tunnel.config;
         let stream = wrap_work_conn(conn, c.use_encryption.then_some(&key), c.use_compression);
-        tokio::spawn(stop.clone().run_until_cancelled_owned(proxy.serve_connection(
-            stream,
-            crate::proxy::Origin::Tunnel,
-            stop,
-        )));
+        let serve = proxy.serve_connection(stream, crate::proxy::Origin::Tunnel, stop.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            stop.run_until_cancelled(serve).await;
+        });
         return Ok(());
     }
-    tokio::spawn(stop.run_until_cancelled_owned(async move {
-        if let Err(e) = pipe(conn, &tunnel, &key).await {
-            tracing::debug!("tunnel {} connection ended: {e}", tunnel.config.name);
-        }
-    }));
+    tokio::spawn(async move {
+        let _permit = permit;
+        stop.run_until_cancelled(async {
+            if let Err(e) = pipe(conn, &tunnel, &key).await {
+                tracing::debug!("tunnel {} connection ended: {e}", tunnel.config.name);
+            }
+        })
+        .await;
+    });
     Ok(())
 }
 

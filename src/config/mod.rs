@@ -207,6 +207,8 @@ pub struct Config {
     pub routes: crate::proxy::Routes,
     /// How long an upstream may take to answer (`BURROW_UPSTREAM_TIMEOUT`).
     pub upstream_timeout: std::time::Duration,
+    /// Tunnel work streams served at once, at most (`BURROW_MAX_STREAMS`); more wait.
+    pub max_streams: usize,
     /// `BURROW_LOG`.
     pub log_filter: String,
     /// `BURROW_MODE` / `--mode` / `--fallback`.
@@ -226,6 +228,12 @@ pub struct Config {
     /// `BURROW_ADMIN_TOKEN`; `None`: a random one is made and given in `admin_ready`.
     pub admin_token: Option<Secret>,
 }
+
+/// Work streams served at once by default: with the 1,024 frps may have waiting and the control
+/// stream, well under yamux's 8,192 streams per session.
+pub const DEFAULT_MAX_STREAMS: usize = 4096;
+/// The most `BURROW_MAX_STREAMS` may be.
+pub const MAX_STREAMS_LIMIT: usize = 7000;
 
 /// Command-line settings that override the environment.
 #[derive(Debug, Clone, Default)]
@@ -616,18 +624,45 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
         },
     };
 
+    let max_streams = match get(env, "BURROW_MAX_STREAMS") {
+        None => DEFAULT_MAX_STREAMS,
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_STREAMS_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ConfigError::new(
+                    "BURROW_MAX_STREAMS",
+                    v,
+                    format!("expected a number of work streams from 1 to {MAX_STREAMS_LIMIT}"),
+                    format!("BURROW_MAX_STREAMS={DEFAULT_MAX_STREAMS}"),
+                ))
+            }
+        },
+    };
+
     // Unset disables the admin API; `off` does too, as it does for BURROW_PROXY_ADDR.
     let admin_addr = match get(env, "BURROW_ADMIN_ADDR") {
         None => None,
         Some(v) if v.trim().eq_ignore_ascii_case("off") => None,
-        Some(v) => Some(v.trim().parse::<SocketAddr>().map_err(|_| {
-            ConfigError::new(
-                "BURROW_ADMIN_ADDR",
-                v,
-                "expected an IP address (loopback: 127.0.0.1) and a port (0 picks a free one), or off",
-                "BURROW_ADMIN_ADDR=127.0.0.1:7401",
-            )
-        })?),
+        Some(v) => match v.trim().parse::<SocketAddr>() {
+            // The admin API drives burrow: it is for this machine only (contract §6).
+            Ok(a) if a.ip().is_loopback() => Some(a),
+            Ok(_) => {
+                return Err(ConfigError::new(
+                    "BURROW_ADMIN_ADDR",
+                    v,
+                    "the admin API listens on loopback only (127.0.0.1 or [::1])",
+                    "BURROW_ADMIN_ADDR=127.0.0.1:7401",
+                ))
+            }
+            Err(_) => {
+                return Err(ConfigError::new(
+                    "BURROW_ADMIN_ADDR",
+                    v,
+                    "expected a loopback IP address (127.0.0.1) and a port (0 picks a free one), or off",
+                    "BURROW_ADMIN_ADDR=127.0.0.1:7401",
+                ))
+            }
+        },
     };
     let admin_token = match env.get("BURROW_ADMIN_TOKEN").filter(|v| !v.is_empty()) {
         None => None,
@@ -650,6 +685,7 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
         proxy_addr,
         routes,
         upstream_timeout,
+        max_streams,
         log_filter,
         mode,
         api,
@@ -785,6 +821,7 @@ mod tests {
         assert_eq!(admin(Some("off")), None);
         assert_eq!(admin(Some(" OFF ")), None);
         assert_eq!(admin(Some("127.0.0.1:7401")), Some("127.0.0.1:7401".parse().unwrap()));
+        assert_eq!(admin(Some("[::1]:0")), Some("[::1]:0".parse().unwrap()));
     }
 
     #[test]
@@ -809,7 +846,12 @@ mod tests {
             ("BURROW_ROUTES", "/=http://127.0.0.1:0"),
             ("BURROW_UPSTREAM_TIMEOUT", "0"),
             ("BURROW_UPSTREAM_TIMEOUT", "soon"),
+            ("BURROW_MAX_STREAMS", "0"),
+            ("BURROW_MAX_STREAMS", "8192"),
+            ("BURROW_MAX_STREAMS", "many"),
             ("BURROW_ADMIN_ADDR", "localhost"),
+            ("BURROW_ADMIN_ADDR", "0.0.0.0:7401"),
+            ("BURROW_ADMIN_ADDR", "192.0.2.1:7401"),
             ("BURROW_ADMIN_TOKEN", "short"),
         ];
         for (k, v) in cases {

@@ -44,7 +44,12 @@ pub type Driver = BoxFuture<'static, Result<(), yamux::ConnectionError>>;
 impl MuxTransport {
     /// Starts a client session over `io`. Run (spawn) the returned driver for the session to move.
     pub fn client(io: BoxStream) -> (Self, Driver) {
-        let conn = yamux::Connection::new(io.compat(), config(), yamux::Mode::Client);
+        Self::client_with(io, config())
+    }
+
+    /// [`MuxTransport::client`] with another configuration (tests).
+    pub fn client_with(io: BoxStream, config: yamux::Config) -> (Self, Driver) {
+        let conn = yamux::Connection::new(io.compat(), config, yamux::Mode::Client);
         let (tx, rx) = mpsc::channel(64);
         (Self { open: tx }, Box::pin(drive(conn, rx)))
     }
@@ -63,11 +68,13 @@ async fn drive(
         if !waiting.is_empty() {
             match conn.poll_new_outbound(cx) {
                 Poll::Ready(res) => {
-                    let failed = res.is_err();
+                    // Too many streams fails that one open; the session and its other streams
+                    // (every public user's) go on. Anything else means the session is gone.
+                    let fatal = res.is_err() && !matches!(res, Err(yamux::ConnectionError::TooManyStreams));
                     if let Some(reply) = waiting.pop_front() {
                         let _ = reply.send(res);
                     }
-                    if failed {
+                    if fatal {
                         return Poll::Ready(Err(yamux::ConnectionError::Closed));
                     }
                     progressed = true;
@@ -102,5 +109,52 @@ impl Transport for MuxTransport {
             let stream = rx.await.map_err(|_| TransportError::MuxClosed)??;
             Ok(Box::new(stream.compat()) as BoxStream)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A yamux server echoing every stream, as frps' side of the session.
+    fn echo_server(io: tokio::io::DuplexStream) {
+        tokio::spawn(async move {
+            let mut conn = yamux::Connection::new(io.compat(), yamux::Config::default(), yamux::Mode::Server);
+            while let Some(Ok(mut stream)) = poll_fn(|cx| conn.poll_next_inbound(cx)).await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = stream.read(&mut buf).await {
+                        if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn one_stream_too_many_fails_alone() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        echo_server(b);
+        let mut cfg = config();
+        cfg.set_max_num_streams(3);
+        let (mux, drive) = MuxTransport::client_with(Box::new(a), cfg);
+        let driver = tokio::spawn(drive);
+        let mut open = Vec::new();
+        for _ in 0..3 {
+            open.push(mux.connect().await.unwrap());
+        }
+        let err = mux.connect().await.err().expect("a fourth stream is refused");
+        assert!(matches!(err, TransportError::Mux(yamux::ConnectionError::TooManyStreams)), "{err}");
+        // The session and its streams live on.
+        assert!(!driver.is_finished());
+        let s = &mut open[0];
+        s.write_all(b"still here").await.unwrap();
+        let mut got = [0u8; 10];
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"still here");
     }
 }

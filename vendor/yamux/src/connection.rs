@@ -98,6 +98,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                         self.inner = ConnectionState::Active(active);
                         return Poll::Ready(Ok(stream));
                     }
+                    // burrow patch: a full stream table refuses this one stream; it must not
+                    // end the connection and every other stream on it.
+                    Poll::Ready(Err(ConnectionError::TooManyStreams)) => {
+                        self.inner = ConnectionState::Active(active);
+                        return Poll::Ready(Err(ConnectionError::TooManyStreams));
+                    }
                     Poll::Pending => {
                         self.inner = ConnectionState::Active(active);
                         return Poll::Pending;
