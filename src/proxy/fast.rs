@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::framing::{step_chunk, Chunk};
 use super::policy::{
-    accepts_json, connect_tcp, error_page, kind, still_open, upstream_failed, Forwarded, Kind, Upstream,
+    accepts_json, bodiless, connect_tcp, error_page, kind, still_open, upstream_failed, Forwarded, Kind, Upstream,
     UpstreamFailure,
 };
 use super::routes::is_plain;
@@ -51,9 +51,11 @@ const READ_SIZE: usize = 16 * 1024;
 const KEEP_IDLE: usize = 2 * READ_SIZE;
 /// Interim (1xx) responses taken before the final one; an upstream sending more is broken.
 const MAX_INTERIM: usize = 16;
-/// How long a local client may take to send a request head (hyper's header-read timeout on the
-/// other path).
+/// How long a request head may take: from when a local client's connection waits for one (as
+/// hyper's header-read timeout), from its first byte on a tunnel stream.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request's body (at most [`BODY_MAX`] here) may take once its head is in.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How the fast path left a connection.
 pub(super) enum End {
@@ -64,7 +66,7 @@ pub(super) enum End {
 }
 
 /// Serves requests of `io` while they are plain; `read` holds what was read and not yet used.
-pub(super) async fn serve<S>(conn: &Conn, io: &mut S, read: &mut BytesMut, head_timeout: bool) -> End
+pub(super) async fn serve<S>(conn: &Conn, io: &mut S, read: &mut BytesMut, idle_timeout: bool) -> End
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -72,9 +74,8 @@ where
     let mut pool: Vec<Option<Upstream>> = conn.proxy.routes.all().iter().map(|_| None).collect();
     let (mut to_upstream, mut to_client) = (Vec::new(), Vec::new());
     loop {
-        let mut head_timer = head_timeout;
         to_upstream.clear();
-        let (mut deadline, mut need) = (None, 0);
+        let (mut deadline, mut need, mut body_json) = (None, 0, None);
         let req = loop {
             // A body arriving in pieces is waited for whole, its head parsed once.
             if read.len() >= need {
@@ -85,15 +86,35 @@ where
                         return End::Handoff;
                     }
                     Plan::Partial => {}
-                    // As on the hyper path, the head timeout is for the head, not the body.
-                    Plan::Body(len) => (need, deadline, head_timer) = (len, None, false),
+                    // The head's deadline ends with the head; the body has one of its own.
+                    Plan::Body(len, json) => {
+                        (need, body_json) = (len, Some(json));
+                        deadline = Some(conn.timer.sleep_for(BODY_TIMEOUT));
+                    }
                 }
             }
-            if head_timer && deadline.is_none() {
+            // A local client's head is due from the moment the connection waits for one. A tunnel
+            // stream idles in frps' pool between requests, so its head is due once it has begun.
+            if deadline.is_none() && (idle_timeout || !read.is_empty()) {
                 deadline = Some(conn.timer.sleep_for(HEAD_TIMEOUT));
             }
             match read_some(io, read, deadline.as_mut()).await {
                 Ok(Some(n)) if n > 0 => {}
+                // A body that stopped coming: the request is answered, the connection closed.
+                Ok(None) if body_json.is_some() => {
+                    let why = format!("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs());
+                    let answer = local_answer(
+                        http::StatusCode::REQUEST_TIMEOUT,
+                        "body_timeout",
+                        &why,
+                        body_json.unwrap_or(false),
+                        true,
+                        false,
+                    );
+                    let _ = write_flush(io, &answer).await;
+                    let _ = io.shutdown().await;
+                    return End::Closed;
+                }
                 // The end of the connection, a reset, or a client too slow to send its head:
                 // hyper closes without an answer in all three cases too.
                 _ => return End::Closed,
@@ -145,8 +166,9 @@ enum Plan {
     Ready(Request),
     /// More bytes needed.
     Partial,
-    /// The head is complete; the request is this many bytes with its body.
-    Body(usize),
+    /// The head is complete; the request is this many bytes with its body (and its error pages
+    /// are JSON).
+    Body(usize, bool),
     /// Not for the fast path.
     Handoff,
 }
@@ -239,7 +261,7 @@ fn plan_request(conn: &Conn, data: &[u8], out: &mut Vec<u8>) -> Plan {
         _ => return Plan::Handoff,
     };
     if data.len() < head_len + body {
-        return Plan::Body(head_len + body);
+        return Plan::Body(head_len + body, json.unwrap_or(false));
     }
 
     out.reserve(head_len + body + 128);
@@ -478,7 +500,7 @@ where
         }
         if done {
             // Bytes past the response are the upstream's mistake; the connection is not reused.
-            if head.reusable && up.buf.is_empty() {
+            if head.reusable && up.buf.is_empty() && !bodiless(req.head, head.status) {
                 if big {
                     up.buf = BytesMut::new();
                 }
@@ -570,20 +592,25 @@ where
     S: AsyncWrite + Unpin,
 {
     let (status, code, message) = upstream_failed(route, stats, failure);
-    let (ctype, body) = error_page(status, code, &message, req.json);
+    write_flush(io, &local_answer(status, code, &message, req.json, req.close, req.head)).await.is_ok()
+}
+
+/// A short answer of the proxy itself, as bytes: the hyper path's page, framed by length.
+fn local_answer(status: http::StatusCode, code: &str, message: &str, json: bool, close: bool, head: bool) -> Vec<u8> {
+    let (ctype, body) = error_page(status, code, message, json);
     let mut out = Vec::with_capacity(body.len() + 160);
     status_line(&mut out, status.as_u16(), status.canonical_reason().unwrap_or(""));
     line(&mut out, b"content-type", ctype.as_bytes());
     line(&mut out, b"cache-control", b"no-store");
     line(&mut out, b"content-length", body.len().to_string().as_bytes());
-    if req.close {
+    if close {
         line(&mut out, b"connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
-    if !req.head {
+    if !head {
         out.extend_from_slice(body.as_bytes());
     }
-    write_flush(io, &out).await.is_ok()
+    out
 }
 
 async fn write_flush<S: AsyncWrite + Unpin>(io: &mut S, data: &[u8]) -> io::Result<()> {
@@ -800,7 +827,7 @@ mod tests {
             assert_eq!((p, out.as_str()), (Plan::Partial, ""), "{req:?}");
         }
         let req = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nabc";
-        assert_eq!(plan(local(), req), (Plan::Body(req.len() + 1), String::new()));
+        assert_eq!(plan(local(), req), (Plan::Body(req.len() + 1, false), String::new()));
     }
 
     fn request(head: bool, close: bool) -> Request {
@@ -1116,5 +1143,99 @@ mod tests {
         );
         assert!(answers[0].contains("content-type: application/json"), "{}", answers[0]);
         assert!(answers[1].starts_with("200 |"), "{}", answers[1]);
+    }
+
+    /// An upstream whose answers to HEAD, and its 204s and 304s, carry a body anyway: a stray
+    /// response ("evil") right behind the real head. Other requests get `{path}` as the body.
+    async fn stray_bytes_upstream() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let Some(end) = memchr::memmem::find(&buf, b"\r\n\r\n") else {
+                            let mut chunk = [0u8; 4096];
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        };
+                        let head = String::from_utf8(buf.drain(..end + 4).collect()).unwrap();
+                        let (method, path) = head.split_once(' ').unwrap();
+                        let path = path.split(' ').next().unwrap().to_string();
+                        let evil = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil";
+                        let answer = match (method, path.as_str()) {
+                            ("HEAD", _) => "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".to_string(),
+                            (_, "/204") => "HTTP/1.1 204 No Content\r\n\r\n".to_string(),
+                            (_, "/304") => "HTTP/1.1 304 Not Modified\r\n\r\n".to_string(),
+                            _ => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{path}", path.len()),
+                        };
+                        if s.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        // The stray body comes a moment after its head, in a segment of its own:
+                        // after the proxy has finished the response, before it reads the next one.
+                        if method == "HEAD" || path == "/204" || path == "/304" {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            if s.write_all(evil.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn no_answer_reaches_the_next_request_after_a_bodiless_response() {
+        let port = stray_bytes_upstream().await;
+        let routes = || Routes::parse(&format!("/=http://127.0.0.1:{port}")).unwrap();
+        for proxy in [Proxy::new(routes()), Proxy::hyper_only(routes(), Duration::from_secs(5))] {
+            for (first, is_head) in [("HEAD /h", true), ("GET /204", false), ("GET /304", false)] {
+                let mut c = client(proxy.clone(), Origin::Tunnel);
+                c.write_all(format!("{first} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes()).await.unwrap();
+                answers(&mut c, &[is_head]).await;
+                c.write_all(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+                let next = responses(&mut c, 1).await;
+                assert!(next[0].ends_with("| /next"), "after {first}: {next:?}");
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_body_that_stops_coming_is_answered_408_on_both_origins() {
+        let (port, mut seen) = upstream(false).await;
+        for origin in [local(), Origin::Tunnel] {
+            let mut c = client(Proxy::new(routes_to(port)), origin);
+            c.write_all(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc").await.unwrap();
+            let started = tokio::time::Instant::now();
+            let mut answer = Vec::new();
+            c.read_to_end(&mut answer).await.unwrap();
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{answer}");
+            assert!(answer.contains("within 30 s"), "{answer}");
+            assert_eq!(started.elapsed().as_secs(), BODY_TIMEOUT.as_secs());
+            assert!(seen.try_recv().is_err(), "the upstream never saw the request");
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_tunnel_stream_may_idle_but_not_stall_in_a_head() {
+        let (port, _seen) = upstream(false).await;
+        let mut c = client(Proxy::new(routes_to(port)), Origin::Tunnel);
+        // Idle for longer than any timeout (frps keeps pooled work connections like this), then
+        // half a head and nothing: closed once the head timeout has passed since that half.
+        tokio::time::sleep(HEAD_TIMEOUT * 4).await;
+        c.write_all(b"GET /half HTTP/1.1\r\nHo").await.unwrap();
+        let started = tokio::time::Instant::now();
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        assert_eq!(started.elapsed().as_secs(), HEAD_TIMEOUT.as_secs());
     }
 }

@@ -41,6 +41,7 @@ impl Proxy {
         stats.requests.fetch_add(1, Relaxed);
 
         let upgrade = is_upgrade(req.headers());
+        let head = req.method() == http::Method::HEAD;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         // Origin-form on the upstream connection: only the path and query go on the wire.
@@ -93,7 +94,7 @@ impl Proxy {
             }
             conn.timer.sleep_for(timeout).await;
         };
-        let sent = send_upstream(route, idx, &conn.upstreams, upstream_req, upgrade);
+        let sent = send_upstream(route, idx, &conn.upstreams, upstream_req, upgrade, head);
         let outcome = tokio::select! {
             r = sent => Ok(r),
             _ = timer => Err(()),
@@ -155,6 +156,7 @@ pub(super) async fn send_upstream(
     upstreams: &Upstreams,
     mut req: Request<ReqBody>,
     upgrade: bool,
+    head: bool,
 ) -> Result<Response<Incoming>, UpstreamFailure> {
     let slot = std::mem::take(&mut upstreams.lock().unwrap_or_else(|e| e.into_inner())[idx]);
     let mut sender = match slot {
@@ -175,8 +177,10 @@ pub(super) async fn send_upstream(
         }
         match s.try_send_request(req).await {
             Ok(resp) => {
-                // An upgraded connection belongs to the upgrade now.
-                if !(upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS) {
+                // An upgraded connection belongs to the upgrade now; one whose answer ends at its
+                // head may hold stray bytes hyper would read as the next answer.
+                let upgraded = upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                if !upgraded && !bodiless(head, resp.status().as_u16()) {
                     upstreams.lock().unwrap_or_else(|e| e.into_inner())[idx] = Slot::Hyper(s);
                 }
                 return Ok(resp);

@@ -315,6 +315,14 @@ pub(super) fn upstream_failed(
     (status, code, message)
 }
 
+/// A response that ends at its head (to HEAD, or 204 or 304). An upstream that sends a body
+/// anyway — at once or a moment later — has bytes coming that the next request on the connection
+/// would take for its answer, and frps pools work connections across public users: no check
+/// before reuse can see bytes still on their way, so such a connection is not reused.
+pub(super) fn bodiless(head: bool, status: u16) -> bool {
+    head || status == 204 || status == 304
+}
+
 /// One route's kept-alive upstream connection of a client connection: the fast path's raw one,
 /// or hyper's. HTTP/1.1 serves a connection's requests one after another, so a client connection
 /// needs one per route at most; kept with the client connection, they need no shared pool's
