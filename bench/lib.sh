@@ -5,3 +5,29 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# results_section NAME FILE: replaces NAME's section of bench/RESULTS.md (between its
+# `<!-- bench:NAME begin/end -->` markers) with FILE, stamped with the commit and the machine;
+# a section not there yet is appended.
+results_section() {
+  local name=$1 file=$2 out=bench/RESULTS.md rev stamp
+  rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+  git diff --quiet HEAD -- src proto Cargo.toml Cargo.lock 2>/dev/null || rev="$rev+changes"
+  stamp="Measured at $rev on $(date -u +%Y-%m-%d), $(uname -sm), $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)."
+  python3 - "$out" "$name" "$file" "$stamp" <<'PY'
+import sys
+out, name, file, stamp = sys.argv[1:]
+begin, end = f"<!-- bench:{name} begin -->", f"<!-- bench:{name} end -->"
+body = f"{begin}\n_{stamp}_\n\n{open(file).read().strip()}\n{end}"
+try:
+    text = open(out).read()
+except FileNotFoundError:
+    text = "# Benchmark results\n"
+if begin in text and end in text:
+    text = text[: text.index(begin)] + body + text[text.index(end) + len(end):]
+else:
+    text = text.rstrip() + f"\n\n## {name}\n\n{body}\n"
+open(out, "w").write(text)
+PY
+  echo "bench: wrote the $name section of $out" >&2
+}

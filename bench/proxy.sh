@@ -23,6 +23,9 @@ cargo build --release --quiet
 BURROW="$PWD/target/release/burrow"
 
 source bench/lib.sh
+# Everything printed on stdout is also the results section this script writes at its end.
+exec 3>&1 > >(tee "$work/results.md" >&3)
+tee_pid=$!
 UP_FRONT=$(free_port); UP_API=$(free_port); UP_ALT=$(free_port); NGX=$(free_port); BUR=$(free_port)
 body=$(head -c 1024 /dev/zero | tr '\0' 'x')
 
@@ -157,3 +160,8 @@ for c in 16 128; do
   awk -v c="$c" -v br="$br" -v nr="$nr" -v bp="$bp99" -v np="$np99" -v bc="$bc" -v nc="$nc" \
     'BEGIN{printf "| %s | %.2f | %.2f | %.2f |\n", c, br/nr, bp/np, bc/nc}'
 done
+
+exec >&3
+# tee ends once it has written all it read; give it a moment.
+for _ in $(seq 50); do kill -0 "$tee_pid" 2>/dev/null || break; sleep 0.1; done
+results_section proxy "$work/results.md"

@@ -9,4 +9,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 resources/fetch-frp.sh >/dev/null
 echo "soak: building (release) ..." >&2
-exec cargo test --release --test soak -- --ignored --nocapture --test-threads 1
+exec cargo test --release --test integration soak:: -- --ignored --nocapture --test-threads 1

@@ -35,6 +35,9 @@ BURROW="$PWD/target/release/burrow"
 CONNRATE="$PWD/target/release/examples/connrate"
 FRP="$(bash resources/fetch-frp.sh)"
 source bench/lib.sh
+# Everything printed on stdout is also the results section this script writes at its end.
+exec 3>&1 > >(tee "$work/results.md" >&3)
+tee_pid=$!
 TOKEN="bench-$(date +%s)"
 
 # Local services: 1 KiB over HTTP (nginx), an iperf3 server, a TCP echo server.
@@ -357,3 +360,8 @@ for mux, title in [("mux", "TLS + tcp_mux"), ("nomux", "tcp_mux off")]:
         print(f"| {title} | {name} | {cb / cf:.2f} | ≤ 0.33 | {kb / cf:.2f} |")
 print()
 PY
+
+exec >&3
+# tee ends once it has written all it read; give it a moment.
+for _ in $(seq 50); do kill -0 "$tee_pid" 2>/dev/null || break; sleep 0.1; done
+results_section tunnel "$work/results.md"
