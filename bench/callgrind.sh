@@ -34,16 +34,7 @@ elif [ -n "$BASE" ]; then
 fi
 
 UP=$(free_port)
-body=$(head -c 1024 /dev/zero | tr '\0' 'x')
-cat >"$work/upstream.conf" <<NGINX
-worker_processes 1;
-pid $work/upstream.pid;
-error_log $work/upstream.err warn;
-events { worker_connections 1024; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP; location / { default_type text/plain; return 200 "$body"; } } }
-NGINX
-nginx -c "$work/upstream.conf" -g 'daemon off;' & pids+=($!)
+upstream_1k "$UP"
 
 # Ir per request for one binary and engine.
 measure() {

@@ -31,3 +31,24 @@ open(out, "w").write(text)
 PY
   echo "bench: wrote the $name section of $out" >&2
 }
+
+# upstream_1k PORT...: an nginx answering 1 KiB from memory on each port (fast enough not to be
+# the bottleneck a bench measures), stopped with the other background processes.
+upstream_1k() {
+  local body servers="" p
+  body=$(head -c 1024 /dev/zero | tr '\0' 'x')
+  for p in "$@"; do
+    servers+="  server { listen 127.0.0.1:$p; location / { default_type text/plain; return 200 \"$body\"; } }"$'\n'
+  done
+  cat >"$work/upstream.conf" <<NGINX
+worker_processes 1;
+pid $work/upstream.pid;
+error_log $work/upstream.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+$servers}
+NGINX
+  nginx -c "$work/upstream.conf" -g 'daemon off;' & pids+=($!)
+}

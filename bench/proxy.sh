@@ -27,23 +27,7 @@ source bench/lib.sh
 exec 3>&1 > >(tee "$work/results.md" >&3)
 tee_pid=$!
 UP_FRONT=$(free_port); UP_API=$(free_port); UP_ALT=$(free_port); NGX=$(free_port); BUR=$(free_port)
-body=$(head -c 1024 /dev/zero | tr '\0' 'x')
-
-# Upstreams: nginx answering 1 KiB from memory (fast enough not to be the bottleneck it measures).
-cat >"$work/upstream.conf" <<NGINX
-worker_processes 1;
-pid $work/upstream.pid;
-error_log $work/upstream.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP_FRONT; location / { default_type text/plain; return 200 "$body"; } }
-  server { listen 127.0.0.1:$UP_API;   location / { default_type text/plain; return 200 "$body"; } }
-  server { listen 127.0.0.1:$UP_ALT;   location / { default_type text/plain; return 200 "$body"; } }
-}
-NGINX
-nginx -c "$work/upstream.conf" -g 'daemon off;' & pids+=($!)
+upstream_1k "$UP_FRONT" "$UP_API" "$UP_ALT"
 
 # nginx as the reverse proxy with the same three routes and upstream keep-alive.
 cat >"$work/proxy.conf" <<NGINX

@@ -42,16 +42,7 @@ TOKEN="bench-$(date +%s)"
 
 # Local services: 1 KiB over HTTP (nginx), an iperf3 server, a TCP echo server.
 UP=$(free_port); IPERF=$(free_port); ECHO=$(free_port)
-body=$(head -c 1024 /dev/zero | tr '\0' 'x')
-cat >"$work/up.conf" <<NGINX
-worker_processes 1;
-pid $work/up.pid;
-error_log $work/up.err warn;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP; location / { default_type text/plain; return 200 "$body"; } } }
-NGINX
-nginx -c "$work/up.conf" -g 'daemon off;' & pids+=($!)
+upstream_1k "$UP"
 iperf3 -s -p "$IPERF" >/dev/null 2>&1 & pids+=($!)
 "$CONNRATE" echo "$ECHO" & pids+=($!)
 

@@ -916,6 +916,20 @@ mod tests {
         (port, rx)
     }
 
+    /// The next request head on `s` (what follows it stays in `buf`); `None` at its end.
+    async fn read_head(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+        loop {
+            if let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") {
+                return Some(String::from_utf8(buf.drain(..end + 4).collect()).unwrap());
+            }
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
     /// [`upstream`], counting the connections it accepts.
     async fn counted_upstream(
         one_shot: bool,
@@ -932,16 +946,7 @@ mod tests {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
-                    loop {
-                        let Some(end) = memchr::memmem::find(&buf, b"\r\n\r\n") else {
-                            let mut chunk = [0u8; 4096];
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                            continue;
-                        };
-                        let head = String::from_utf8(buf.drain(..end + 4).collect()).unwrap();
+                    while let Some(head) = read_head(&mut s, &mut buf).await {
                         let len: usize = head
                             .lines()
                             .find_map(|l| {
@@ -1154,16 +1159,7 @@ mod tests {
             while let Ok((mut s, _)) = l.accept().await {
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
-                    loop {
-                        let Some(end) = memchr::memmem::find(&buf, b"\r\n\r\n") else {
-                            let mut chunk = [0u8; 4096];
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                            continue;
-                        };
-                        let head = String::from_utf8(buf.drain(..end + 4).collect()).unwrap();
+                    while let Some(head) = read_head(&mut s, &mut buf).await {
                         let (method, path) = head.split_once(' ').unwrap();
                         let path = path.split(' ').next().unwrap().to_string();
                         let evil = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil";
