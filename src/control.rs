@@ -49,6 +49,16 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
     }
 }
 
+/// What one stdin line (any bytes, without its newline) asks for; `Ok(None)` for a blank line.
+pub fn command_of(line: &[u8]) -> Result<Option<Command>, String> {
+    let text =
+        std::str::from_utf8(line).map_err(|_| "stdin line is not UTF-8; send one JSON object per line".to_string())?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    parse_command(text).map(Some)
+}
+
 /// Shared by everything that can control burrow.
 #[derive(Clone)]
 pub struct Controller {
@@ -112,16 +122,13 @@ impl Controller {
             let mut lines = LineReader::new(tokio::io::BufReader::new(tokio::io::stdin()), MAX_LINE);
             loop {
                 let bad = match lines.next().await {
-                    Ok(Some(Line::Bytes(line))) => match std::str::from_utf8(line) {
-                        Ok(text) if text.trim().is_empty() => continue,
-                        Ok(text) => match parse_command(text) {
-                            Ok(cmd) => {
-                                this.apply(cmd);
-                                continue;
-                            }
-                            Err(e) => e,
-                        },
-                        Err(_) => "stdin line is not UTF-8; send one JSON object per line".to_string(),
+                    Ok(Some(Line::Bytes(line))) => match command_of(line) {
+                        Ok(Some(cmd)) => {
+                            this.apply(cmd);
+                            continue;
+                        }
+                        Ok(None) => continue,
+                        Err(e) => e,
                     },
                     Ok(Some(Line::TooLong)) => {
                         format!("stdin line is longer than {} KiB; send one JSON object per line", MAX_LINE / 1024)
@@ -181,5 +188,8 @@ mod tests {
         ] {
             assert!(parse_command(bad).unwrap_err().contains(why), "{bad}");
         }
+        assert_eq!(command_of(b" \t"), Ok(None));
+        assert_eq!(command_of(br#"{"cmd":"status"}"#), Ok(Some(Command::Status)));
+        assert!(command_of(b"\xff{\"cmd\":\"status\"}").unwrap_err().contains("not UTF-8"));
     }
 }
