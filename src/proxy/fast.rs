@@ -1234,4 +1234,35 @@ mod tests {
         assert!(rest.is_empty());
         assert_eq!(started.elapsed().as_secs(), HEAD_TIMEOUT.as_secs());
     }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_upstream_that_stops_reading_an_upload_gets_a_504() {
+        // It reads the request head, then nothing more, and never answers.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let _ = read_head(&mut s, &mut buf).await;
+                    std::future::pending::<()>().await;
+                });
+            }
+        });
+        // A chunked upload goes to hyper; its response deadline is 300 ms.
+        let proxy = Proxy::hyper_only(routes_to(port), Duration::from_millis(300));
+        let (mut rd, mut wr) = tokio::io::split(client(proxy, local()));
+        let started = tokio::time::Instant::now();
+        tokio::spawn(async move {
+            let _ = wr.write_all(b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").await;
+            let chunk = [b"10000\r\n".as_slice(), &[b'u'; 0x10000], b"\r\n"].concat();
+            while wr.write_all(&chunk).await.is_ok() {}
+        });
+        let mut head = vec![0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(20), rd.read(&mut head)).await.expect("an answer").unwrap();
+        let head = String::from_utf8_lossy(&head[..n]);
+        assert!(head.starts_with("HTTP/1.1 504"), "{head}");
+        assert!(head.contains("stopped reading the request body"), "{head}");
+        assert!(started.elapsed() < Duration::from_secs(15));
+    }
 }

@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::policy::*;
-use super::stats::{Counters, CountingBody, Direction};
+use super::stats::{Counters, CountingBody, Direction, Progress};
 use super::{Conn, Proxy, ReqBody, RespBody, Route, Upstreams, MAX_HEAD, MAX_URI, UPSTREAM_BUF};
 
 impl Proxy {
@@ -77,34 +77,41 @@ impl Proxy {
             }
         }
         parts.version = http::Version::HTTP_11;
-        // The response timer starts once the request body has been sent: an upload may take as
-        // long as it takes, an upstream that then says nothing may not.
+        // The upstream has the timeout for each step: to take more of the body, then, from the
+        // body's end, to answer. One that stops reading an upload gets no longer than one that
+        // says nothing.
         let body = CountingBody::new(body, stats.clone(), Direction::In);
-        let (body, body_sent) = if hyper::body::Body::is_end_stream(&body) {
-            (body, None)
-        } else {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            (body.with_end_signal(tx), Some(rx))
+        let progress = (!hyper::body::Body::is_end_stream(&body)).then(Progress::new);
+        let body = match &progress {
+            Some(p) => body.with_progress(p.clone()),
+            None => body,
         };
         let upstream_req = Request::from_parts(parts, body);
         let timeout = self.response_timeout;
         let timer = async move {
-            if let Some(rx) = body_sent {
-                let _ = rx.await;
+            let Some(p) = progress else {
+                conn.timer.sleep_for(timeout).await;
+                return UpstreamFailure::Timeout(timeout);
+            };
+            loop {
+                let seen = p.last();
+                conn.timer.sleep_for((seen + timeout).saturating_duration_since(tokio::time::Instant::now())).await;
+                if p.last() == seen {
+                    // Read to its end (or dropped, for an early answer): this is the answer's wait.
+                    return if p.ended() {
+                        UpstreamFailure::Timeout(timeout)
+                    } else {
+                        UpstreamFailure::UploadStalled(timeout)
+                    };
+                }
             }
-            conn.timer.sleep_for(timeout).await;
         };
         let sent = send_upstream(route, idx, &conn.upstreams, upstream_req, upgrade, head);
         let outcome = tokio::select! {
-            r = sent => Ok(r),
-            _ = timer => Err(()),
+            r = sent => r,
+            f = timer => Err(f),
         };
-        let failure = match outcome {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(UpstreamFailure::Timeout(timeout)),
-        };
-        let mut resp = match failure {
+        let mut resp = match outcome {
             Ok(r) => r,
             Err(f) => {
                 let (status, code, message) = upstream_failed(route, &stats, f);

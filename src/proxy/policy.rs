@@ -285,6 +285,8 @@ pub(super) enum UpstreamFailure {
     Closed(String),
     /// No response within the route's timeout.
     Timeout(Duration),
+    /// The upstream stopped reading the request body for the route's timeout.
+    UploadStalled(Duration),
 }
 
 /// Counts a failed exchange, logs it, and says what the client is answered: a 502 or 504
@@ -295,21 +297,24 @@ pub(super) fn upstream_failed(
     failure: UpstreamFailure,
 ) -> (StatusCode, &'static str, String) {
     stats.upstream_errors.fetch_add(1, Relaxed);
+    let name = (&route.name, route.authority());
+    let unreachable = |what: &str, detail: &dyn std::fmt::Display| {
+        tracing::warn!("{} at {} {what}: {detail}", name.0, name.1);
+        (StatusCode::BAD_GATEWAY, "upstream_unreachable", format!("{} at {} {what}", name.0, name.1))
+    };
     let (status, code, message) = match failure {
         UpstreamFailure::Timeout(t) => (
             StatusCode::GATEWAY_TIMEOUT,
             "upstream_timeout",
-            format!("{} at {} did not answer within {} s", route.name, route.authority(), t.as_secs_f64()),
+            format!("{} at {} did not answer within {} s", name.0, name.1, t.as_secs_f64()),
         ),
-        f => {
-            let (what, detail) = match f {
-                UpstreamFailure::Connect(e) => ("is not answering", e.to_string()),
-                UpstreamFailure::Closed(why) => ("closed the connection before answering", why),
-                UpstreamFailure::Timeout(_) => unreachable!("answered above"),
-            };
-            tracing::warn!("{} at {} {what}: {detail}", route.name, route.authority());
-            (StatusCode::BAD_GATEWAY, "upstream_unreachable", format!("{} at {} {what}", route.name, route.authority()))
-        }
+        UpstreamFailure::UploadStalled(t) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            format!("{} at {} stopped reading the request body for {} s", name.0, name.1, t.as_secs_f64()),
+        ),
+        UpstreamFailure::Connect(e) => unreachable("is not answering", &e),
+        UpstreamFailure::Closed(why) => unreachable("closed the connection before answering", &why),
     };
     stats.record_status(status.as_u16());
     (status, code, message)

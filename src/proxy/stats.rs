@@ -102,20 +102,50 @@ pin_project_lite::pin_project! {
         inner: B,
         stats: Arc<Counters>,
         dir: Direction,
-        ended: Option<tokio::sync::oneshot::Sender<()>>,
+        progress: Option<Arc<Progress>>,
     }
 }
 
 impl<B> CountingBody<B> {
     /// Wraps `inner`.
     pub fn new(inner: B, stats: Arc<Counters>, dir: Direction) -> Self {
-        Self { inner, stats, dir, ended: None }
+        Self { inner, stats, dir, progress: None }
     }
 
-    /// Also reports when the body has been read to its end (or dropped).
-    pub fn with_end_signal(mut self, ended: tokio::sync::oneshot::Sender<()>) -> Self {
-        self.ended = Some(ended);
+    /// Also records when the body was last read from.
+    pub fn with_progress(mut self, progress: Arc<Progress>) -> Self {
+        self.progress = Some(progress);
         self
+    }
+}
+
+/// When an upload was last read from: by hyper's client, as the upstream makes room for more. An
+/// upstream that stops reading stops it moving.
+#[derive(Debug)]
+pub struct Progress {
+    start: tokio::time::Instant,
+    last_ns: std::sync::atomic::AtomicU64,
+    ended: std::sync::atomic::AtomicBool,
+}
+
+impl Progress {
+    /// Progress made now.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self { start: tokio::time::Instant::now(), last_ns: Default::default(), ended: Default::default() })
+    }
+
+    fn touch(&self) {
+        self.last_ns.store(self.start.elapsed().as_nanos() as u64, Relaxed);
+    }
+
+    /// When the body was last read from.
+    pub fn last(&self) -> tokio::time::Instant {
+        self.start + std::time::Duration::from_nanos(self.last_ns.load(Relaxed))
+    }
+
+    /// The body was read to its end, or dropped (an upstream that answered early).
+    pub fn ended(self: &Arc<Self>) -> bool {
+        self.ended.load(Relaxed) || Arc::strong_count(self) == 1
     }
 }
 
@@ -129,9 +159,10 @@ where
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let r = this.inner.poll_frame(cx);
-        if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            if let Some(tx) = this.ended.take() {
-                let _ = tx.send(());
+        if let (Poll::Ready(r), Some(p)) = (&r, this.progress) {
+            p.touch();
+            if !matches!(r, Some(Ok(_))) {
+                p.ended.store(true, Relaxed);
             }
         }
         if let Poll::Ready(Some(Ok(f))) = &r {
