@@ -55,6 +55,75 @@ async fn yamux_stream_open_matches_frpc_byte_for_byte() {
     assert_eq!(b[24], b'o', "the first frp message is Login");
 }
 
+/// The bytes real frpc 0.65.0 opens a session with, captured through the same relay as burrow's.
+async fn frpc_first_bytes(frps: &Frps) -> Vec<u8> {
+    let relay = fault_relay(frps.bind_port).await;
+    let dir = tempdir::TempDir::new();
+    let cfg = write_file(
+        dir.path(),
+        "frpc.toml",
+        &format!(
+            "serverAddr = \"127.0.0.1\"\nserverPort = {}\nauth.token = \"{TOKEN}\"\n\
+             transport.tls.enable = false\ntransport.tcpMux = true\ntransport.poolCount = 1\n\
+             [[proxies]]\nname = \"web\"\ntype = \"http\"\nlocalPort = 9\nsubdomain = \"wire\"\n",
+            relay.port
+        ),
+    );
+    let mut frpc = tokio::process::Command::new(frp_dir().join("frpc"))
+        .arg("-c")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + T;
+    while login_end(&relay.first_bytes.lock().unwrap()).is_none() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = frpc.kill().await;
+    let bytes = relay.first_bytes.lock().unwrap().clone();
+    bytes
+}
+
+/// Where the Login frame ends: after yamux's 12-byte stream open, a 12-byte DATA header, then the
+/// frp frame (a type byte, an 8-byte length, the JSON).
+fn login_end(b: &[u8]) -> Option<usize> {
+    let len = u64::from_be_bytes(b.get(25..33)?.try_into().ok()?) as usize;
+    Some(33 + len).filter(|&end| b.len() >= end)
+}
+
+/// The Login's privilege key and timestamp differ by the second they were made: same-length
+/// placeholders in their place; every other byte is kept.
+fn masked(b: &[u8]) -> Vec<u8> {
+    let mut out = b.to_vec();
+    for (start, end, fill) in [(&b"\"privilege_key\":\""[..], b'"', b'k'), (&b"\"timestamp\":"[..], b',', b't')] {
+        if let Some(i) = out.windows(start.len()).position(|w| w == start) {
+            let from = i + start.len();
+            let to = from + out[from..].iter().position(|&c| c == end).unwrap_or(0);
+            out[from..to].fill(fill);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_opening_and_login_bytes_equal_real_frpcs() {
+    let frps = Frps::start(FrpsOpts::default()).await;
+    let theirs = frpc_first_bytes(&frps).await;
+    let ours = first_bytes(&frps, &[("BURROW_TLS", "off")]).await;
+    let (t_end, o_end) = (login_end(&theirs).expect("frpc's Login"), login_end(&ours).expect("burrow's Login"));
+    // yamux's stream open, the DATA header and the Login frame, byte for byte but for the key and
+    // the timestamp.
+    assert_eq!(
+        masked(&ours[..o_end]),
+        masked(&theirs[..t_end]),
+        "burrow:\n{}\nfrpc:\n{}",
+        String::from_utf8_lossy(&ours[..o_end]),
+        String::from_utf8_lossy(&theirs[..t_end])
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sni_only_for_host_names() {
     let frps = Frps::start(FrpsOpts::default()).await;
