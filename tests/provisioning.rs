@@ -48,7 +48,7 @@ async fn reserve_serve_renew_release() {
 
     b.wait("renewed", Duration::from_secs(6)).await;
     assert!(api.requests().iter().any(|r| r.0 == "POST" && r.1 == "/tunnels/v1/reservations/res-42/renew"));
-    assert_eq!(b.close_stdin_and_wait(Duration::from_secs(6)).await, 0);
+    assert_eq!(b.close_stdin_and_wait(Duration::from_secs(5)).await, 0);
     assert!(
         api.requests().iter().any(|r| r.0 == "DELETE" && r.1 == "/tunnels/v1/reservations/res-42"),
         "released at shutdown: {:?}",
@@ -84,7 +84,7 @@ async fn server_errors_are_retried_until_success() {
     assert_eq!(reserves, 3);
     let err = b.events().into_iter().find(|e| e["event"] == "error").unwrap();
     assert_eq!((err["code"].as_str(), err["fatal"].as_bool()), (Some("api_error"), Some(false)));
-    assert_eq!(b.close_stdin_and_wait(Duration::from_secs(6)).await, 0);
+    assert_eq!(b.close_stdin_and_wait(Duration::from_secs(5)).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
