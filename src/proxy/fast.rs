@@ -390,6 +390,12 @@ fn plan_response(data: &[u8], req: &Request, out: &mut Vec<u8>) -> Result<Option
     status_line(out, status, resp.reason.unwrap_or(""));
     for h in resp.headers.iter() {
         let drop = match kind(h.name) {
+            // Chunks pass as sent, trailer fields included: the `Trailer` that announces them
+            // stays with them. (hyper's path drops both: its server sends only trailers that a
+            // `Trailer` announces, and it strips that as hop-by-hop.)
+            Kind::Hop if h.name.eq_ignore_ascii_case("trailer") => {
+                !matches!(framing, Framing::Chunked(_)) || named.iter().any(|n| n.eq_ignore_ascii_case(b"trailer"))
+            }
             Kind::Connection | Kind::Hop => true,
             Kind::Decline => h.name.eq_ignore_ascii_case("upgrade"),
             // Passed through with the chunks it describes.
@@ -904,6 +910,18 @@ mod tests {
         let interim = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n".len();
         assert_eq!(r, Ok(Some(Head { len: interim, status: 103, framing: Framing::Empty, reusable: true })));
         assert_eq!(out, "");
+        // `Trailer` goes with the chunks (and the trailer fields in them), not with a length.
+        let (_, out) =
+            respond("HTTP/1.1 200 OK\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n", &request(false, false));
+        assert_eq!(out, "HTTP/1.1 200 OK\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let (_, out) =
+            respond("HTTP/1.1 200 OK\r\nTrailer: X-Sum\r\nContent-Length: 2\r\n\r\n", &request(false, false));
+        assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+        let (_, out) = respond(
+            "HTTP/1.1 200 OK\r\nConnection: trailer\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &request(false, false),
+        );
+        assert_eq!(out, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
     }
 
     // ---- Against real sockets: an upstream on loopback, a client over an in-memory pipe. ----
