@@ -135,9 +135,13 @@ impl Status {
         self.lock().streams = Some((permits, max));
     }
 
-    /// Which client serves the tunnels.
+    /// Which client serves the tunnels; only the native client counts work streams.
     pub fn set_mode(&self, mode: Backend) {
-        self.lock().mode = mode;
+        let mut g = self.lock();
+        g.mode = mode;
+        if mode != Backend::Native {
+            g.streams = None;
+        }
     }
 
     /// Sets the overall state.
