@@ -293,6 +293,8 @@ struct Active<T> {
 
     pending_frames: VecDeque<Frame<()>>,
     new_outbound_stream_waker: Option<Waker>,
+    /// burrow patch: outbound streams open with the full receive window (`Config::large_windows`).
+    large_open: usize,
 }
 
 /// `Stream` to `Connection` commands.
@@ -364,6 +366,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Active<T> {
             },
             pending_frames: VecDeque::default(),
             new_outbound_stream_waker: None,
+            large_open: 0,
         }
     }
 
@@ -447,7 +450,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Active<T> {
         log::trace!("{}: creating new outbound stream", self.id);
 
         let id = self.next_stream_id()?;
-        let extra_credit = self.config.receive_window - DEFAULT_CREDIT;
+        // burrow patch: beyond `large_windows` streams, a new stream gets only the base window.
+        let large = self.large_open < self.config.large_windows;
+        let window = if large { self.config.receive_window } else { DEFAULT_CREDIT };
+        if large && window > DEFAULT_CREDIT {
+            self.large_open += 1;
+        }
+        let extra_credit = window - DEFAULT_CREDIT;
 
         if extra_credit > 0 {
             let mut frame = Frame::window_update(id, extra_credit);
@@ -456,7 +465,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Active<T> {
             self.pending_frames.push_back(frame.into());
         }
 
-        let mut stream = self.make_new_outbound_stream(id, self.config.receive_window);
+        let mut stream = self.make_new_outbound_stream(id, window);
 
         if extra_credit == 0 {
             stream.set_flag(stream::Flag::Syn)
@@ -490,6 +499,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Active<T> {
         log::trace!("{}: removing dropped stream {}", self.id, stream_id);
         let frame = {
             let mut shared = s.lock();
+            // burrow patch: an outbound stream's large window is free again.
+            let outbound = stream_id.is_client() == (self.mode == Mode::Client);
+            if outbound && shared.max_window > DEFAULT_CREDIT {
+                self.large_open = self.large_open.saturating_sub(1);
+            }
             let frame = match shared.update_state(self.id, stream_id, State::Closed) {
                 // The stream was dropped without calling `poll_close`.
                 // We reset the stream to inform the remote of the closure.

@@ -101,6 +101,7 @@ pub struct Config {
     window_update_mode: WindowUpdateMode,
     read_after_close: bool,
     split_send_size: usize,
+    large_windows: usize,
 }
 
 impl Default for Config {
@@ -112,6 +113,7 @@ impl Default for Config {
             window_update_mode: WindowUpdateMode::OnRead,
             read_after_close: true,
             split_send_size: DEFAULT_SPLIT_SEND_SIZE,
+            large_windows: usize::MAX,
         }
     }
 }
@@ -150,6 +152,14 @@ impl Config {
     /// the connection has been closed.
     pub fn set_read_after_close(&mut self, b: bool) -> &mut Self {
         self.read_after_close = b;
+        self
+    }
+
+    /// burrow patch: at most `n` outbound streams open at once get the configured receive window;
+    /// the others get the protocol's base window (256 KiB), which bounds what the remote can push
+    /// into this side's buffers to `n * receive_window + (streams - n) * 256 KiB`.
+    pub fn set_large_windows(&mut self, n: usize) -> &mut Self {
+        self.large_windows = n;
         self
     }
 

@@ -125,7 +125,7 @@ impl Stream {
             config: config.clone(),
             sender,
             flag: Flag::None,
-            shared: Arc::new(Mutex::new(Shared::new(DEFAULT_CREDIT, credit, config))),
+            shared: Arc::new(Mutex::new(Shared::new(DEFAULT_CREDIT, credit, config.receive_window, config))),
         }
     }
 
@@ -142,7 +142,7 @@ impl Stream {
             config: config.clone(),
             sender,
             flag: Flag::None,
-            shared: Arc::new(Mutex::new(Shared::new(window, DEFAULT_CREDIT, config))),
+            shared: Arc::new(Mutex::new(Shared::new(window, DEFAULT_CREDIT, window, config))),
         }
     }
 
@@ -430,11 +430,14 @@ pub(crate) struct Shared {
     pub(crate) buffer: Chunks,
     pub(crate) reader: Option<Waker>,
     pub(crate) writer: Option<Waker>,
+    /// burrow patch: this stream's receive window, which window updates restore (was always
+    /// `config.receive_window`; see `Config::set_large_windows`).
+    pub(crate) max_window: u32,
     config: Arc<Config>,
 }
 
 impl Shared {
-    fn new(window: u32, credit: u32, config: Arc<Config>) -> Self {
+    fn new(window: u32, credit: u32, max_window: u32, config: Arc<Config>) -> Self {
         Shared {
             state: State::Open {
                 acknowledged: false,
@@ -444,6 +447,7 @@ impl Shared {
             buffer: Chunks::new(),
             reader: None,
             writer: None,
+            max_window,
             config,
         }
     }
@@ -503,13 +507,13 @@ impl Shared {
         let new_credit = match self.config.window_update_mode {
             #[allow(deprecated)]
             WindowUpdateMode::OnReceive => {
-                debug_assert!(self.config.receive_window >= self.window);
+                debug_assert!(self.max_window >= self.window);
 
-                self.config.receive_window.saturating_sub(self.window)
+                self.max_window.saturating_sub(self.window)
             }
             WindowUpdateMode::OnRead => {
-                debug_assert!(self.config.receive_window >= self.window);
-                let bytes_received = self.config.receive_window.saturating_sub(self.window);
+                debug_assert!(self.max_window >= self.window);
+                let bytes_received = self.max_window.saturating_sub(self.window);
                 let buffer_len: u32 = self.buffer.len().try_into().unwrap_or(std::u32::MAX);
 
                 bytes_received.saturating_sub(buffer_len)
@@ -521,7 +525,7 @@ impl Shared {
         //
         // See https://github.com/paritytech/yamux/issues/100 for a detailed
         // discussion.
-        if new_credit >= self.config.receive_window / 2 {
+        if new_credit >= self.max_window / 2 {
             Some(new_credit)
         } else {
             None
