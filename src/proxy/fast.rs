@@ -1286,4 +1286,54 @@ mod tests {
         assert!(head.contains("stopped reading the request body"), "{head}");
         assert!(started.elapsed() < Duration::from_secs(15));
     }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_early_answer_to_an_upload_reaches_the_client() {
+        // It reads the request head, answers 413 at once and closes, the body unread (which makes
+        // its kernel reset the connection). Its small receive buffer leaves even the fast path's
+        // 60 KiB mid-write when that happens.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let l = socket.listen(16).unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let _ = read_head(&mut s, &mut buf).await;
+                    let body = "too large";
+                    let answer = format!(
+                        "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        // 60 KiB is read whole by the fast path; 4 MiB streams through hyper.
+        for (method, len) in [("POST", 60 * 1024), ("PUT", 60 * 1024), ("POST", 4 << 20)] {
+            for origin in [local(), Origin::Tunnel] {
+                let (mut rd, mut wr) = tokio::io::split(client(Proxy::new(routes_to(port)), origin));
+                tokio::spawn(async move {
+                    let head = format!("{method} /up HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n");
+                    let _ = wr.write_all(head.as_bytes()).await;
+                    let _ = wr.write_all(&vec![b'u'; len]).await;
+                    std::future::pending::<()>().await;
+                });
+                // The answer, up to its body's end (the client connection may stay open).
+                let mut answer = Vec::new();
+                while !answer.ends_with(b"too large") {
+                    let mut chunk = [0u8; 4096];
+                    match tokio::time::timeout(Duration::from_secs(10), rd.read(&mut chunk)).await {
+                        Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&chunk[..n]),
+                        _ => break,
+                    }
+                }
+                let answer = String::from_utf8_lossy(&answer);
+                assert!(answer.starts_with("HTTP/1.1 413 "), "{method} of {len} bytes: {answer}");
+                assert!(answer.ends_with("too large"), "{method} of {len} bytes: {answer}");
+            }
+        }
+    }
 }

@@ -2,7 +2,10 @@
 //! upgrades and WebSockets, streamed bodies, framing checks and refusals. Its policy (headers,
 //! error pages, upstream failures, the connection pool) is [`super::policy`]'s.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -11,6 +14,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::policy::*;
@@ -216,7 +220,7 @@ async fn handshake(tcp: TcpStream) -> Result<SendRequest<ReqBody>, hyper::Error>
         .max_buf_size(UPSTREAM_BUF)
         // As on the server side: one copied buffer is cheaper than a writev queue for small heads.
         .writev(false)
-        .handshake(TokioIo::new(tcp))
+        .handshake(TokioIo::new(KeepReading { tcp, write_failed: false }))
         .await?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
@@ -224,6 +228,51 @@ async fn handshake(tcp: TcpStream) -> Result<SendRequest<ReqBody>, hyper::Error>
         }
     });
     Ok(sender)
+}
+
+/// An upstream connection whose failed writes are taken as sent: an upstream that answers an
+/// upload early (413, 401) and closes resets the connection under the body still being written,
+/// and hyper would report that write's error instead of the answer already on its way. Reads go
+/// on, so the answer arrives, or the reset ends the exchange as a 502; nothing is sent again.
+struct KeepReading {
+    tcp: TcpStream,
+    write_failed: bool,
+}
+
+impl AsyncRead for KeepReading {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for KeepReading {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.write_failed {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        match ready!(Pin::new(&mut self.tcp).poll_write(cx, buf)) {
+            Err(e) if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) => {
+                tracing::debug!("upstream stopped taking the request ({e}); reading its answer");
+                self.write_failed = true;
+                Poll::Ready(Ok(buf.len()))
+            }
+            r => Poll::Ready(r),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.write_failed {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.write_failed {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
 }
 
 /// Refuses request heads over the limits: 414 for the target, 431 for the whole head.
