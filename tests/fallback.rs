@@ -257,3 +257,43 @@ async fn frpc_mode_reports_losing_and_regaining_the_server() {
         "{names:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frpc_behind_a_wrapper_script_is_stopped_with_it() {
+    // A wrapper that starts frpc as its child and waits: a signal to the wrapper alone ends the
+    // wrapper and leaves frpc running (sh does not pass SIGTERM on).
+    let frps = Frps::start(FrpsOpts::default()).await;
+    let dir = tempdir::TempDir::new();
+    let pids = dir.path().join("pids");
+    let wrapper = write_file(
+        dir.path(),
+        "frpc",
+        &format!(
+            "#!/bin/sh\n\"{}\" \"$@\" &\necho $! >> \"{}\"\nwait\n",
+            frp_dir().join("frpc").display(),
+            pids.display()
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut b = Burrow::spawn(&[
+        ("BURROW_SERVER_ADDR", &frps.addr()),
+        ("BURROW_SERVER_TOKEN", TOKEN),
+        ("BURROW_SUBDOMAIN", "wrapped"),
+        ("BURROW_MODE", "frpc"),
+        ("BURROW_FRPC_PATH", wrapper.to_str().unwrap()),
+    ]);
+    b.wait("tunnel_up", T).await;
+    let started: Vec<u32> =
+        std::fs::read_to_string(&pids).unwrap().split_whitespace().map(|p| p.parse().unwrap()).collect();
+    let running: Vec<u32> = started.iter().copied().filter(|p| alive(*p)).collect();
+    assert_eq!(running.len(), 1, "one frpc serving, under the wrapper: {started:?}");
+    assert_eq!(b.close_stdin_and_wait(Duration::from_secs(5)).await, 0);
+    for _ in 0..20 {
+        if !alive(running[0]) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("frpc {} outlived burrow's shutdown", running[0]);
+}

@@ -7,8 +7,7 @@
 //! one attempt of the [`Backend`] trait: the supervisor restarts it with backoff when it dies.
 //!
 //! frpc must never outlive burrow, even when burrow is killed outright. frpc stays in burrow's
-//! process group (it starts no processes of its own); at shutdown burrow sends it SIGTERM, then
-//! SIGKILL after a second.
+//! process group; at shutdown burrow sends its process tree SIGTERM, then SIGKILL after a second.
 //! * Linux: the child also asks the kernel for SIGKILL when its parent dies (`PR_SET_PDEATHSIG`).
 //! * macOS has no parent-death signal: a host that kills burrow hard should kill its process
 //!   group (`kill -9 -<pgid>`); the Electron module starts burrow as a group leader and does that.
@@ -276,16 +275,27 @@ impl Frpc {
         )
     }
 
-    /// SIGTERM to frpc, SIGKILL after 1 s (burrow's whole shutdown must fit in 5 s).
+    /// SIGTERM to frpc's process tree, SIGKILL after 1 s (burrow's whole shutdown must fit in
+    /// 5 s). The tree, not the process: `BURROW_FRPC_PATH` may name a wrapper script whose frpc
+    /// would otherwise outlive it.
     ///
-    /// frpc stays in burrow's process group (it starts no processes of its own), so a host that
-    /// kills burrow's group kills frpc with it.
+    /// frpc stays in burrow's process group, so a host that kills burrow's group kills frpc with
+    /// it.
     async fn stop(&self, child: &mut tokio::process::Child, pid: Option<u32>) {
         #[cfg(unix)]
         if let Some(pid) = pid {
-            let p = nix::unistd::Pid::from_raw(pid as i32);
-            let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
-            if tokio::time::timeout(Duration::from_secs(1), child.wait()).await.is_ok() {
+            use nix::sys::signal::{kill, Signal};
+            let signal = |tree: &[u32], s: Signal| {
+                for p in tree {
+                    let _ = kill(nix::unistd::Pid::from_raw(*p as i32), s);
+                }
+            };
+            let tree = crate::platform::process_tree(pid);
+            signal(&tree, Signal::SIGTERM);
+            let exited = tokio::time::timeout(Duration::from_secs(1), child.wait()).await.is_ok();
+            // What is left of the tree below frpc (reparented by now if frpc has gone).
+            signal(&tree[1..], Signal::SIGKILL);
+            if exited {
                 return;
             }
         }
