@@ -124,7 +124,7 @@ where
         let big = read.capacity() > KEEP_IDLE;
         read.advance(req.len);
         to_client.clear();
-        let keep = exchange(conn, io, &mut pool[req.route], &req, &to_upstream, &mut to_client).await;
+        let keep = exchange(conn, io, read, &mut pool[req.route], &req, &to_upstream, &mut to_client).await;
         if !keep || req.close {
             let _ = io.shutdown().await;
             return End::Closed;
@@ -443,19 +443,27 @@ fn decimal(v: &[u8]) -> Option<u64> {
 async fn exchange<S>(
     conn: &Conn,
     io: &mut S,
+    read: &mut BytesMut,
     slot: &mut Option<Upstream>,
     req: &Request,
     out: &[u8],
     to_client: &mut Vec<u8>,
 ) -> bool
 where
-    S: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let route = &conn.proxy.routes.all()[req.route];
     let stats = conn.proxy.stats[req.route].local();
     stats.requests.fetch_add(1, Relaxed);
     stats.bytes_in.fetch_add(req.body as u64, Relaxed);
-    let (mut up, head) = match roundtrip(conn, slot, route, req, out, to_client).await {
+    // A client that hangs up while its answer is awaited ends the exchange (and its upstream
+    // connection) then, not at the upstream's deadline; hyper's server does the same.
+    let answer = tokio::select! {
+        biased;
+        r = roundtrip(conn, slot, route, req, out, to_client) => r,
+        () = hung_up(io, read) => return false,
+    };
+    let (mut up, head) = match answer {
         Ok(r) => r,
         Err(f) => return answer_failure(io, route, stats, req, f).await,
     };
@@ -525,6 +533,18 @@ where
             }
         }
     }
+}
+
+/// Returns when the client's connection ends (or fails). What it sends meanwhile is kept for the
+/// next request, up to one request's worth; then it is no longer read.
+async fn hung_up<R: AsyncRead + Unpin>(io: &mut R, read: &mut BytesMut) {
+    while read.len() < HEAD_MAX + BODY_MAX {
+        match read_some(io, read, None).await {
+            Ok(Some(n)) if n > 0 => {}
+            _ => return,
+        }
+    }
+    std::future::pending().await
 }
 
 /// Sends the request and reads the response head, on the kept-alive connection if there is one.
@@ -1333,6 +1353,44 @@ mod tests {
                 let answer = String::from_utf8_lossy(&answer);
                 assert!(answer.starts_with("HTTP/1.1 413 "), "{method} of {len} bytes: {answer}");
                 assert!(answer.ends_with("too large"), "{method} of {len} bytes: {answer}");
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_client_that_hangs_up_cancels_its_upstream_exchange() {
+        // It reads the request head and never answers; it reports when the proxy lets go.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let _ = read_head(&mut s, &mut buf).await;
+                    let _ = s.read(&mut [0u8; 64]).await;
+                    let _ = tx.send(());
+                });
+            }
+        });
+        let routes = || routes_to(port);
+        // A plain GET (fast path) and one hyper takes (a chunked upload's head ends it).
+        let requests = [
+            "GET /wait HTTP/1.1\r\nHost: a\r\n\r\n",
+            "POST /wait HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ];
+        for request in requests {
+            for origin in [local(), Origin::Tunnel] {
+                // An upstream deadline far beyond the test's.
+                let proxy = Proxy::with_timeout(routes(), Duration::from_secs(300));
+                let mut c = client(proxy, origin);
+                c.write_all(request.as_bytes()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                drop(c);
+                tokio::time::timeout(Duration::from_secs(2), ended.recv())
+                    .await
+                    .unwrap_or_else(|_| panic!("upstream still held 2 s after the client left: {request:?}"));
             }
         }
     }
