@@ -1394,4 +1394,24 @@ mod tests {
             }
         }
     }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn a_tunnel_stream_hyper_serves_may_not_stall_in_a_head() {
+        let (port, _seen) = upstream(false).await;
+        let mut c = client(Proxy::hyper_only(routes_to(port), Duration::from_secs(5)), Origin::Tunnel);
+        c.write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        responses(&mut c, 1).await;
+        // Idle as long as frps keeps a pooled work connection: still served.
+        tokio::time::sleep(Duration::from_secs(59)).await;
+        c.write_all(b"GET /two HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        responses(&mut c, 1).await;
+        // Half a head and nothing more: closed once the tunnel head timeout has passed.
+        c.write_all(b"GET /half HTTP/1.1\r\nHo").await.unwrap();
+        let started = tokio::time::Instant::now();
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(600), c.read_to_end(&mut rest)).await;
+        let waited = started.elapsed().as_secs();
+        assert!(waited <= super::super::server::TUNNEL_HEAD_TIMEOUT.as_secs(), "closed after {waited} s");
+        assert!(waited >= 60, "closed after {waited} s");
+    }
 }

@@ -155,17 +155,22 @@ impl Proxy {
         // up most requests the copy is cheaper than hyper's queue; large bodies stay bounded by
         // the same cap.
         builder.max_buf_size(2 * MAX_HEAD).keep_alive(true).writev(false).timer(timer);
-        // Slow-loris guard for local clients. frps manages its own idle work connections: hyper
-        // would otherwise close them after its default 30 s, racing frps reusing one.
+        // Slow-loris guard. hyper's clock runs while a kept-alive connection idles too, and frps
+        // keeps idle work connections in its HTTP pool for up to 60 s (its transport's
+        // `IdleConnTimeout`): a tunnel stream gets longer than that, so the guard never closes
+        // one frps may still reuse, yet a stalled head on it ends.
         builder.header_read_timeout(match origin {
-            Origin::Local(_) => Some(Duration::from_secs(30)),
-            Origin::Tunnel => None,
+            Origin::Local(_) => Duration::from_secs(30),
+            Origin::Tunnel => TUNNEL_HEAD_TIMEOUT,
         });
         if let Err(e) = builder.serve_connection(TokioIo::new(io), svc).with_upgrades().await {
             tracing::debug!("proxy connection ended: {e}");
         }
     }
 }
+
+/// hyper's head timeout on a tunnel stream: past frps' 60 s idle pool (see `serve_connection`).
+pub(super) const TUNNEL_HEAD_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Binds the proxy's address, with a listen backlog that takes a burst of a thousand connects
 /// (the standard library's is 128; past it, connects wait for SYN retries, a second or more).
