@@ -43,6 +43,13 @@ async fn bad_values_exit_2_naming_the_variable() {
         assert!(stderr_line.contains(k) && stderr_line.contains("Example:"), "{stderr_line}");
         let evs = b.events();
         assert_eq!(evs[0]["code"], "config_invalid");
+        // The bad value is named too (contract §2), but never a secret's.
+        let message = evs[0]["message"].as_str().unwrap();
+        if k.ends_with("_TOKEN") {
+            assert!(!message.contains(v), "{k}'s value in {message}");
+        } else {
+            assert!(message.contains(v), "{k}={v} not named in {message}");
+        }
         assert_eq!(evs.last().unwrap()["event"], "stopped");
         b.assert_no_secret(&["tok-secret-91"]);
     }

@@ -46,8 +46,15 @@ async fn reserve_serve_renew_release() {
         serde_json::json!({"userId": "user-1", "projectId": "proj-9", "tunnels": [{"name": "web", "type": "http"}]})
     );
 
-    b.wait("renewed", Duration::from_secs(6)).await;
+    let renewed = b.wait("renewed", Duration::from_secs(6)).await;
     assert!(api.requests().iter().any(|r| r.0 == "POST" && r.1 == "/tunnels/v1/reservations/res-42/renew"));
+    // Contract: renewal at two-thirds of the lease (2 s of 3), as stamped on the two events.
+    let at = |e: &serde_json::Value| humantime::parse_rfc3339(e["ts"].as_str().unwrap()).unwrap();
+    let after = at(&renewed).duration_since(at(&reserved)).unwrap();
+    assert!(
+        (Duration::from_millis(1700)..Duration::from_millis(2700)).contains(&after),
+        "renewed {after:?} after the reservation of a 3 s lease"
+    );
     assert_eq!(b.close_stdin_and_wait(Duration::from_secs(5)).await, 0);
     assert!(
         api.requests().iter().any(|r| r.0 == "DELETE" && r.1 == "/tunnels/v1/reservations/res-42"),

@@ -13,21 +13,9 @@ pub struct ProvisioningApi {
 }
 
 pub fn rfc3339_in(secs: u64) -> String {
-    let t = std::time::SystemTime::now() + Duration::from_secs(secs);
-    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    // Civil-from-days (Howard Hinnant), to avoid a date dependency in tests.
-    let (days, rem) = ((d / 86400) as i64, d % 86400);
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = if month <= 2 { y + 1 } else { y };
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    // Milliseconds, as a provisioning API may send: a lease cut to whole seconds would move the
+    // renewal the tests time.
+    humantime::format_rfc3339_millis(std::time::SystemTime::now() + Duration::from_secs(secs)).to_string()
 }
 
 /// A contract reservation answer for frps at `bind_port` with subdomain `sub`.
