@@ -212,4 +212,75 @@ mod tests {
         s.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"still here");
     }
+
+    // ---- A hostile server: yamux frames written by hand. ----
+
+    /// A yamux frame header: type (0 data, 1 window update, 2 ping), flags, stream id, length.
+    fn raw(ty: u8, flags: u16, id: u32, len: u32) -> Vec<u8> {
+        let mut v = vec![0, ty];
+        v.extend_from_slice(&flags.to_be_bytes());
+        v.extend_from_slice(&id.to_be_bytes());
+        v.extend_from_slice(&len.to_be_bytes());
+        v
+    }
+
+    /// A client session over `io`'s other end with one stream open and acknowledged by hand.
+    async fn session_with_one_stream(
+        server: &mut tokio::io::DuplexStream,
+        client: tokio::io::DuplexStream,
+    ) -> (MuxTransport, tokio::task::JoinHandle<Result<(), yamux::ConnectionError>>, BoxStream) {
+        let (mux, drive) = MuxTransport::client(Box::new(client));
+        let driver = tokio::spawn(drive);
+        let stream = mux.connect().await.unwrap();
+        let mut syn = [0u8; 12];
+        server.read_exact(&mut syn).await.unwrap();
+        assert_eq!(&syn[..8], &raw(1, 1, 1, 0)[..8], "stream 1 opened with a SYN window update");
+        server.write_all(&raw(1, 2, 1, 0)).await.unwrap();
+        (mux, driver, stream)
+    }
+
+    #[tokio::test]
+    async fn hostile_frames_leave_the_session_serving() {
+        let (client, mut server) = tokio::io::duplex(1 << 16);
+        let (_mux, driver, mut stream) = session_with_one_stream(&mut server, client).await;
+        let mut abuse = Vec::new();
+        // Data for a stream that was never opened.
+        abuse.extend(raw(0, 0, 99, 5));
+        abuse.extend(b"stray");
+        // Credit that would overflow a u32, on the open stream and on a stream the server opens.
+        abuse.extend(raw(1, 0, 1, u32::MAX));
+        abuse.extend(raw(1, 0, 1, u32::MAX));
+        abuse.extend(raw(1, 1, 2, u32::MAX));
+        // Then ordinary data on the open stream.
+        abuse.extend(raw(0, 0, 1, 5));
+        abuse.extend(b"hello");
+        server.write_all(&abuse).await.unwrap();
+        let mut got = [0u8; 5];
+        tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_exact(&mut got)).await.unwrap().unwrap();
+        assert_eq!(&got, b"hello");
+        // The stream still sends (its credit did not wrap to nothing).
+        stream.write_all(&[b'x'; 1000]).await.unwrap();
+        stream.flush().await.unwrap();
+        let mut seen = Vec::new();
+        while !seen.windows(1000).any(|w| w.iter().all(|b| *b == b'x')) {
+            let mut buf = [0u8; 4096];
+            let n =
+                tokio::time::timeout(std::time::Duration::from_secs(5), server.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "the session ended");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert!(!driver.is_finished(), "the session lives on");
+    }
+
+    #[tokio::test]
+    async fn a_ping_flood_from_a_server_that_never_reads_is_not_queued_without_end() {
+        let (client, mut server) = tokio::io::duplex(1 << 16);
+        let (_mux, driver, _stream) = session_with_one_stream(&mut server, client).await;
+        // 100,000 pings (1.2 MB), never reading the pongs: once its queue of answers is full the
+        // client stops reading, and the flood stalls instead of filling burrow's memory.
+        let flood: Vec<u8> = (0..100_000u32).flat_map(|n| raw(2, 1, 0, n)).collect();
+        let sent = tokio::time::timeout(std::time::Duration::from_secs(3), server.write_all(&flood)).await;
+        assert!(sent.is_err(), "the whole flood was taken in");
+        assert!(!driver.is_finished());
+    }
 }

@@ -23,7 +23,7 @@ use crate::{
     frame::{self, Frame},
     Config, WindowUpdateMode, DEFAULT_CREDIT,
 };
-use crate::{Result, MAX_ACK_BACKLOG};
+use crate::{Result, MAX_ACK_BACKLOG, MAX_PENDING_FRAMES};
 use cleanup::Cleanup;
 use closing::Closing;
 use futures::stream::SelectAll;
@@ -417,6 +417,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Active<T> {
                 Poll::Pending => {}
             }
 
+            // burrow patch: frames read queue answers (pongs, window updates, resets); a peer
+            // that sends without reading them would grow the queue without end. Reading waits
+            // while it is full: the socket's readiness, polled above, wakes this task.
+            if self.pending_frames.len() >= MAX_PENDING_FRAMES {
+                return Poll::Pending;
+            }
+
             match self.socket.poll_next_unpin(cx) {
                 Poll::Ready(Some(frame)) => {
                     if let Some(stream) = self.on_frame(frame?)? {
@@ -778,7 +785,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Active<T> {
                 return Action::Terminate(Frame::protocol_error());
             }
 
-            let credit = frame.header().credit() + DEFAULT_CREDIT;
+            // burrow patch: a peer's credit must not overflow (a panic in debug, a wrap that
+            // stalls the stream in release).
+            let credit = frame.header().credit().saturating_add(DEFAULT_CREDIT);
             let mut stream = self.make_new_inbound_stream(stream_id, credit);
             stream.set_flag(stream::Flag::Ack);
 
@@ -793,7 +802,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Active<T> {
 
         if let Some(s) = self.streams.get_mut(&stream_id) {
             let mut shared = s.lock();
-            shared.credit += frame.header().credit();
+            shared.credit = shared.credit.saturating_add(frame.header().credit()); // burrow patch
             if is_finish {
                 shared.update_state(self.id, stream_id, State::RecvClosed);
                 // burrow patch: hashicorp/yamux (frps) half-closes with WINDOW_UPDATE|FIN; a

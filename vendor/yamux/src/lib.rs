@@ -47,6 +47,9 @@ pub type Result<T> = std::result::Result<T, ConnectionError>;
 /// This enables a very basic form of backpressure on the creation of streams.
 const MAX_ACK_BACKLOG: usize = 256;
 
+/// burrow patch: frames queued for sending past which the connection stops reading.
+const MAX_PENDING_FRAMES: usize = 1024;
+
 /// Default maximum number of bytes a Yamux data frame might carry as its
 /// payload when being send. Larger Payloads will be split.
 ///
