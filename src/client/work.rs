@@ -203,3 +203,80 @@ async fn join(remote: BoxStream, local: TcpStream) -> io::Result<()> {
     };
     first.map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use burrow_proto::msg::StartWorkConn;
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::config::{Secret, ServerConfig};
+    use crate::events::Reporter;
+
+    /// frps' side of each work connection opened: it reads `NewWorkConn` and answers `answer`
+    /// (or nothing, holding the connection as frps' pool does).
+    struct Frps {
+        opened: AtomicUsize,
+        answer: Option<StartWorkConn>,
+    }
+
+    impl Transport for Frps {
+        fn connect(&self) -> BoxFuture<'_, Result<BoxStream, TransportError>> {
+            self.opened.fetch_add(1, Ordering::SeqCst);
+            let (ours, mut theirs) = tokio::io::duplex(4096);
+            let answer = self.answer.clone();
+            tokio::spawn(async move {
+                assert!(matches!(read_msg(&mut theirs).await, Ok(Message::NewWorkConn(_))));
+                if let Some(a) = answer {
+                    let _ = write_msg(&mut theirs, &Message::StartWorkConn(a)).await;
+                }
+                std::future::pending::<()>().await;
+            });
+            Box::pin(async move { Ok(Box::new(ours) as BoxStream) })
+        }
+    }
+
+    fn shared(max_streams: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            server: ServerConfig::new("127.0.0.1", 7000, Secret::new("t")),
+            tunnels: Vec::new(),
+            by_wire_name: Default::default(),
+            reporter: Reporter::silent(),
+            key: [0; 16],
+            tls: None,
+            proxy: None,
+            reservation_id: None,
+            streams: Arc::new(tokio::sync::Semaphore::new(max_streams)),
+        })
+    }
+
+    #[tokio::test]
+    async fn start_work_conn_for_an_unknown_proxy_fails_that_connection_alone() {
+        let shared = shared(1);
+        let frps = Arc::new(Frps {
+            opened: AtomicUsize::new(0),
+            answer: Some(StartWorkConn { proxy_name: "not-mine".into(), ..Default::default() }),
+        });
+        for _ in 0..3 {
+            let r = open(frps.clone(), shared.clone(), NewWorkConn::default(), CancellationToken::new()).await;
+            assert!(matches!(&r, Err(WorkError::UnknownProxy(p)) if p == "not-mine"), "{r:?}");
+        }
+        // Each failure gave its stream back: the cap of one served all three.
+        assert_eq!(shared.streams.available_permits(), 1);
+        assert_eq!(frps.opened.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn work_connections_beyond_the_stream_cap_wait_without_opening_a_stream() {
+        let shared = shared(2);
+        let frps = Arc::new(Frps { opened: AtomicUsize::new(0), answer: None });
+        let waiting: Vec<_> = (0..5)
+            .map(|_| tokio::spawn(open(frps.clone(), shared.clone(), NewWorkConn::default(), CancellationToken::new())))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(frps.opened.load(Ordering::SeqCst), 2, "streams opened past the cap of 2");
+        assert!(waiting.iter().all(|w| !w.is_finished()));
+    }
+}
