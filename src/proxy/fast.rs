@@ -761,6 +761,88 @@ pub fn fuzz_heads(data: &[u8]) {
     }
 }
 
+/// The fast path and hyper's server on the same request bytes, for the `differential` fuzz
+/// target: every request the fast path forwards, hyper reads too, ending at the same byte (same
+/// method, target and body), and where the fast path finds no complete request, hyper finds none.
+/// Past a request the fast path declines, the connection is hyper's anyway.
+#[doc(hidden)]
+pub fn fuzz_differential(data: &[u8]) {
+    use http_body_util::BodyExt;
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Seen = (String, String, Vec<u8>);
+    static CONN: OnceLock<Conn> = OnceLock::new();
+    let conn = CONN.get_or_init(|| {
+        let routes = super::Routes::parse(super::routes::DEFAULT_ROUTES).expect("the default routes parse");
+        Conn::new(super::Proxy::new(routes), super::Origin::Tunnel, Default::default())
+    });
+
+    // The fast path's reading of the bytes, request after request.
+    let (mut fast, mut pos, mut declined, mut out) = (Vec::<Seen>::new(), 0, false, Vec::new());
+    loop {
+        out.clear();
+        match plan_request(conn, &data[pos..], &mut out) {
+            Plan::Ready(r) => {
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 4];
+                let mut req = httparse::Request::new(&mut headers);
+                let Ok(httparse::Status::Complete(n)) = req.parse(&out) else { panic!("unparseable upstream request") };
+                let (method, target) =
+                    (req.method.unwrap_or_default().to_string(), req.path.unwrap_or_default().to_string());
+                fast.push((method, target, out[n..].to_vec()));
+                pos += r.len;
+                if r.close {
+                    break;
+                }
+            }
+            Plan::Handoff => {
+                declined = true;
+                break;
+            }
+            Plan::Partial | Plan::Body(..) => break,
+        }
+    }
+
+    // hyper's, over an in-memory pipe, with the settings of the proxy's server.
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+    rt.block_on(async {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let record = seen.clone();
+        let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let record = record.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                if let Ok(body) = body.collect().await {
+                    let target = parts.uri.path_and_query().map_or(String::new(), |p| p.to_string());
+                    record.lock().unwrap().push((parts.method.to_string(), target, body.to_bytes().to_vec()));
+                }
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<Bytes>::new()))
+            }
+        });
+        // Half-closes allowed: the bytes end with the pipe's write side, before the answers.
+        let serve = hyper::server::conn::http1::Builder::new()
+            .max_buf_size(2 * super::MAX_HEAD)
+            .half_close(true)
+            .serve_connection(hyper_util::rt::TokioIo::new(server), svc);
+        let feed = async {
+            let _ = client.write_all(data).await;
+            let _ = client.shutdown().await;
+            let _ = tokio::io::copy(&mut client, &mut tokio::io::sink()).await;
+        };
+        let _ = tokio::join!(serve, feed);
+    });
+    let hyper = seen.lock().unwrap();
+    assert!(
+        hyper.len() >= fast.len(),
+        "hyper read {} requests where the fast path forwarded {}: {fast:?} {hyper:?}",
+        hyper.len(),
+        fast.len()
+    );
+    assert_eq!(&hyper[..fast.len()], &fast[..], "the two engines read different requests");
+    if !declined {
+        assert_eq!(hyper.len(), fast.len(), "hyper read a request the fast path did not find: {hyper:?}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -1413,5 +1495,13 @@ mod tests {
         let waited = started.elapsed().as_secs();
         assert!(waited <= super::super::server::TUNNEL_HEAD_TIMEOUT.as_secs(), "closed after {waited} s");
         assert!(waited >= 60, "closed after {waited} s");
+    }
+
+    #[test]
+    fn the_differential_fuzz_target_passes_its_seeds() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/differential");
+        for seed in std::fs::read_dir(dir).unwrap() {
+            fuzz_differential(&std::fs::read(seed.unwrap().path()).unwrap());
+        }
     }
 }
