@@ -347,3 +347,65 @@ async fn memory_stays_bounded_with_100_stalled_readers() {
     assert!(vhost_get_ok(frps.vhost_port, &host, "/alive", T).await.contains("/alive"));
     drop(held);
 }
+
+/// `n` requests at once through the http tunnel, each answer checked (with long targets, so the
+/// answers fill several encrypted, compressed frames, unless `short`).
+async fn requests(n: usize, short: bool, vhost: u16, host: &str, round: &str) {
+    let pad = if short { String::new() } else { "p".repeat(4000) };
+    let all: Vec<_> = (0..n)
+        .map(|i| {
+            let (host, path) = (host.to_string(), format!("/{round}/{i}?{pad}"));
+            tokio::spawn(async move { (vhost_get_ok(vhost, &host, &path, T).await, path) })
+        })
+        .collect();
+    for r in all {
+        let (body, path) = r.await.unwrap();
+        assert_eq!(body, format!("hello {path}"), "{round}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_process_proxy_on_encrypted_compressed_streams_survives_drip_reset_and_restart() {
+    // The product's default path: frps' work streams served by burrow's own proxy (the tunnel's
+    // local port is the proxy's address, which burrow serves in-process), here with frp's
+    // per-proxy encryption and compression on them.
+    let mut frps = Frps::start(FrpsOpts::default()).await;
+    let relay = fault_relay(frps.bind_port).await;
+    let up = http_upstream().await;
+    let proxy_port = free_port();
+    let dir = tempdir::TempDir::new();
+    let cfg = write_file(
+        dir.path(),
+        "frpc.toml",
+        &format!(
+            "serverAddr = \"127.0.0.1\"\nserverPort = {}\nauth.token = \"{TOKEN}\"\n\
+             [[proxies]]\nname = \"web\"\ntype = \"http\"\nlocalPort = {proxy_port}\nsubdomain = \"inproc\"\n\
+             transport.useEncryption = true\ntransport.useCompression = true\n",
+            relay.port
+        ),
+    );
+    let b = Burrow::spawn(&[
+        ("BURROW_CONFIG", cfg.to_str().unwrap()),
+        ("BURROW_PROXY_ADDR", &format!("127.0.0.1:{proxy_port}")),
+        ("BURROW_ROUTES", &format!("/=http://{}", up.addr)),
+    ]);
+    b.wait("tunnel_up", T).await;
+    let host = format!("inproc.{SUBDOMAIN_HOST}");
+    requests(20, false, frps.vhost_port, &host, "plain").await;
+
+    // A byte per millisecond: every frame layer (TLS, yamux, frp, AES-CFB, snappy, HTTP) gets its
+    // input a byte at a time.
+    relay.drip.store(true, std::sync::atomic::Ordering::SeqCst);
+    requests(2, true, frps.vhost_port, &host, "drip").await;
+    relay.drip.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    relay.reset_all();
+    b.wait("tunnel_down", T).await;
+    b.wait_nth("tunnel_up", 1, T).await;
+    requests(20, false, frps.vhost_port, &host, "reset").await;
+
+    frps.restart().await;
+    b.wait_nth("tunnel_down", 1, T).await;
+    b.wait_nth("tunnel_up", 2, T).await;
+    requests(20, false, frps.vhost_port, &host, "restart").await;
+}
