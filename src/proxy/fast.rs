@@ -1504,4 +1504,101 @@ mod tests {
             fuzz_differential(&std::fs::read(seed.unwrap().path()).unwrap());
         }
     }
+
+    /// An upstream that misbehaves by path; it records each request head it reads as
+    /// "METHOD /path".
+    async fn misbehaving_upstream() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut n = 0;
+                    while let Some(head) = read_head(&mut s, &mut buf).await {
+                        n += 1;
+                        let mut words = head.split(' ');
+                        let (method, path) = (words.next().unwrap(), words.next().unwrap().to_string());
+                        record.lock().unwrap().push(format!("{method} {path}"));
+                        let answer = match path.as_str() {
+                            "/extra" => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil".to_string(),
+                            "/hints" => "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal".to_string(),
+                            "/truncated" => "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_string(),
+                            "/badchunks" => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n".to_string(),
+                            // Closed just as a request arrives on a kept-alive connection.
+                            "/closes" if n > 1 => return,
+                            _ => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{path}", path.len()),
+                        };
+                        if s.write_all(answer.as_bytes()).await.is_err() || path == "/truncated" || path == "/badchunks"
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, seen)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn misbehaving_upstreams_on_both_engines_and_both_origins() {
+        let (port, seen) = misbehaving_upstream().await;
+        let routes = || Routes::parse(&format!("/=http://127.0.0.1:{port}")).unwrap();
+        for (engine, proxy) in
+            [("fast", Proxy::new(routes())), ("hyper", Proxy::hyper_only(routes(), Duration::from_secs(5)))]
+        {
+            for origin in [local(), Origin::Tunnel] {
+                let case = format!("{engine} path, {origin:?}");
+                let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n");
+                // Bytes beyond Content-Length are not the next answer.
+                let mut c = client(proxy.clone(), origin);
+                c.write_all(get("/extra").as_bytes()).await.unwrap();
+                assert!(responses(&mut c, 1).await[0].ends_with("| ok"), "{case}");
+                c.write_all(get("/next").as_bytes()).await.unwrap();
+                assert!(responses(&mut c, 1).await[0].ends_with("| /next"), "{case}");
+                // 103 Early Hints is dropped; the final answer arrives.
+                c.write_all(get("/hints").as_bytes()).await.unwrap();
+                let r = responses(&mut c, 1).await;
+                assert!(r[0].starts_with("200 ") && r[0].ends_with("| final"), "{case}: {r:?}");
+                // A body cut short, or chunks that do not parse: the client's connection ends
+                // there, without a complete message.
+                for (path, never) in [("/truncated", "abcabc"), ("/badchunks", "0\r\n\r\n")] {
+                    let mut c = client(proxy.clone(), origin);
+                    c.write_all(get(path).as_bytes()).await.unwrap();
+                    let mut got = Vec::new();
+                    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got))
+                        .await
+                        .unwrap_or_else(|_| panic!("{case}: {path} left the client waiting"))
+                        .unwrap();
+                    let got = String::from_utf8_lossy(&got);
+                    assert!(!got.contains(never), "{case}: {path}: {got}");
+                }
+                // A kept-alive connection closed as a request is sent: a GET goes again on a new
+                // connection; a POST is answered 502 and never sent twice.
+                seen.lock().unwrap().clear();
+                let mut c = client(proxy.clone(), origin);
+                c.write_all(get("/first").as_bytes()).await.unwrap();
+                responses(&mut c, 1).await;
+                c.write_all(get("/closes").as_bytes()).await.unwrap();
+                let r = responses(&mut c, 1).await;
+                assert!(r[0].starts_with("200 ") && r[0].ends_with("| /closes"), "{case}: {r:?}");
+                let mut c = client(proxy.clone(), origin);
+                c.write_all(get("/first").as_bytes()).await.unwrap();
+                responses(&mut c, 1).await;
+                c.write_all(b"POST /closes HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx").await.unwrap();
+                let r = responses(&mut c, 1).await;
+                assert!(r[0].starts_with("502 "), "{case}: {r:?}");
+                let seen = seen.lock().unwrap().clone();
+                assert_eq!(
+                    seen.iter().filter(|s| *s == "GET /closes").count(),
+                    2,
+                    "{case}: the GET, sent again: {seen:?}"
+                );
+                assert_eq!(seen.iter().filter(|s| *s == "POST /closes").count(), 1, "{case}: {seen:?}");
+            }
+        }
+    }
 }

@@ -10,7 +10,7 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{Either, Full};
+use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -84,12 +84,23 @@ impl Proxy {
         // The upstream has the timeout for each step: to take more of the body, then, from the
         // body's end, to answer. One that stops reading an upload gets no longer than one that
         // says nothing.
+        let ended = hyper::body::Body::is_end_stream(&body);
+        let body = if ended { Either::Right(Empty::new()) } else { Either::Left(body) };
         let body = CountingBody::new(body, stats.clone(), Direction::In);
-        let progress = (!hyper::body::Body::is_end_stream(&body)).then(Progress::new);
+        let progress = (!ended).then(Progress::new);
         let body = match &progress {
             Some(p) => body.with_progress(p.clone()),
             None => body,
         };
+        // An idempotent request without a body may be sent again (RFC 9110 §9.2.2): a copy for
+        // when a kept-alive upstream connection closes under it.
+        let replay = (ended && parts.method.is_idempotent() && !upgrade).then(|| {
+            let mut r = Request::new(CountingBody::new(Either::Right(Empty::new()), stats.clone(), Direction::In));
+            (*r.method_mut(), *r.uri_mut(), *r.version_mut()) =
+                (parts.method.clone(), parts.uri.clone(), parts.version);
+            *r.headers_mut() = parts.headers.clone();
+            r
+        });
         let upstream_req = Request::from_parts(parts, body);
         let timeout = self.response_timeout;
         let timer = async move {
@@ -110,7 +121,7 @@ impl Proxy {
                 }
             }
         };
-        let sent = send_upstream(route, idx, &conn.upstreams, upstream_req, upgrade, head);
+        let sent = send_upstream(route, idx, &conn.upstreams, upstream_req, replay, upgrade, head);
         let outcome = tokio::select! {
             r = sent => r,
             f = timer => Err(f),
@@ -160,12 +171,15 @@ impl Proxy {
 
 /// Sends `req` on this client connection's upstream connection for the route: hyper's, or one
 /// the fast path left, or a new one. A request the connection did not take (it closed between
-/// requests) is retried once on a fresh connection; one it took is not, since it may have acted.
+/// requests) is retried once on a fresh connection. One it took is not, since it may have acted,
+/// unless the kept-alive connection closed before answering and `replay` (an idempotent request's
+/// copy) may be sent instead, as the fast path does.
 pub(super) async fn send_upstream(
     route: &Route,
     idx: usize,
     upstreams: &Upstreams,
     mut req: Request<ReqBody>,
+    mut replay: Option<Request<ReqBody>>,
     upgrade: bool,
     head: bool,
 ) -> Result<Response<Incoming>, UpstreamFailure> {
@@ -178,9 +192,9 @@ pub(super) async fn send_upstream(
         },
     };
     for attempt in 0..2 {
-        let mut s = match sender.take() {
-            Some(s) if !s.is_closed() => s,
-            _ => connect_upstream(route).await?,
+        let (mut s, reused) = match sender.take() {
+            Some(s) if !s.is_closed() => (s, true),
+            _ => (connect_upstream(route).await?, false),
         };
         if s.ready().await.is_err() {
             s = connect_upstream(route).await?;
@@ -198,6 +212,9 @@ pub(super) async fn send_upstream(
             }
             Err(mut e) => match e.take_message() {
                 Some(r) if attempt == 0 => req = r,
+                None if attempt == 0 && reused && e.error().is_incomplete_message() && replay.is_some() => {
+                    req = replay.take().expect("checked");
+                }
                 _ => return Err(closed(e.into_error())),
             },
         }

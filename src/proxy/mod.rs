@@ -56,7 +56,9 @@ pub const MAX_HEAD: usize = 64 * 1024;
 /// Longest request target; longer is 414.
 pub const MAX_URI: usize = 16 * 1024;
 
-type ReqBody = CountingBody<Incoming>;
+/// The body of a request sent upstream: a request whose body has ended already (most have none)
+/// carries an empty one instead, so that it can be sent again whole.
+type ReqBody = CountingBody<Either<Incoming, http_body_util::Empty<Bytes>>>;
 /// The proxy's response body: streamed from an upstream, or a short local answer.
 pub type RespBody = Either<CountingBody<Incoming>, Full<Bytes>>;
 
