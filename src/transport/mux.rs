@@ -283,4 +283,35 @@ mod tests {
         assert!(sent.is_err(), "the whole flood was taken in");
         assert!(!driver.is_finished());
     }
+
+    #[tokio::test]
+    async fn data_for_a_closed_stream_is_dropped_and_data_past_the_window_ends_the_session() {
+        let (client, mut server) = tokio::io::duplex(1 << 16);
+        let (mux, driver, mut control) = session_with_one_stream(&mut server, client).await;
+        // A second stream, opened and closed by the client.
+        let gone = mux.connect().await.unwrap();
+        drop(gone);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut abuse = raw(0, 0, 3, 4);
+        abuse.extend(b"late");
+        abuse.extend(raw(0, 0, 1, 2));
+        abuse.extend(b"ok");
+        server.write_all(&abuse).await.unwrap();
+        let mut got = [0u8; 2];
+        control.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ok");
+        assert!(!driver.is_finished());
+        // More than the stream's whole window (6 MiB) in one frame: the session ends with an
+        // error the client reports, and the frame is not buffered.
+        let over = STREAM_WINDOW + 1;
+        let mut frame = raw(0, 0, 1, over);
+        frame.resize(12 + over as usize, b'z');
+        let writer = tokio::spawn(async move {
+            let _ = server.write_all(&frame).await;
+            server
+        });
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(5), driver).await.expect("the session ended");
+        assert!(matches!(ended, Ok(Err(yamux::ConnectionError::Decode(_)))), "{ended:?}");
+        writer.abort();
+    }
 }
