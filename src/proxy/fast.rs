@@ -1358,20 +1358,31 @@ mod tests {
         assert_eq!(started.elapsed().as_secs(), HEAD_TIMEOUT.as_secs());
     }
 
+    /// An upstream on `l` that reads each connection's first request head, then leaves the
+    /// connection to `then`.
+    fn after_head<F, Fut>(l: TcpListener, then: F) -> u16
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Clone + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let then = then.clone();
+                tokio::spawn(async move {
+                    let _ = read_head(&mut s, &mut Vec::new()).await;
+                    then(s).await;
+                });
+            }
+        });
+        port
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn an_upstream_that_stops_reading_an_upload_gets_a_504() {
         // It reads the request head, then nothing more, and never answers.
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let _ = read_head(&mut s, &mut buf).await;
-                    std::future::pending::<()>().await;
-                });
-            }
-        });
+        let port = after_head(l, |_s| std::future::pending::<()>());
         // A chunked upload goes to hyper; its response deadline is 300 ms.
         let proxy = Proxy::hyper_only(routes_to(port), Duration::from_millis(300));
         let (mut rd, mut wr) = tokio::io::split(client(proxy, local()));
@@ -1397,21 +1408,13 @@ mod tests {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let l = socket.listen(16).unwrap();
-        let port = l.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let _ = read_head(&mut s, &mut buf).await;
-                    let body = "too large";
-                    let answer = format!(
-                        "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = s.write_all(answer.as_bytes()).await;
-                });
-            }
+        let port = after_head(socket.listen(16).unwrap(), |mut s| async move {
+            let body = "too large";
+            let answer = format!(
+                "HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(answer.as_bytes()).await;
         });
         // 60 KiB is read whole by the fast path; 4 MiB streams through hyper.
         for (method, len) in [("POST", 60 * 1024), ("PUT", 60 * 1024), ("POST", 4 << 20)] {
@@ -1442,18 +1445,12 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_client_that_hangs_up_cancels_its_upstream_exchange() {
         // It reads the request head and never answers; it reports when the proxy lets go.
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
         let (tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let _ = read_head(&mut s, &mut buf).await;
-                    let _ = s.read(&mut [0u8; 64]).await;
-                    let _ = tx.send(());
-                });
+        let port = after_head(TcpListener::bind("127.0.0.1:0").await.unwrap(), move |mut s| {
+            let tx = tx.clone();
+            async move {
+                let _ = s.read(&mut [0u8; 64]).await;
+                let _ = tx.send(());
             }
         });
         let routes = || routes_to(port);
