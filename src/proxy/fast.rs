@@ -1382,7 +1382,10 @@ mod tests {
     async fn an_upstream_that_stops_reading_an_upload_gets_a_504() {
         // It reads the request head, then nothing more, and never answers.
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = after_head(l, |_s| std::future::pending::<()>());
+        let port = after_head(l, |s| async move {
+            let _held = s;
+            std::future::pending::<()>().await
+        });
         // A chunked upload goes to hyper; its response deadline is 300 ms.
         let proxy = Proxy::hyper_only(routes_to(port), Duration::from_millis(300));
         let (mut rd, mut wr) = tokio::io::split(client(proxy, local()));
