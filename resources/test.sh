@@ -5,13 +5,20 @@
 #   resources/test.sh            FUZZ_SECS=20 by default (per fuzz target); FUZZ_SECS=0 skips fuzzing
 #
 # Installs Debian's chromium (the status-page browser test) when it is missing and this runs as
-# root; fetches the pinned frps/frpc (resources/fetch-frp.sh); `npm ci` for the Electron tests;
+# root; fetches the pinned frps/frpc (resources/fetch-frp.sh) and builds the other frp versions of
+# the matrix from Go source (resources/build-frp.sh); `npm ci` for the Electron tests;
 # cargo-fuzz when missing. Everything is cached, so a second run only builds and tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '== %s\n' "$*"; }
 die() { printf 'resources/test.sh: %s\n' "$*" >&2; exit 1; }
 start=$(date +%s)
+
+# Go builds of the frps version matrix run in the background while the rest installs and compiles.
+frp_log=$(mktemp)
+step "frps/frpc 0.52–0.70 from Go source, pinned (resources/build-frp.sh, cached; in the background)"
+bash resources/build-frp.sh >"$frp_log" 2>&1 &
+frp_build=$!
 
 step "Debian packages: chromium (the status-page browser test)"
 if ! command -v chromium >/dev/null 2>&1; then
@@ -29,8 +36,18 @@ step "npm dev packages of the Electron host module's tests (playwright-core)"
 step "the shipped build compiles without the tests' dependency features (e.g. tokio's multi-thread runtime)"
 cargo check --workspace --lib --bins --quiet
 
+step "waiting for the frp builds"
+if ! wait "$frp_build"; then
+  cat "$frp_log" >&2
+  die "resources/build-frp.sh failed (its output is above); it needs Go and the Go module proxy"
+fi
+grep '^build-frp' "$frp_log" || true
+rm -f "$frp_log"
+
 step "Rust tests (unit, proto, and the integration binary against real peers)"
 cargo test --workspace
+printf '\nburrow against every frps (tests/matrix.rs):\n'
+cat target/frp-matrix.md
 
 step "Electron module tests (node:test, real burrow and frps, headless chromium)"
 (cd resources/electron && npm test)

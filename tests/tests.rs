@@ -11,6 +11,7 @@ mod faults;
 mod host;
 mod hostile_server;
 mod layout;
+mod matrix;
 mod native_client;
 mod provisioning;
 mod proxy;

@@ -23,6 +23,35 @@ pub fn frp_dir() -> PathBuf {
     .clone()
 }
 
+/// Every frp version the matrix runs: 0.65.0 (the official binary) and the ones
+/// `resources/build-frp.sh` builds from source.
+pub const FRP_VERSIONS: [&str; 7] = ["0.52.3", "0.58.1", "0.61.2", "0.65.0", "0.68.1", "0.69.1", "0.70.1"];
+
+/// Directory with frps/frpc of `version`, built (once, cached) by the project's script.
+pub fn frp_version_dir(version: &str) -> PathBuf {
+    if version == "0.65.0" {
+        return frp_dir();
+    }
+    static DIRS: std::sync::OnceLock<std::collections::HashMap<String, PathBuf>> = std::sync::OnceLock::new();
+    let dirs = DIRS.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("resources/build-frp.sh");
+        let out = std::process::Command::new("bash").arg(&script).stderr(Stdio::inherit()).output();
+        match out {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.split_once(' ').map(|(v, d)| (v.to_string(), PathBuf::from(d))))
+                .collect(),
+            Ok(o) => panic!(
+                "the frp version matrix needs {} and it failed ({}); run it by hand to see why",
+                script.display(),
+                o.status
+            ),
+            Err(e) => panic!("the frp version matrix needs {} and it could not run: {e}", script.display()),
+        }
+    });
+    dirs.get(version).unwrap_or_else(|| panic!("frp {version} is not pinned in resources/build-frp.sh")).clone()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -34,11 +63,13 @@ pub struct FrpsOpts {
     pub tls_force: bool,
     pub token: String,
     pub extra: String,
+    /// frp version (one of [`FRP_VERSIONS`]); the pinned 0.65.0 when `None`.
+    pub version: Option<&'static str>,
 }
 
 impl Default for FrpsOpts {
     fn default() -> Self {
-        Self { tcp_mux: true, tls_force: false, token: TOKEN.into(), extra: String::new() }
+        Self { tcp_mux: true, tls_force: false, token: TOKEN.into(), extra: String::new(), version: None }
     }
 }
 
@@ -77,7 +108,8 @@ impl Frps {
         );
         let path = self.dir.path().join("frps.toml");
         std::fs::write(&path, cfg).unwrap();
-        let child = Command::new(frp_dir().join("frps"))
+        let dir = self.opts.version.map_or_else(frp_dir, frp_version_dir);
+        let child = Command::new(dir.join("frps"))
             .arg("-c")
             .arg(&path)
             .stdin(Stdio::null())
