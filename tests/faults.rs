@@ -401,6 +401,9 @@ async fn the_in_process_proxy_on_encrypted_compressed_streams_survives_drip_rese
 
     relay.reset_all();
     b.wait("tunnel_down", T).await;
+    // A reset under yamux is the server lost, not a protocol error.
+    let err = b.wait("error", T).await;
+    assert_eq!((err["code"].as_str(), err["fatal"].as_bool()), (Some("server_unreachable"), Some(false)), "{err}");
     b.wait_nth("tunnel_up", 1, T).await;
     requests(20, false, frps.vhost_port, &host, "reset").await;
 

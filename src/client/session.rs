@@ -58,6 +58,12 @@ impl AttemptError {
             AttemptError::Transport(TransportError::Connect { .. } | TransportError::ConnectTimeout { .. }) => {
                 ErrorCode::ServerUnreachable
             }
+            // The multiplexed connection lost (reset, closed) is the server lost, as without yamux.
+            AttemptError::Transport(TransportError::Mux(
+                yamux::ConnectionError::Io(_)
+                | yamux::ConnectionError::Closed
+                | yamux::ConnectionError::Decode(yamux::FrameDecodeError::Io(_)),
+            )) => ErrorCode::ServerUnreachable,
             AttemptError::Transport(_) => ErrorCode::ProtocolError,
             AttemptError::Session(e) => match e {
                 SessionError::Rejected(_) if e.is_fatal() => ErrorCode::AuthFailed,
@@ -87,6 +93,13 @@ impl AttemptError {
         match self {
             AttemptError::Transport(TransportError::Tls { .. }) => "check that frps has TLS enabled and, if BURROW_TLS_PIN or BURROW_TLS_CA is set, that it matches the server's certificate".into(),
             AttemptError::Transport(TransportError::Connect { .. } | TransportError::ConnectTimeout { .. }) => "check BURROW_SERVER_ADDR and that frps is running and reachable; burrow keeps retrying".into(),
+            AttemptError::Transport(TransportError::Mux(
+                yamux::ConnectionError::Io(_)
+                | yamux::ConnectionError::Closed
+                | yamux::ConnectionError::Decode(yamux::FrameDecodeError::Io(_)),
+            )) => {
+                "the connection to frps was lost; burrow reconnects".into()
+            }
             AttemptError::Transport(_) => "the multiplexed connection failed; burrow reconnects".into(),
             AttemptError::Session(e) => match e {
                 SessionError::ClosedBeforeLogin | SessionError::LoginTimeout(_) => "likely a transport mismatch: BURROW_TCP_MUX must equal frps' transport.tcpMux, and BURROW_TLS must be on when frps sets transport.tls.force; or the address is not an frps bind port".into(),
@@ -365,4 +378,26 @@ fn tunnel_up(shared: &Shared, t: &Tunnel, remote_addr: &str) {
         mode: Backend::Native,
         reservation_id: shared.reservation_id.clone(),
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_multiplexed_connection_is_the_server_lost_and_a_broken_one_a_protocol_error() {
+        let reset = io::Error::new(io::ErrorKind::ConnectionReset, "reset");
+        let lost = [
+            yamux::ConnectionError::Io(io::Error::new(io::ErrorKind::ConnectionReset, "reset")),
+            yamux::ConnectionError::Decode(yamux::FrameDecodeError::Io(reset)),
+            yamux::ConnectionError::Closed,
+        ];
+        for e in lost {
+            let e = AttemptError::Transport(TransportError::Mux(e));
+            assert_eq!(e.code(), ErrorCode::ServerUnreachable, "{e}");
+            assert!(e.hint().contains("lost"), "{}", e.hint());
+        }
+        let broken = AttemptError::Transport(TransportError::Mux(yamux::ConnectionError::NoMoreStreamIds));
+        assert_eq!(broken.code(), ErrorCode::ProtocolError);
+    }
 }
