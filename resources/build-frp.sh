@@ -46,7 +46,7 @@ for v in "${wanted[@]}"; do
   got=$(sed -n 's/^[[:space:]]*"Sum": "\(.*\)",*$/\1/p' <<<"$info")
   src=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p' <<<"$info")
   [ "$got" = "$sum" ] || die "frp v$v has module hash $got, not the pinned $sum; the tag moved: refusing to build it"
-  say "[$i/${#wanted[@]}] frp $v: building frps and frpc (about a minute on 2 cores) ..."
+  say "[$i/${#wanted[@]}] frp $v: building frps and frpc (20 s to a minute on 2 cores) ..."
   # A writable copy: from 0.62 on, the dashboards' built pages (web/*/dist, which frp's release
   # makes with npm) are not in the module source, and `go:embed` needs the directory. A placeholder
   # page stands in; burrow's tests use no dashboard.
