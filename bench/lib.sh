@@ -5,6 +5,8 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# wait_port PORT: returns once something listens on the loopback port (10 s at most).
+wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
 # results_section NAME FILE: replaces NAME's section of bench/RESULTS.md (between its
 # `<!-- bench:NAME begin/end -->` markers) with FILE, stamped with the commit and the machine;

@@ -62,7 +62,6 @@ hwm_kib() { proc_kib "/proc/$1/status" VmHWM; }
 # user and nice; steal is the hypervisor's, not this machine's, so it is left out of both.
 machine_ticks() { awk '$1 == "cpu" {b=$2+$3+$4+$7+$8; print b, b+$5+$6; exit}' /proc/stat; }
 TICK=$(getconf CLK_TCK)
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
 # start_client burrow|frpc CONFIG TUNNELS VHOST_PORT: starts the client (its pid in `pid`) and
 # returns once it is usable: `tunnel_up` for each tunnel for burrow, the first successful request

@@ -20,7 +20,6 @@ exec 3>&1 > >(tee "$work/results.md" >&3)
 tee_pid=$!
 TOKEN="bench-$(date +%s)"
 hwm_mib() { awk '/^VmHWM:/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
 # The app server: accepts, holds, never reads.
 SINK=$(free_port)
