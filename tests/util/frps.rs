@@ -52,8 +52,19 @@ pub fn frp_version_dir(version: &str) -> PathBuf {
     dirs.get(version).unwrap_or_else(|| panic!("frp {version} is not pinned in resources/build-frp.sh")).clone()
 }
 
+/// A loopback port nobody listens on, from below Linux's ephemeral range (32768–60999): a port
+/// the kernel hands out (`bind :0`) can meanwhile become the local port of some test's outgoing
+/// connection, and then frps cannot bind it. No port is handed out twice in one test binary.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = rand::Rng::gen_range(&mut rand::thread_rng(), 20000..32000);
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// frps settings for one test.
@@ -91,11 +102,11 @@ impl Frps {
 
     pub async fn start_on(bind_port: u16, opts: FrpsOpts) -> Frps {
         let mut f = Frps { bind_port, vhost_port: free_port(), dir: tempdir::TempDir::new(), opts, child: None };
-        f.launch().await;
+        f.launch(false).await;
         f
     }
 
-    async fn launch(&mut self) {
+    fn write_config(&self) -> PathBuf {
         let cfg = format!(
             "bindAddr = \"127.0.0.1\"\nbindPort = {}\nvhostHTTPPort = {}\nsubDomainHost = \"{SUBDOMAIN_HOST}\"\nauth.token = \"{}\"\ntransport.tcpMux = {}\ntransport.tls.force = {}\nlog.to = \"{}\"\nlog.level = \"debug\"\n{}\n",
             self.bind_port,
@@ -108,19 +119,55 @@ impl Frps {
         );
         let path = self.dir.path().join("frps.toml");
         std::fs::write(&path, cfg).unwrap();
+        path
+    }
+
+    /// Starts frps and waits for both its ports. A port taken between choosing and binding
+    /// (frps exits, "address already in use") is chosen again, or waited for on a restart,
+    /// which must keep its ports.
+    async fn launch(&mut self, restart: bool) {
         let dir = self.opts.version.map_or_else(frp_dir, frp_version_dir);
-        let child = Command::new(dir.join("frps"))
-            .arg("-c")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn frps");
-        self.child = Some(child);
-        wait_port(self.bind_port).await;
-        wait_port(self.vhost_port).await;
+        let version = self.opts.version.unwrap_or("0.65.0");
+        for attempt in 1..=5 {
+            let path = self.write_config();
+            let out = std::fs::File::create(self.dir.path().join("frps.out")).unwrap();
+            let mut child = Command::new(dir.join("frps"))
+                .arg("-c")
+                .arg(&path)
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .kill_on_drop(true)
+                .spawn()
+                .expect("spawn frps");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let said = self.output();
+                    assert!(
+                        attempt < 5 && said.contains("address already in use"),
+                        "frps {version} exited ({status}) at start (attempt {attempt}); it said:\n{said}"
+                    );
+                    break;
+                }
+                if port_open(self.bind_port).await && port_open(self.vhost_port).await {
+                    self.child = Some(child);
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "frps {version} did not open ports {} and {} within 20 s; it said:\n{}",
+                    self.bind_port,
+                    self.vhost_port,
+                    self.output()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if !restart {
+                self.vhost_port = free_port();
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     pub async fn kill(&mut self) {
@@ -131,16 +178,26 @@ impl Frps {
 
     pub async fn restart(&mut self) {
         self.kill().await;
-        self.launch().await;
+        self.launch(true).await;
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("frps.log")).unwrap_or_default()
     }
 
+    /// frps's own output and log, for failure messages.
+    fn output(&self) -> String {
+        let out = std::fs::read_to_string(self.dir.path().join("frps.out")).unwrap_or_default();
+        format!("{out}{}", self.log())
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.bind_port)
     }
+}
+
+async fn port_open(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).await.is_ok()
 }
 
 pub async fn wait_port(port: u16) {
