@@ -225,6 +225,9 @@ fn apply_reservation(config: &mut Config, r: &Reservation) -> Result<(), String>
     config.server.token = Secret::new(s.token.clone());
     config.server.tls.enabled = s.tls;
     config.server.tcp_mux = s.tcp_mux;
+    if let Some(w) = s.wire_protocol.as_deref().filter(|w| !w.is_empty()) {
+        config.server.wire = crate::config::parse_wire("server.wireProtocol", w).map_err(|e| e.to_string())?;
+    }
     config.server.tls.server_name = s.server_name.clone().filter(|n| !n.is_empty());
     config.server.tls.pin = match &s.cert_sha256 {
         Some(p) if !p.is_empty() => Some(crate::config::parse_pin("server.certSha256", p).map_err(|e| e.to_string())?),

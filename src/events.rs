@@ -156,6 +156,8 @@ pub enum Event {
         server: String,
         transport: String,
         mode: Backend,
+        /// frp wire protocol: `v1` or `v2`.
+        wire: &'static str,
         #[serde(skip_serializing_if = "Option::is_none")]
         server_version: Option<String>,
     },
@@ -596,6 +598,7 @@ mod tests {
             server: "s:1".into(),
             transport: "tcp".into(),
             mode: Backend::Frpc,
+            wire: "v1",
             server_version: None,
         });
         ev.emit(Event::Fallback { from: Backend::Native, to: Backend::Frpc, reason: "r".into() });
@@ -672,6 +675,7 @@ mod tests {
                 server: "h:7000".into(),
                 transport: "tls+yamux".into(),
                 mode: Backend::Frpc,
+                wire: "v2",
                 server_version: None,
             },
             up(PublicAddr::Url { url: None }, None),

@@ -54,6 +54,9 @@ pub struct ReservedServer {
     /// SHA-256 pin of frps' certificate, hex.
     #[serde(default)]
     pub cert_sha256: Option<String>,
+    /// frp wire protocol, `v1` or `v2`; the configuration's when absent.
+    #[serde(default)]
+    pub wire_protocol: Option<String>,
 }
 
 fn yes() -> bool {
@@ -298,6 +301,10 @@ pub fn parse_reservation(bytes: &[u8]) -> Result<Reservation, ApiError> {
         crate::config::parse_pin("server.certSha256", pin)
             .map_err(|_| bad(format!("server.certSha256 {pin:?} is not a SHA-256 in hex")))?;
     }
+    if let Some(w) = body.server.wire_protocol.as_deref().filter(|w| !w.is_empty()) {
+        crate::config::parse_wire("server.wireProtocol", w)
+            .map_err(|_| bad(format!("server.wireProtocol {w:?} is neither \"v1\" nor \"v2\"")))?;
+    }
     if body.tunnels.is_empty() {
         return Err(bad("tunnels is empty".into()));
     }
@@ -408,6 +415,10 @@ mod tests {
             (
                 r#"{"reservationId":"r","server":{"addr":"h","port":1,"token":"t","certSha256":"zz"},"tunnels":[{"name":"x","type":"http","subdomain":"a"}]}"#,
                 "certSha256",
+            ),
+            (
+                r#"{"reservationId":"r","server":{"addr":"h","port":1,"token":"t","wireProtocol":"v9"},"tunnels":[{"name":"x","type":"http","subdomain":"a"}]}"#,
+                "server.wireProtocol \"v9\"",
             ),
             (r#"{"reservationId":"r","server":{"addr":"h","port":70000,"token":"t"},"tunnels":[]}"#, "70000"),
             (

@@ -4,6 +4,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use burrow_proto::msg::LoginResp;
+use burrow_proto::{v2, Message};
+
 use crate::util::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -57,17 +60,25 @@ async fn hostile(reply: Vec<u8>, read_login: bool) -> (u16, Arc<AtomicUsize>) {
 
 async fn expect_retried_error(reply: Vec<u8>, tls: bool, code: &str) {
     let (port, conns) = hostile(reply, !tls).await;
+    burrow_retries(port, conns, tls, "v1", code, "").await;
+}
+
+/// burrow against the hostile server at `port`: one `code` error whose message contains `says`,
+/// retries, no connection, a clean exit.
+async fn burrow_retries(port: u16, conns: Arc<AtomicUsize>, tls: bool, wire: &str, code: &str, says: &str) {
     let mut b = Burrow::spawn(&[
         ("BURROW_SERVER_ADDR", &format!("127.0.0.1:{port}")),
         ("BURROW_SERVER_TOKEN", TOKEN),
         ("BURROW_SUBDOMAIN", "x"),
         ("BURROW_TLS", if tls { "on" } else { "off" }),
         ("BURROW_TCP_MUX", "off"),
+        ("BURROW_WIRE_PROTOCOL", wire),
         // The native client's own resilience: `auto` would switch to frpc after two of these.
         ("BURROW_MODE", "native"),
     ]);
     let err = b.wait("error", T).await;
     assert_eq!(err["code"], code, "{err}");
+    assert!(err["message"].as_str().unwrap_or_default().contains(says), "{err}");
     assert_eq!(err["fatal"], false);
     assert!(!err["hint"].as_str().unwrap_or_default().is_empty());
     b.wait_nth("reconnecting", 1, T).await;
@@ -120,4 +131,89 @@ async fn refused_address_is_server_unreachable_and_retried() {
     // Said once, not once per attempt.
     assert_eq!(b.count("error"), 1);
     assert_eq!(b.close_stdin_and_wait(Duration::from_secs(5)).await, 0);
+}
+
+/// A wire v2 "server": reads the magic, the ClientHello and the Login, answers what `reply`
+/// makes of the ClientHello's payload, then closes.
+async fn hostile_v2(reply: fn(&[u8]) -> Vec<u8>) -> (u16, Arc<AtomicUsize>) {
+    async fn frame(s: &mut tokio::net::TcpStream) -> (u16, Vec<u8>) {
+        let mut hdr = [0u8; 8];
+        s.read_exact(&mut hdr).await.unwrap();
+        let len = u32::from_be_bytes(hdr[4..].try_into().unwrap());
+        let mut payload = vec![0u8; len as usize];
+        s.read_exact(&mut payload).await.unwrap();
+        (u16::from_be_bytes([hdr[0], hdr[1]]), payload)
+    }
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let n = Arc::new(AtomicUsize::new(0));
+    let c = n.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut magic = [0u8; 7];
+                s.read_exact(&mut magic).await.unwrap();
+                assert_eq!(magic, v2::MAGIC);
+                let (ty, hello) = frame(&mut s).await;
+                assert_eq!(ty, v2::CLIENT_HELLO);
+                let (ty, login) = frame(&mut s).await;
+                assert_eq!((ty, &login[..2]), (v2::MESSAGE, &[0u8, 1][..]), "Login follows the hello");
+                let _ = s.write_all(&reply(&hello)).await;
+                let _ = s.shutdown().await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            });
+        }
+    });
+    (port, n)
+}
+
+fn server_hello(algorithm: &str) -> Vec<u8> {
+    let random = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="; // 32 bytes
+    let json = format!(
+        r#"{{"selected":{{"message":{{"codec":"json"}},"crypto":{{"algorithm":"{algorithm}","serverRandom":"{random}"}}}}}}"#
+    );
+    let mut out = Vec::new();
+    v2::encode_frame(v2::SERVER_HELLO, json.as_bytes(), &mut out).unwrap();
+    out
+}
+
+async fn expect_v2_error(reply: fn(&[u8]) -> Vec<u8>, says: &str) {
+    let (port, conns) = hostile_v2(reply).await;
+    burrow_retries(port, conns, false, "v2", "protocol_error", says).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_server_hello_with_an_unknown_algorithm() {
+    expect_v2_error(|_| server_hello("rot13-gcm"), "rot13-gcm").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_truncated_and_oversized_frames() {
+    // A ServerHello that announces 100 bytes and brings 10.
+    expect_v2_error(|_| [&[0, 2, 0, 0, 0, 0, 0, 100][..], b"{\"selected"].concat(), "middle of a frame").await;
+    // One that announces 2 GiB: refused on its header, nothing buffered.
+    expect_v2_error(|_| vec![0, 2, 0, 0, 0x7f, 0xff, 0xff, 0xff], "exceeds the 65536-byte limit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_record_that_fails_authentication() {
+    // A correct hello and LoginResp, then a sealed NewProxyResp with one bit of its tag flipped.
+    expect_v2_error(
+        |client_hello| {
+            let mut out = server_hello("aes-256-gcm");
+            let sh = &out[v2::HEADER_LEN..].to_vec();
+            let resp = LoginResp { version: "0.70.1".into(), run_id: "r".into(), error: String::new() };
+            v2::encode_message(&Message::LoginResp(resp), &mut out).unwrap();
+            let keys =
+                v2::control_keys(TOKEN.as_bytes(), v2::Algorithm::Aes256Gcm, &v2::transcript_hash(client_hello, sh));
+            let mut frame = Vec::new();
+            v2::encode_message(&Message::ReqWorkConn(Default::default()), &mut frame).unwrap();
+            v2::Sealer::new(v2::Algorithm::Aes256Gcm, &keys.server_to_client, &[3; 12]).seal(&frame, &mut out).unwrap();
+            *out.last_mut().unwrap() ^= 1;
+            out
+        },
+        "failed authentication",
+    )
+    .await;
 }

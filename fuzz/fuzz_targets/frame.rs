@@ -1,14 +1,16 @@
-//! The v1 frame decoder on bytes from the server: never panics, never buffers more than one
-//! capped frame, and gives the same frames whatever the slicing of the input.
+//! The frame decoders of both wire versions on bytes from the server: never panic, never buffer
+//! more than one capped frame, give the same frames whatever the slicing of the input, and a
+//! message that parses re-encodes to a frame that parses to the same message.
 #![no_main]
 
-use burrow_proto::frame::{FrameDecoder, MAX_BODY_LEN};
+use burrow_proto::frame::{Decoder, Frame, Header, V1, MAX_BODY_LEN};
+use burrow_proto::v2::{self, V2};
 use burrow_proto::Message;
 use libfuzzer_sys::fuzz_target;
 
-/// All frames (and the first error) from `data` fed in pieces of the given sizes.
-fn run(data: &[u8], mut piece: impl FnMut() -> usize) -> (Vec<burrow_proto::frame::Frame>, bool) {
-    let mut d = FrameDecoder::new();
+/// All frames (and whether an error ended them) from `data` fed in pieces of the given sizes.
+fn run<H: Header>(data: &[u8], cap: usize, mut piece: impl FnMut() -> usize) -> (Vec<Frame<H::Type>>, bool) {
+    let mut d = Decoder::<H>::new();
     let mut frames = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
@@ -21,7 +23,7 @@ fn run(data: &[u8], mut piece: impl FnMut() -> usize) -> (Vec<burrow_proto::fram
                     assert!(used > 0 || frame.is_some(), "decode made no progress");
                     chunk = &chunk[used..];
                     if let Some(f) = frame {
-                        assert!(f.body.len() <= MAX_BODY_LEN);
+                        assert!(f.body.len() <= cap);
                         frames.push(f);
                     }
                 }
@@ -33,24 +35,40 @@ fn run(data: &[u8], mut piece: impl FnMut() -> usize) -> (Vec<burrow_proto::fram
     (frames, false)
 }
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&seed, data)) = data.split_first() else { return };
-    let whole = run(data, || usize::MAX);
-    let bytewise = run(data, || 1);
+/// The same frames whole, byte by byte and in uneven pieces.
+fn slicings<H: Header>(data: &[u8], seed: u8, cap: usize) -> Vec<Frame<H::Type>>
+where
+    H::Type: PartialEq + std::fmt::Debug,
+{
+    let whole = run::<H>(data, cap, || usize::MAX);
+    assert_eq!(whole, run::<H>(data, cap, || 1));
     let mut k = seed as usize;
-    let uneven = run(data, || {
+    let uneven = run::<H>(data, cap, || {
         k = (k * 31 + 7) % 97;
         k + 1
     });
-    assert_eq!(whole, bytewise);
     assert_eq!(whole, uneven);
-    for f in &whole.0 {
-        // A message that parses re-encodes to a frame that parses to the same message.
-        if let Ok(m) = Message::parse(f) {
+    whole.0
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&seed, data)) = data.split_first() else { return };
+    for f in slicings::<V1>(data, seed, MAX_BODY_LEN) {
+        if let Ok(m) = Message::parse(&f) {
             if let Ok(bytes) = m.to_bytes() {
                 let (back, used) = Message::decode(&bytes).expect("re-encoded message parses").expect("whole frame");
                 assert_eq!(used, bytes.len());
                 assert_eq!(back, m);
+            }
+        }
+    }
+    for f in slicings::<V2>(data, seed, v2::MAX_PAYLOAD) {
+        if let Ok(m) = v2::parse_message(&f) {
+            let mut bytes = Vec::new();
+            if v2::encode_message(&m, &mut bytes).is_ok() {
+                let (used, back) = v2::FrameDecoder::new().decode(&bytes).expect("re-encoded frame decodes");
+                assert_eq!(used, bytes.len());
+                assert_eq!(v2::parse_message(&back.expect("whole frame")).expect("re-encoded message parses"), m);
             }
         }
     }

@@ -2,30 +2,41 @@
 //!
 //! [`Codec`] is the boundary between the session (what is said) and the wire (how it is framed and
 //! protected). Wire v1 is [`V1Codec`]: plain frames until `LoginResp`, then AES-128-CFB both ways.
-//! Wire v2 (frp 0.69+: a hello exchange, then AEAD frames) is a second implementation under the
+//! Wire v2 (frp 0.69+: a hello exchange, then AEAD frames) is [`crate::v2::V2Codec`], under the
 //! same [`crate::session::Session`].
 
 use crate::crypto::{Decryptor, Encryptor, BLOCK};
-use crate::frame::{FrameDecoder, FrameError};
+use crate::frame::FrameDecoder;
 use crate::msg::{Message, MessageError};
 
 /// Turns messages into the control connection's bytes and its bytes into messages.
 pub trait Codec: Send {
     /// Appends `msg`, framed (and protected once the session is), to `out`.
-    fn encode(&mut self, msg: &Message, out: &mut Vec<u8>) -> Result<(), FrameError>;
+    fn encode(&mut self, msg: &Message, out: &mut Vec<u8>) -> Result<(), MessageError>;
 
     /// Takes bytes from the front of `input` and returns the next whole message, if any. Bytes
     /// after a message are left in `input` (or buffered) for the next call: a login answer may be
     /// followed by bytes the codec must read differently.
     fn decode(&mut self, input: &mut &[u8]) -> Result<Option<Message>, MessageError>;
 
-    /// The server accepted the login: from here on, the channel is protected with `key`.
-    fn logged_in(&mut self, key: &[u8; BLOCK]);
+    /// The server accepted the login: from here on, the channel is protected.
+    fn logged_in(&mut self);
+
+    /// Whether the server has yet to say its first word of a hello exchange (wire v2): a
+    /// connection that ends here ends at a server that did not take the client's hello.
+    fn awaiting_hello(&self) -> bool {
+        false
+    }
+
+    /// Whether part of a frame (or record) is buffered: the connection ending now cut it short.
+    fn mid_frame(&self) -> bool;
 }
 
 /// Wire v1: a frame is a type byte, a big-endian `i64` length and a JSON body; after `LoginResp`
 /// each direction is AES-128-CFB with its own IV, sent in clear before its first byte.
 pub struct V1Codec {
+    /// The PBKDF2 key of the token ([`crate::auth::derive_key`]).
+    key: [u8; BLOCK],
     frames: FrameDecoder,
     /// The IV this side will use (chosen by the caller: the codec has no randomness).
     iv: [u8; BLOCK],
@@ -37,14 +48,14 @@ pub struct V1Codec {
 }
 
 impl V1Codec {
-    /// A codec that will encrypt with `iv` after the login (random in production).
-    pub fn new(iv: [u8; BLOCK]) -> Self {
-        Self { frames: FrameDecoder::new(), iv, encrypt: None, decrypt: None, plain: Vec::new(), used: 0 }
+    /// A codec that will encrypt with `key` and `iv` after the login (`iv` random in production).
+    pub fn new(key: [u8; BLOCK], iv: [u8; BLOCK]) -> Self {
+        Self { key, frames: FrameDecoder::new(), iv, encrypt: None, decrypt: None, plain: Vec::new(), used: 0 }
     }
 }
 
 impl Codec for V1Codec {
-    fn encode(&mut self, msg: &Message, out: &mut Vec<u8>) -> Result<(), FrameError> {
+    fn encode(&mut self, msg: &Message, out: &mut Vec<u8>) -> Result<(), MessageError> {
         let start = out.len();
         msg.encode(out)?;
         if let Some(enc) = &mut self.encrypt {
@@ -80,9 +91,13 @@ impl Codec for V1Codec {
         frame.map(|f| Message::parse(&f)).transpose()
     }
 
-    fn logged_in(&mut self, key: &[u8; BLOCK]) {
-        self.encrypt = Some(Encryptor::new(key, self.iv));
-        self.decrypt = Some(Decryptor::new(key));
+    fn logged_in(&mut self) {
+        self.encrypt = Some(Encryptor::new(&self.key, self.iv));
+        self.decrypt = Some(Decryptor::new(&self.key));
+    }
+
+    fn mid_frame(&self) -> bool {
+        !self.frames.is_idle()
     }
 }
 
@@ -109,13 +124,13 @@ mod tests {
         let _ = server_enc.take_iv();
 
         for chunk in [1, 3, 9, 16, 17, wire.len()] {
-            let mut codec = V1Codec::new(client_iv);
+            let mut codec = V1Codec::new(key, client_iv);
             let mut got = Vec::new();
             for piece in wire.chunks(chunk) {
                 let mut input = piece;
                 while let Some(m) = codec.decode(&mut input).unwrap() {
                     if matches!(m, Message::LoginResp(_)) {
-                        codec.logged_in(&key);
+                        codec.logged_in();
                     }
                     got.push(m.msg_type());
                 }

@@ -13,8 +13,9 @@ pub const MAX_BODY_LEN: usize = 10240;
 pub const HEADER_LEN: usize = 9;
 
 macro_rules! msg_types {
-    ($($(#[$doc:meta])* $name:ident = $byte:literal,)*) => {
-        /// The message type byte of a v1 frame (§3.1 of the protocol notes).
+    ($($(#[$doc:meta])* $name:ident = $byte:literal / $v2:literal,)*) => {
+        /// The message type: a byte in v1 frames, a `u16` id in v2 message frames (§3.1 of the
+        /// protocol notes).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[repr(u8)]
         pub enum MsgType {
@@ -33,6 +34,21 @@ macro_rules! msg_types {
                 }
             }
 
+            /// The type for a wire v2 message id, or `None` when frp defines no such message.
+            pub fn from_v2_id(id: u16) -> Option<MsgType> {
+                match id {
+                    $($v2 => Some(MsgType::$name),)*
+                    _ => None,
+                }
+            }
+
+            /// The wire v2 message id.
+            pub fn v2_id(self) -> u16 {
+                match self {
+                    $(MsgType::$name => $v2,)*
+                }
+            }
+
             /// frp's name for the message.
             pub fn name(self) -> &'static str {
                 match self {
@@ -45,41 +61,41 @@ macro_rules! msg_types {
 
 msg_types! {
     /// Client → server, first message of the control connection.
-    Login = b'o',
+    Login = b'o' / 1,
     /// Server → client, answer to `Login` (plaintext).
-    LoginResp = b'1',
+    LoginResp = b'1' / 2,
     /// Client → server: register a proxy (tunnel).
-    NewProxy = b'p',
+    NewProxy = b'p' / 3,
     /// Server → client: answer to `NewProxy`.
-    NewProxyResp = b'2',
+    NewProxyResp = b'2' / 4,
     /// Client → server: unregister a proxy.
-    CloseProxy = b'c',
+    CloseProxy = b'c' / 5,
     /// Client → server, first message of a work connection.
-    NewWorkConn = b'w',
+    NewWorkConn = b'w' / 6,
     /// Server → client: open one more work connection.
-    ReqWorkConn = b'r',
+    ReqWorkConn = b'r' / 7,
     /// Server → client, on a work connection: a user connection is attached.
-    StartWorkConn = b's',
+    StartWorkConn = b's' / 8,
     /// Client → server, visitor connections (stcp/sudp/xtcp).
-    NewVisitorConn = b'v',
+    NewVisitorConn = b'v' / 9,
     /// Server → client, answer to `NewVisitorConn`.
-    NewVisitorConnResp = b'3',
+    NewVisitorConnResp = b'3' / 10,
     /// Client → server heartbeat.
-    Ping = b'h',
+    Ping = b'h' / 11,
     /// Server → client heartbeat answer.
-    Pong = b'4',
+    Pong = b'4' / 12,
     /// UDP payload, both directions.
-    UdpPacket = b'u',
+    UdpPacket = b'u' / 13,
     /// xtcp hole punching.
-    NatHoleVisitor = b'i',
+    NatHoleVisitor = b'i' / 14,
     /// xtcp hole punching.
-    NatHoleClient = b'n',
+    NatHoleClient = b'n' / 15,
     /// xtcp hole punching.
-    NatHoleResp = b'm',
+    NatHoleResp = b'm' / 16,
     /// xtcp hole punching.
-    NatHoleSid = b'5',
+    NatHoleSid = b'5' / 17,
     /// xtcp hole punching.
-    NatHoleReport = b'6',
+    NatHoleReport = b'6' / 18,
 }
 
 impl fmt::Display for MsgType {
@@ -88,12 +104,13 @@ impl fmt::Display for MsgType {
     }
 }
 
-/// A v1 frame whose header has been checked; the body is not parsed yet.
+/// A frame whose header has been checked; the body is not parsed yet. `T` is the frame type: a
+/// [`MsgType`] in v1, the `u16` frame type in v2.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
-    /// The message type.
-    pub ty: MsgType,
-    /// The JSON body, at most [`MAX_BODY_LEN`] bytes.
+pub struct Frame<T = MsgType> {
+    /// The frame type.
+    pub ty: T,
+    /// The body (v1: JSON of at most [`MAX_BODY_LEN`] bytes; v2: at most 64 KiB).
     pub body: Vec<u8>,
 }
 
@@ -126,22 +143,72 @@ pub fn encode(ty: MsgType, body: &[u8], out: &mut Vec<u8>) -> Result<(), FrameEr
     Ok(())
 }
 
-/// Incremental decoder of v1 frames.
+/// How one wire version's frame header reads: its length, and the checks that give the frame's
+/// type and body length (or refuse the header).
+pub trait Header {
+    /// Bytes before the body.
+    const LEN: usize;
+    /// The frame type.
+    type Type: Copy;
+    /// Why a header is refused.
+    type Error;
+    /// Checks a whole header; returns the type and the body length (within the version's cap).
+    fn parse(header: &[u8]) -> Result<(Self::Type, usize), Self::Error>;
+}
+
+/// The v1 header: a type byte and an `i64` big-endian length.
+#[derive(Debug)]
+pub enum V1 {}
+
+impl Header for V1 {
+    const LEN: usize = HEADER_LEN;
+    type Type = MsgType;
+    type Error = FrameError;
+
+    fn parse(h: &[u8]) -> Result<(MsgType, usize), FrameError> {
+        let ty = MsgType::from_byte(h[0]).ok_or(FrameError::UnknownType(h[0]))?;
+        let len = i64::from_be_bytes(h[1..9].try_into().expect("8 bytes"));
+        if len < 0 {
+            return Err(FrameError::NegativeLength(len));
+        }
+        if len as u64 > MAX_BODY_LEN as u64 {
+            return Err(FrameError::TooLong { len: len as u64 });
+        }
+        Ok((ty, len as usize))
+    }
+}
+
+/// Largest header of any wire version.
+const MAX_HEADER_LEN: usize = 9;
+
+/// Incremental frame decoder.
 ///
-/// Feed it any slicing of the input; it validates the header as soon as the 9 header bytes are in,
-/// so a hostile length is refused before any body is buffered. For a connection whose bytes after
+/// Feed it any slicing of the input; it checks the header as soon as its bytes are in, so a
+/// hostile length is refused before any body is buffered. For a connection whose bytes after
 /// a frame belong to another layer (the control connection turns encrypted right after
-/// `LoginResp`), read only [`FrameDecoder::wanted`] bytes at a time: then nothing is read ahead.
-#[derive(Debug, Default)]
-pub struct FrameDecoder {
-    header: [u8; HEADER_LEN],
+/// `LoginResp`), read only [`Decoder::wanted`] bytes at a time: then nothing is read ahead.
+#[derive(Debug)]
+pub struct Decoder<H: Header> {
+    header: [u8; MAX_HEADER_LEN],
     header_len: usize,
-    ty: Option<MsgType>,
+    ty: Option<H::Type>,
     body: Vec<u8>,
     body_len: usize,
 }
 
-impl FrameDecoder {
+/// The v1 frame decoder.
+pub type FrameDecoder = Decoder<V1>;
+
+/// What [`Decoder::decode`] gives: the bytes it used, and the frame they completed, if any.
+pub type Decoded<T> = (usize, Option<Frame<T>>);
+
+impl<H: Header> Default for Decoder<H> {
+    fn default() -> Self {
+        Self { header: [0; MAX_HEADER_LEN], header_len: 0, ty: None, body: Vec::new(), body_len: 0 }
+    }
+}
+
+impl<H: Header> Decoder<H> {
     /// A decoder waiting for the start of a frame.
     pub fn new() -> Self {
         Self::default()
@@ -150,7 +217,7 @@ impl FrameDecoder {
     /// How many more bytes the current frame needs (never 0).
     pub fn wanted(&self) -> usize {
         match self.ty {
-            None => HEADER_LEN - self.header_len,
+            None => H::LEN - self.header_len,
             Some(_) => self.body_len - self.body.len(),
         }
         .max(1)
@@ -166,27 +233,20 @@ impl FrameDecoder {
     /// Returns how many bytes were consumed and the frame if one was completed; bytes after a
     /// completed frame are left unconsumed. After an error the decoder must not be used again (the
     /// connection is to be closed, as frp does).
-    pub fn decode(&mut self, input: &[u8]) -> Result<(usize, Option<Frame>), FrameError> {
+    pub fn decode(&mut self, input: &[u8]) -> Result<Decoded<H::Type>, H::Error> {
         let mut used = 0;
         if self.ty.is_none() {
-            let n = (HEADER_LEN - self.header_len).min(input.len());
+            let n = (H::LEN - self.header_len).min(input.len());
             self.header[self.header_len..self.header_len + n].copy_from_slice(&input[..n]);
             self.header_len += n;
             used += n;
-            if self.header_len < HEADER_LEN {
+            if self.header_len < H::LEN {
                 return Ok((used, None));
             }
-            let ty = MsgType::from_byte(self.header[0]).ok_or(FrameError::UnknownType(self.header[0]))?;
-            let len = i64::from_be_bytes(self.header[1..].try_into().expect("8 bytes"));
-            if len < 0 {
-                return Err(FrameError::NegativeLength(len));
-            }
-            if len as u64 > MAX_BODY_LEN as u64 {
-                return Err(FrameError::TooLong { len: len as u64 });
-            }
+            let (ty, len) = H::parse(&self.header[..H::LEN])?;
             self.ty = Some(ty);
-            self.body_len = len as usize;
-            self.body = Vec::with_capacity(self.body_len);
+            self.body_len = len;
+            self.body = Vec::with_capacity(len);
         }
         let n = (self.body_len - self.body.len()).min(input.len() - used);
         self.body.extend_from_slice(&input[used..used + n]);
@@ -221,6 +281,7 @@ mod tests {
     fn every_type_byte_round_trips() {
         for &ty in MsgType::ALL {
             assert_eq!(MsgType::from_byte(ty as u8), Some(ty));
+            assert_eq!(MsgType::from_v2_id(ty.v2_id()), Some(ty));
             let bytes = enc(ty, b"{}");
             let (used, frame) = FrameDecoder::new().decode(&bytes).unwrap();
             assert_eq!(used, bytes.len());

@@ -241,6 +241,9 @@ pub enum MessageError {
     /// The frame itself is invalid.
     #[error(transparent)]
     Frame(#[from] FrameError),
+    /// A wire v2 frame, hello or AEAD record is invalid.
+    #[error(transparent)]
+    Wire(#[from] crate::v2::WireError),
     /// A valid frp message this client does not take part in (visitors, UDP, xtcp).
     #[error("unsupported frp message {0}")]
     Unsupported(MsgType),
@@ -308,6 +311,11 @@ impl Message {
 
     /// Parses a decoded frame.
     pub fn parse(frame: &Frame) -> Result<Message, MessageError> {
+        Self::from_body(frame.ty, &frame.body)
+    }
+
+    /// Parses the JSON body of a message of type `ty` (v1 and v2 carry the same bodies).
+    pub fn from_body(ty: MsgType, b: &[u8]) -> Result<Message, MessageError> {
         fn json<'a, T: Deserialize<'a>>(ty: MsgType, body: &'a [u8]) -> Result<T, MessageError> {
             // Go's reader takes an empty body as an empty object for these structs.
             let body: &[u8] = match body.iter().find(|b| !b.is_ascii_whitespace()) {
@@ -318,18 +326,17 @@ impl Message {
             };
             serde_json::from_slice(body).map_err(|source| MessageError::Json { ty, source })
         }
-        let b = &frame.body[..];
-        Ok(match frame.ty {
-            MsgType::Login => Message::Login(json(frame.ty, b)?),
-            MsgType::LoginResp => Message::LoginResp(json(frame.ty, b)?),
-            MsgType::NewProxy => Message::NewProxy(json(frame.ty, b)?),
-            MsgType::NewProxyResp => Message::NewProxyResp(json(frame.ty, b)?),
-            MsgType::CloseProxy => Message::CloseProxy(json(frame.ty, b)?),
-            MsgType::NewWorkConn => Message::NewWorkConn(json(frame.ty, b)?),
-            MsgType::ReqWorkConn => Message::ReqWorkConn(json(frame.ty, b)?),
-            MsgType::StartWorkConn => Message::StartWorkConn(json(frame.ty, b)?),
-            MsgType::Ping => Message::Ping(json(frame.ty, b)?),
-            MsgType::Pong => Message::Pong(json(frame.ty, b)?),
+        Ok(match ty {
+            MsgType::Login => Message::Login(json(ty, b)?),
+            MsgType::LoginResp => Message::LoginResp(json(ty, b)?),
+            MsgType::NewProxy => Message::NewProxy(json(ty, b)?),
+            MsgType::NewProxyResp => Message::NewProxyResp(json(ty, b)?),
+            MsgType::CloseProxy => Message::CloseProxy(json(ty, b)?),
+            MsgType::NewWorkConn => Message::NewWorkConn(json(ty, b)?),
+            MsgType::ReqWorkConn => Message::ReqWorkConn(json(ty, b)?),
+            MsgType::StartWorkConn => Message::StartWorkConn(json(ty, b)?),
+            MsgType::Ping => Message::Ping(json(ty, b)?),
+            MsgType::Pong => Message::Pong(json(ty, b)?),
             other => return Err(MessageError::Unsupported(other)),
         })
     }

@@ -22,8 +22,6 @@ pub struct Config {
     pub login: Login,
     /// The shared token (`auth.token`).
     pub token: String,
-    /// The PBKDF2 key of the token ([`crate::auth::derive_key`]), which protects the channel.
-    pub key: [u8; 16],
     /// The proxies to register, in order; events name them by index.
     pub proxies: Vec<NewProxy>,
     /// How long frps may take to answer the login (frpc: 10 s).
@@ -78,6 +76,9 @@ pub enum SessionError {
     /// The connection closed (or failed) before `LoginResp`.
     #[error("frps closed the connection without answering the login")]
     ClosedBeforeLogin,
+    /// Wire v2: the connection closed before a `ServerHello`, as frps before 0.69 does.
+    #[error("frps closed the connection without answering the wire v2 hello (no ServerHello)")]
+    NoServerHello,
     /// No `LoginResp` in time.
     #[error("frps did not answer the login within {} s", .0.as_secs())]
     LoginTimeout(Duration),
@@ -116,7 +117,13 @@ impl SessionError {
     /// The connection came up but the frp exchange failed: the server may speak something else
     /// (another wire version, another transport behind the port).
     pub fn is_incompatibility(&self) -> bool {
-        matches!(self, SessionError::ClosedBeforeLogin | SessionError::LoginTimeout(_) | SessionError::Protocol(_))
+        matches!(
+            self,
+            SessionError::ClosedBeforeLogin
+                | SessionError::NoServerHello
+                | SessionError::LoginTimeout(_)
+                | SessionError::Protocol(_)
+        )
     }
 }
 
@@ -243,7 +250,7 @@ impl Session {
             }
             self.run_id = resp.run_id.clone();
             self.phase = Phase::Running;
-            self.codec.logged_in(&self.cfg.key);
+            self.codec.logged_in();
             self.events.push_back(Event::LoggedIn { run_id: resp.run_id, server_version: resp.version });
             for p in self.cfg.proxies.clone() {
                 self.send(&Message::NewProxy(p));
@@ -303,6 +310,10 @@ impl Session {
     /// The control connection ended (EOF, or an error reading or writing it).
     pub fn handle_eof(&self) -> SessionError {
         match self.phase {
+            _ if self.codec.mid_frame() => {
+                SessionError::Protocol("frps closed the control connection in the middle of a frame".into())
+            }
+            Phase::LoggingIn { .. } if self.codec.awaiting_hello() => SessionError::NoServerHello,
             Phase::LoggingIn { .. } => SessionError::ClosedBeforeLogin,
             Phase::Running => SessionError::Closed,
         }
@@ -447,7 +458,6 @@ mod tests {
         Config {
             login: Login { version: "0.65.0".into(), os: "linux".into(), arch: "amd64".into(), ..Default::default() },
             token: TOKEN.into(),
-            key: crate::auth::derive_key(TOKEN),
             proxies: proxies
                 .iter()
                 .map(|n| NewProxy { proxy_name: n.to_string(), proxy_type: "http".into(), ..Default::default() })
@@ -461,7 +471,13 @@ mod tests {
     }
 
     fn session(proxies: &[&str], run_id: &str, t0: Instant) -> Session {
-        Session::new(config(proxies), Box::new(V1Codec::new([3; 16])), run_id.into(), t0, 1_700_000_000)
+        Session::new(
+            config(proxies),
+            Box::new(V1Codec::new(crate::auth::derive_key(TOKEN), [3; 16])),
+            run_id.into(),
+            t0,
+            1_700_000_000,
+        )
     }
 
     /// A session logged in at `t0`, with what frps read so far.
@@ -642,6 +658,21 @@ mod tests {
         let mut s = session(&["web"], "", t0);
         let e = s.handle_input(&frps_pong_in_clear(), t0).unwrap_err();
         assert!(matches!(e, SessionError::Protocol(ref m) if m.contains("expected LoginResp")), "{e}");
+    }
+
+    #[test]
+    fn a_v2_login_closed_without_a_server_hello_says_so() {
+        use crate::v2::{Algorithm, Bootstrap, V2Codec};
+        let t0 = Instant::now();
+        let codec = V2Codec::new(TOKEN, &Bootstrap::default(), &Algorithm::ALL, [1; 32], [2; 24]);
+        let mut s = Session::new(config(&["web"]), Box::new(codec), String::new(), t0, 1_700_000_000);
+        let sent = s.poll_transmit();
+        assert!(sent.starts_with(&crate::v2::MAGIC), "the magic comes first");
+        assert_eq!(s.handle_eof(), SessionError::NoServerHello);
+        assert!(s.handle_eof().is_incompatibility() && !s.handle_eof().is_fatal());
+        // Half a frame header, then the end: cut short, not "no hello".
+        s.handle_input(&[0, 2, 0], t0).unwrap();
+        assert!(matches!(s.handle_eof(), SessionError::Protocol(ref m) if m.contains("middle of a frame")));
     }
 
     fn frps_pong_in_clear() -> Vec<u8> {

@@ -6,9 +6,11 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use burrow_proto::codec::V1Codec;
+use burrow_proto::codec::{Codec, V1Codec};
 use burrow_proto::msg::{Login, NewProxy};
 use burrow_proto::session::{self, Session, SessionError};
+use burrow_proto::v2::{self, V2Codec};
+use burrow_proto::Wire;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -70,6 +72,7 @@ impl AttemptError {
                 SessionError::PongError(_) => ErrorCode::AuthFailed,
                 SessionError::Rejected(_)
                 | SessionError::ClosedBeforeLogin
+                | SessionError::NoServerHello
                 | SessionError::LoginTimeout(_)
                 | SessionError::Protocol(_) => ErrorCode::ProtocolError,
                 SessionError::Closed | SessionError::HeartbeatTimeout(_) => ErrorCode::ServerUnreachable,
@@ -102,11 +105,12 @@ impl AttemptError {
             }
             AttemptError::Transport(_) => "the multiplexed connection failed; burrow reconnects".into(),
             AttemptError::Session(e) => match e {
+                SessionError::NoServerHello => "frps older than 0.69 speaks wire v1 only: set BURROW_WIRE_PROTOCOL=v1 (or transport.wireProtocol = \"v1\"); if frps is 0.69 or newer, BURROW_TCP_MUX must equal its transport.tcpMux, and BURROW_TLS must be on when it sets transport.tls.force".into(),
                 SessionError::ClosedBeforeLogin | SessionError::LoginTimeout(_) => "likely a transport mismatch: BURROW_TCP_MUX must equal frps' transport.tcpMux, and BURROW_TLS must be on when frps sets transport.tls.force; or the address is not an frps bind port".into(),
                 SessionError::Rejected(_) if e.is_fatal() => "check BURROW_SERVER_TOKEN (auth.token): it must equal frps' auth.token".into(),
                 SessionError::Rejected(_) => "frps refused this client for a reason other than its token; burrow retries".into(),
                 SessionError::PongError(_) => "frps checks tokens in heartbeats (auth.additionalScopes); check BURROW_SERVER_TOKEN".into(),
-                SessionError::Protocol(_) => "the server does not speak frp v1 as frps 0.52–0.70 do; check the address, or use the frpc fallback".into(),
+                SessionError::Protocol(_) => "the server does not speak frp as frps 0.52–0.70 do; check the address and BURROW_WIRE_PROTOCOL, or use the frpc fallback".into(),
                 SessionError::Closed | SessionError::HeartbeatTimeout(_) => "the connection to frps was lost; burrow reconnects".into(),
             },
             AttemptError::Io(_) => "the connection to frps was lost; burrow reconnects".into(),
@@ -158,7 +162,6 @@ fn session_config(shared: &Shared) -> session::Config {
             ..Default::default()
         },
         token: server.token.expose().to_string(),
-        key: shared.key,
         proxies: shared.tunnels.iter().map(new_proxy).collect(),
         login_timeout: LOGIN_TIMEOUT,
         heartbeat_interval: server.heartbeat_interval,
@@ -166,6 +169,40 @@ fn session_config(shared: &Shared) -> session::Config {
         proxy_retry: PROXY_RETRY,
         max_pending_work: MAX_PENDING_WORK,
     }
+}
+
+/// The control connection's codec for the configured wire version, with fresh randomness.
+fn codec(shared: &Shared) -> Box<dyn Codec> {
+    let server = &shared.server;
+    match server.wire {
+        Wire::V1 => Box::new(V1Codec::new(shared.key, rand::random())),
+        Wire::V2 => {
+            let bootstrap = v2::Bootstrap { transport: "tcp".into(), tls: server.tls.enabled, tcp_mux: server.tcp_mux };
+            Box::new(V2Codec::new(
+                server.token.expose(),
+                &bootstrap,
+                &aead_preference(),
+                rand::random(),
+                rand::random(),
+            ))
+        }
+    }
+}
+
+/// frpc's order: AES-GCM first where the CPU has AES instructions, XChaCha20-Poly1305 first
+/// where AES would run in software (frps takes the first one it supports).
+fn aead_preference() -> [v2::Algorithm; 2] {
+    #[cfg(target_arch = "x86_64")]
+    let fast_aes = std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq");
+    #[cfg(target_arch = "aarch64")]
+    let fast_aes = std::arch::is_aarch64_feature_detected!("aes") && std::arch::is_aarch64_feature_detected!("pmull");
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let fast_aes = false;
+    let mut order = v2::Algorithm::ALL;
+    if !fast_aes {
+        order.reverse();
+    }
+    order
 }
 
 /// Runs one session. `Ok(())` means a requested stop; `logged_in` tells the caller whether the
@@ -182,13 +219,7 @@ pub(super) async fn run(
         c = connect(shared) => c?,
         _ = stop.cancelled() => return Ok(()),
     };
-    let mut session = Session::new(
-        session_config(shared),
-        Box::new(V1Codec::new(rand::random())),
-        run_id.clone(),
-        Instant::now(),
-        unix_now(),
-    );
+    let mut session = Session::new(session_config(shared), codec(shared), run_id.clone(), Instant::now(), unix_now());
     let (mut rd, mut wr) = tokio::io::split(control);
     // The control connection is written by a task of its own, so a slow write never stops
     // reading (frps may be writing to us at the same moment).
@@ -218,6 +249,7 @@ pub(super) async fn run(
                         server: addr,
                         transport: shared.transport_name(),
                         mode: Backend::Native,
+                        wire: shared.server.wire.name(),
                         server_version: Some(server_version),
                     });
                 }

@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::framed::{read_msg, write_msg, ReadError};
+use super::framed::{read_msg, write_first_msg, ReadError};
 use super::{Shared, Tunnel};
 use crate::config::TunnelKind;
 use crate::layers::wrap_work_conn;
@@ -64,8 +64,9 @@ pub(super) async fn open(
     // Held until the stream is done; while none is free, frps' request waits here.
     let permit = shared.streams.clone().acquire_owned().await.map_err(|_| WorkError::Closed)?;
     let mut conn = conns.connect().await?;
-    write_msg(&mut conn, &Message::NewWorkConn(hello)).await?;
-    let start = match read_msg(&mut conn).await? {
+    let wire = shared.server.wire;
+    write_first_msg(&mut conn, &Message::NewWorkConn(hello), wire).await?;
+    let start = match read_msg(&mut conn, wire).await? {
         Message::StartWorkConn(s) => s,
         other => return Err(WorkError::Unexpected(other.msg_type())),
     };
@@ -209,6 +210,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use burrow_proto::msg::StartWorkConn;
+    use burrow_proto::Wire;
     use futures::future::BoxFuture;
 
     use super::*;
@@ -228,9 +230,10 @@ mod tests {
             let (ours, mut theirs) = tokio::io::duplex(4096);
             let answer = self.answer.clone();
             tokio::spawn(async move {
-                assert!(matches!(read_msg(&mut theirs).await, Ok(Message::NewWorkConn(_))));
+                assert!(matches!(read_msg(&mut theirs, Wire::V1).await, Ok(Message::NewWorkConn(_))));
                 if let Some(a) = answer {
-                    let _ = write_msg(&mut theirs, &Message::StartWorkConn(a)).await;
+                    let bytes = Message::StartWorkConn(a).to_bytes().unwrap();
+                    let _ = theirs.write_all(&bytes).await;
                 }
                 std::future::pending::<()>().await;
             });

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{ConfigError, Secret, ServerConfig, TunnelConfig, TunnelKind};
+use super::{ConfigError, Secret, ServerConfig, TunnelConfig, TunnelKind, Wire};
 
 /// A parsed frpc TOML file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -58,6 +58,7 @@ struct Transport {
     tcp_mux: Option<bool>,
     #[allow(dead_code)]
     tcp_mux_keepalive_interval: Option<i64>,
+    wire_protocol: Option<String>,
     pool_count: Option<u32>,
     heartbeat_interval: Option<i64>,
     heartbeat_timeout: Option<i64>,
@@ -174,6 +175,7 @@ impl FrpcFile {
                 auth: Auth { method: text(&["auth", "method"]), token: text(&["auth", "token"]) },
                 transport: Transport {
                     tcp_mux: flag(&["transport", "tcpMux"]),
+                    wire_protocol: text(&["transport", "wireProtocol"]),
                     tls: Tls {
                         enable: flag(&["transport", "tls", "enable"]),
                         server_name: text(&["transport", "tls", "serverName"]),
@@ -200,6 +202,14 @@ impl FrpcFile {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(w) = self.transport.wire_protocol.as_deref().filter(|w| Wire::from_name(w).is_none()) {
+            return Err(self.key_err(
+                "transport.wireProtocol",
+                w,
+                "expected \"v1\" or \"v2\" (v2 needs frps 0.69 or newer)",
+                "transport.wireProtocol = \"v2\"",
+            ));
+        }
         if let Some(ca) = &self.transport.tls.trusted_ca_file {
             if !ca.is_file() {
                 return Err(self.key_err(
@@ -302,6 +312,9 @@ impl FrpcFile {
         if let Some(m) = self.transport.tcp_mux {
             s.tcp_mux = m;
         }
+        if let Some(w) = self.transport.wire_protocol.as_deref().and_then(Wire::from_name) {
+            s.wire = w;
+        }
         if let Some(n) = self.transport.pool_count {
             s.pool_count = n;
         }
@@ -366,9 +379,6 @@ pub fn native_gap(raw: &toml::Table) -> Option<String> {
     let transport = table(raw.get("transport"));
     if let Some(p) = transport.get("protocol").and_then(|v| v.as_str()).filter(|p| *p != "tcp") {
         return Some(format!("transport.protocol = \"{p}\" (the native client speaks frp over TCP)"));
-    }
-    if let Some(w) = transport.get("wireProtocol").and_then(|v| v.as_str()).filter(|w| *w != "v1") {
-        return Some(format!("transport.wireProtocol = \"{w}\" (the native client speaks wire v1)"));
     }
     if let Some(m) = table(raw.get("auth")).get("method").and_then(|v| v.as_str()).filter(|m| *m != "token") {
         return Some(format!("auth.method = \"{m}\" (the native client authenticates with a token)"));
@@ -472,7 +482,6 @@ transport.useCompression = true
     fn features_only_frpc_has_are_gaps_not_errors() {
         for (text, want) in [
             ("serverAddr = \"h\"\ntransport.protocol = \"kcp\"\n", "transport.protocol = \"kcp\""),
-            ("transport.wireProtocol = \"v2\"\n", "wireProtocol"),
             ("auth.method = \"oidc\"\n", "auth.method"),
             ("[[proxies]]\nname=\"a\"\ntype=\"udp\"\nlocalPort=1\nremotePort=2\n", "proxies[0].type = \"udp\""),
             ("[[proxies]]\nname=\"a\"\ntype=\"tcp\"\n[proxies.plugin]\ntype=\"socks5\"\n", "plugin"),
@@ -481,6 +490,17 @@ transport.useCompression = true
             assert!(f.native_gap.as_deref().unwrap_or_default().contains(want), "{text}: {:?}", f.native_gap);
         }
         assert!(parse("serverAddr = \"h\"\n").unwrap().native_gap.is_none());
+    }
+
+    #[test]
+    fn wire_protocol_is_native_and_checked() {
+        let f = parse("transport.wireProtocol = \"v2\"\n").unwrap();
+        assert!(f.native_gap.is_none(), "{:?}", f.native_gap);
+        let mut s = ServerConfig::new("", 7000, Secret::default());
+        f.apply_server(&mut s);
+        assert_eq!(s.wire, Wire::V2);
+        let e = parse("transport.wireProtocol = \"v3\"\n").unwrap_err().to_string();
+        assert!(e.contains("transport.wireProtocol") && e.contains("v3") && e.contains("\"v1\" or \"v2\""), "{e}");
     }
 
     #[test]

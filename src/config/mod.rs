@@ -12,6 +12,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use burrow_proto::Wire;
+
 pub use frpc_toml::FrpcFile;
 
 /// A secret string: never printed by `Debug` or `Display`.
@@ -80,6 +82,8 @@ pub struct ServerConfig {
     pub tls: TlsConfig,
     /// yamux multiplexing; must equal frps' `transport.tcpMux`.
     pub tcp_mux: bool,
+    /// frp wire protocol (`transport.wireProtocol`); v2 needs frps 0.69+.
+    pub wire: Wire,
     /// Work connections kept ready (`transport.poolCount`).
     pub pool_count: u32,
     /// Ping period (`transport.heartbeatInterval`, default 30 s).
@@ -101,6 +105,7 @@ impl ServerConfig {
             user: String::new(),
             tls: TlsConfig { enabled: true, ca_file: None, pin: None, server_name: None },
             tcp_mux: true,
+            wire: Wire::V1,
             pool_count: 1,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
@@ -321,6 +326,13 @@ pub fn parse_bool(name: &str, v: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// Parses a wire protocol version (`v1`, `v2`).
+pub fn parse_wire(name: &str, v: &str) -> Result<Wire, ConfigError> {
+    Wire::from_name(&v.trim().to_ascii_lowercase()).ok_or_else(|| {
+        ConfigError::new(name, v, "expected v1 or v2 (v2 needs frps 0.69 or newer)", format!("{name}=v2"))
+    })
+}
+
 /// Parses `host:port` (`[v6]:port` for IPv6).
 pub fn parse_host_port(name: &str, v: &str, example: &str) -> Result<(String, u16), ConfigError> {
     let bad = |problem: &str| ConfigError::new(name, v, problem, format!("{name}={example}"));
@@ -494,6 +506,9 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
     }
     if let Some(v) = get(env, "BURROW_TCP_MUX") {
         server.tcp_mux = parse_bool("BURROW_TCP_MUX", v)?;
+    }
+    if let Some(v) = get(env, "BURROW_WIRE_PROTOCOL") {
+        server.wire = parse_wire("BURROW_WIRE_PROTOCOL", v)?;
     }
     if let Some(v) = get(env, "BURROW_TLS_CA") {
         let p = PathBuf::from(v);

@@ -187,6 +187,7 @@ pub fn toml_from_file(raw: &Table, server: &ServerConfig, admin: &Admin) -> Stri
     t.insert("auth".into(), Value::Table(auth));
     let mut transport = sub(&mut t, "transport");
     transport.insert("tcpMux".into(), server.tcp_mux.into());
+    set_wire(&mut transport, server);
     let mut tls = transport.get("tls").and_then(|v| v.as_table()).cloned().unwrap_or_default();
     tls.insert("enable".into(), server.tls.enabled.into());
     if let Some(ca) = &server.tls.ca_file {
@@ -200,6 +201,15 @@ pub fn toml_from_file(raw: &Table, server: &ServerConfig, admin: &Admin) -> Stri
     t.insert("webServer".into(), admin_table(admin));
     t.insert("log".into(), log_table());
     toml::to_string(&t).unwrap_or_default()
+}
+
+/// `transport.wireProtocol`, written only when it is not frp's default v1: frpc before 0.69
+/// refuses the key.
+fn set_wire(transport: &mut Table, server: &ServerConfig) {
+    match server.wire {
+        crate::config::Wire::V1 => transport.remove("wireProtocol"),
+        w => transport.insert("wireProtocol".into(), w.name().into()),
+    };
 }
 
 /// TOML (frpc ≥ 0.52) for burrow's own model.
@@ -226,6 +236,7 @@ pub fn toml_from_model(server: &ServerConfig, tunnels: &[TunnelConfig], admin: &
     }
     let mut transport = Table::new();
     transport.insert("tcpMux".into(), server.tcp_mux.into());
+    set_wire(&mut transport, server);
     transport.insert("poolCount".into(), Value::Integer(server.pool_count.into()));
     transport.insert("tls".into(), Value::Table(tls));
     t.insert("transport".into(), Value::Table(transport));

@@ -330,6 +330,7 @@ impl Frpc {
                         server: self.cfg.server.display_addr(),
                         transport: transport_name(&self.cfg),
                         mode: BackendKind::Frpc,
+                        wire: self.cfg.server.wire.name(),
                         server_version: None,
                     });
                 }
