@@ -10,6 +10,9 @@
 #
 # Usage: resources/build-frp.sh [X.Y.Z ...]   (default: every pinned version; prints one
 #        directory per version on stdout, "X.Y.Z DIR")
+#        resources/build-frp.sh --platform OS-ARCH X.Y.Z ...
+#        builds frpc alone for another platform (linux-arm64, windows-amd64, darwin-arm64, …;
+#        Go cross-compiles it) into frp-X.Y.Z-OS-ARCH/ — what resources/fetch-frpc.sh bundles.
 set -euo pipefail
 
 # version  module hash (go mod download -json github.com/fatedier/frp@vX.Y.Z: "Sum")
@@ -27,6 +30,20 @@ say() { printf 'build-frp: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 command -v go >/dev/null 2>&1 || die "Go is not installed; install Go 1.22 or newer (the project's machines have /usr/local/go) and run again"
 
+platform=""
+if [ "${1:-}" = --platform ]; then
+  platform="${2:?--platform needs OS-ARCH, e.g. windows-amd64}"
+  shift 2
+fi
+# This machine's own platform is the ordinary build (frps and frpc): one build, one cache.
+[ "$platform" != "$(go env GOOS)-$(go env GOARCH)" ] || platform=""
+goos="${platform%-*}"; goarch="${platform#*-}"
+cmds="frps frpc"; exe=""
+if [ -n "$platform" ]; then
+  cmds="frpc"
+  [ "$goos" = windows ] && exe=".exe"
+fi
+
 wanted=("$@")
 [ ${#wanted[@]} -gt 0 ] || mapfile -t wanted < <(awk 'NF {print $1}' <<<"$PINNED")
 i=0
@@ -34,8 +51,8 @@ for v in "${wanted[@]}"; do
   i=$((i + 1))
   sum=$(awk -v v="$v" '$1 == v {print $2}' <<<"$PINNED")
   [ -n "$sum" ] || die "frp $v is not pinned here; pinned: $(awk 'NF {printf "%s ", $1}' <<<"$PINNED")"
-  dir="$cache/frp-$v"
-  if [ -x "$dir/frps" ] && [ -x "$dir/frpc" ] && [ "$(cat "$dir/.module-sum" 2>/dev/null)" = "$sum" ]; then
+  dir="$cache/frp-$v${platform:+-$platform}"
+  if [ -x "$dir/frpc$exe" ] && { [ -n "$platform" ] || [ -x "$dir/frps" ]; } && [ "$(cat "$dir/.module-sum" 2>/dev/null)" = "$sum" ]; then
     say "[$i/${#wanted[@]}] frp $v: cached"
     echo "$v $dir"
     continue
@@ -46,10 +63,10 @@ for v in "${wanted[@]}"; do
   got=$(sed -n 's/^[[:space:]]*"Sum": "\(.*\)",*$/\1/p' <<<"$info")
   src=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p' <<<"$info")
   [ "$got" = "$sum" ] || die "frp v$v has module hash $got, not the pinned $sum; the tag moved: refusing to build it"
-  say "[$i/${#wanted[@]}] frp $v: building frps and frpc (20 s to a minute on 2 cores) ..."
+  say "[$i/${#wanted[@]}] frp $v: building ${cmds/ / and }${platform:+ for $platform} (20 s to a minute on 2 cores) ..."
   # A writable copy: from 0.62 on, the dashboards' built pages (web/*/dist, which frp's release
   # makes with npm) are not in the module source, and `go:embed` needs the directory. A placeholder
-  # page stands in; burrow's tests use no dashboard.
+  # page stands in; burrow's tests use only the dashboards' APIs.
   work=$(mktemp -d)
   cp -r "$src" "$work/frp" && chmod -R u+w "$work/frp"
   for ui in "$work/frp/web/frps" "$work/frp/web/frpc"; do
@@ -58,10 +75,11 @@ for v in "${wanted[@]}"; do
     fi
   done
   mkdir -p "$dir"
-  for cmd in frps frpc; do
-    (cd "$work/frp" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dir/.$cmd.$$" "./cmd/$cmd") \
-      || { rm -rf "$work"; die "frp $v's $cmd did not build with $(go version | cut -d' ' -f3); see the errors above"; }
-    mv -f "$dir/.$cmd.$$" "$dir/$cmd"
+  for cmd in $cmds; do
+    (cd "$work/frp" && env CGO_ENABLED=0 ${platform:+GOOS=$goos GOARCH=$goarch} \
+      go build -trimpath -ldflags "-s -w" -o "$dir/.$cmd.$$" "./cmd/$cmd") \
+      || { rm -rf "$work"; die "frp $v's $cmd did not build${platform:+ for $platform} with $(go version | cut -d' ' -f3); see the errors above"; }
+    mv -f "$dir/.$cmd.$$" "$dir/$cmd$exe"
   done
   rm -rf "$work"
   echo "$sum" >"$dir/.module-sum"

@@ -6,7 +6,8 @@
 #
 # Installs Debian's chromium (the status-page browser test) when it is missing and this runs as
 # root; fetches the pinned frps/frpc (resources/fetch-frp.sh) and builds the other frp versions of
-# the matrix from Go source (resources/build-frp.sh); `npm ci` for the Electron tests;
+# the matrix from Go source (resources/build-frp.sh), the bundled frpc among them
+# (resources/fetch-frpc.sh); `npm ci` for the Electron tests;
 # cargo-fuzz when missing. Everything is cached, so a second run only builds and tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +44,9 @@ if ! wait "$frp_build"; then
 fi
 grep '^build-frp' "$frp_log" || true
 rm -f "$frp_log"
+
+step "the bundled frpc for this machine (resources/fetch-frpc.sh: frpc $(python3 -c 'import json; print(json.load(open("resources/frpc-manifest.json"))["frp_version"])') from the build above)"
+bash resources/fetch-frpc.sh "$(go env GOOS)-$(go env GOARCH)" >/dev/null
 
 step "Rust tests (unit, proto, and the integration binary against real peers)"
 cargo test --workspace

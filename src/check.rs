@@ -161,6 +161,7 @@ fn summary(c: &Config) -> Value {
         v["token"] = json!(mask(c.server.token.expose()));
         let t = if c.server.tls.enabled { "tls" } else { "tcp" };
         v["transport"] = json!(if c.server.tcp_mux { format!("{t}+yamux") } else { t.to_string() });
+        v["wire"] = json!(c.server.wire.name());
     }
     if let Some(gap) = &c.native_gap {
         v["needs"] = json!(format!("frpc: {gap}"));

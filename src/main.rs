@@ -62,7 +62,7 @@ fn main() {
     match cli.command {
         Some(Command::Version) => {
             println!("burrow {}", env!("CARGO_PKG_VERSION"));
-            println!("frp wire protocol: v1 (frps 0.52 – 0.70; verified against 0.65.0)");
+            println!("frp wire protocol: v1 (frps 0.52 – 0.70) and v2 (frps 0.69 – 0.70), tested against each");
             println!("transports: tcp, tls, yamux (tcp_mux)");
             let explicit = std::env::var_os("BURROW_FRPC_PATH").map(PathBuf::from);
             match frpc::locate::resolve(explicit.as_deref()) {

@@ -152,7 +152,7 @@ async fn api_variables_are_validated_too() {
 #[tokio::test]
 async fn check_reports_and_exits_by_outcome() {
     let frps = Frps::start(FrpsOpts::default()).await;
-    let frpc = frp_dir().join("frpc");
+    let frpc = bundled_frpc();
     let run = |server: String, json: bool| {
         let frpc = frpc.clone();
         async move {
@@ -175,7 +175,7 @@ async fn check_reports_and_exits_by_outcome() {
     let (code, text) = run(frps.addr(), false).await;
     assert_eq!(code, Some(0), "{text}");
     assert!(
-        text.contains("frpc 0.65.0") && text.contains("handshake succeeded") && text.contains("not verified"),
+        text.contains("frpc 0.70.1") && text.contains("handshake succeeded") && text.contains("not verified"),
         "{text}"
     );
     assert!(!text.contains("check-secret-1"));

@@ -1,4 +1,4 @@
-//! The bundled-frpc fallback with real frpc 0.65.0 and real frps.
+//! The bundled-frpc fallback with the bundled frpc (0.70.1, built from source) and real frps.
 
 use std::time::Duration;
 
@@ -46,7 +46,7 @@ async fn frpc_child(burrow: u32) -> u32 {
 async fn fallback_flag_serves_through_frpc_and_cleans_up() {
     let frps = Frps::start(FrpsOpts::default()).await;
     let app = app_upstream("app").await;
-    let frpc = frp_dir().join("frpc");
+    let frpc = bundled_frpc();
     let mut env: Vec<(String, String)> = vec![
         ("BURROW_SERVER_ADDR".into(), frps.addr()),
         ("BURROW_SERVER_TOKEN".into(), TOKEN.into()),
@@ -82,7 +82,7 @@ async fn fallback_flag_serves_through_frpc_and_cleans_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_burrow_leaves_no_frpc() {
     let frps = Frps::start(FrpsOpts::default()).await;
-    let frpc = frp_dir().join("frpc");
+    let frpc = bundled_frpc();
     // A temp dir of this test's own: other tests' burrows would sweep the killed one's config too.
     let tmp = tempdir::TempDir::new();
     let (addr, frpc_path, tmpdir) = (frps.addr(), frpc.display().to_string(), tmp.path().display().to_string());
@@ -161,7 +161,7 @@ async fn auto_mode_falls_back_for_kcp() {
             app.addr.port()
         ),
     );
-    let frpc = frp_dir().join("frpc");
+    let frpc = bundled_frpc();
     let b = Burrow::spawn(&[("BURROW_CONFIG", cfg.to_str().unwrap()), ("BURROW_FRPC_PATH", frpc.to_str().unwrap())]);
     let fb = b.wait("fallback", T).await;
     assert_eq!((fb["from"].as_str(), fb["to"].as_str()), (Some("native"), Some("frpc")));
@@ -186,7 +186,7 @@ async fn auto_mode_falls_back_after_two_protocol_errors() {
             drop(s);
         }
     });
-    let frpc = frp_dir().join("frpc");
+    let frpc = bundled_frpc();
     let b = Burrow::spawn(&[
         ("BURROW_SERVER_ADDR", &format!("127.0.0.1:{port}")),
         ("BURROW_SUBDOMAIN", "x"),
@@ -204,7 +204,7 @@ async fn auto_mode_falls_back_after_two_protocol_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_frpc_is_restarted() {
     let frps = Frps::start(FrpsOpts::default()).await;
-    let frpc = frp_dir().join("frpc");
+    let frpc = bundled_frpc();
     let app = http_upstream().await;
     let routes = format!("/=http://{}", app.addr);
     let b = Burrow::spawn(&[
@@ -231,7 +231,7 @@ async fn a_dead_frpc_is_restarted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frpc_mode_reports_losing_and_regaining_the_server() {
     let mut frps = Frps::start(FrpsOpts::default()).await;
-    let frpc = frp_dir().join("frpc");
+    let frpc = bundled_frpc();
     let b = Burrow::spawn(&[
         ("BURROW_SERVER_ADDR", &frps.addr()),
         ("BURROW_SERVER_TOKEN", TOKEN),
@@ -268,11 +268,7 @@ async fn frpc_behind_a_wrapper_script_is_stopped_with_it() {
     let wrapper = write_file(
         dir.path(),
         "frpc",
-        &format!(
-            "#!/bin/sh\n\"{}\" \"$@\" &\necho $! >> \"{}\"\nwait\n",
-            frp_dir().join("frpc").display(),
-            pids.display()
-        ),
+        &format!("#!/bin/sh\n\"{}\" \"$@\" &\necho $! >> \"{}\"\nwait\n", bundled_frpc().display(), pids.display()),
     );
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -296,4 +292,34 @@ async fn frpc_behind_a_wrapper_script_is_stopped_with_it() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("frpc {} outlived burrow's shutdown", running[0]);
+}
+
+/// The frpc burrow bundles is the manifest's 0.70.1, found where a build of burrow looks for it
+/// (no BURROW_FRPC_PATH), and it serves a wire v2 fallback: frps' own client list says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bundled_frpc_is_0_70_1_and_serves_wire_v2() {
+    bundled_frpc();
+    let dashboard = free_port();
+    let extra = format!("webServer.addr = \"127.0.0.1\"\nwebServer.port = {dashboard}\n");
+    let frps = Frps::start(FrpsOpts { version: Some("0.70.1"), extra, ..Default::default() }).await;
+    let app = app_upstream("app").await;
+    let mut env: Vec<(String, String)> = vec![
+        ("BURROW_SERVER_ADDR".into(), frps.addr()),
+        ("BURROW_SERVER_TOKEN".into(), TOKEN.into()),
+        ("BURROW_SUBDOMAIN".into(), "bundled".into()),
+        ("BURROW_WIRE_PROTOCOL".into(), "v2".into()),
+        ("BURROW_MODE".into(), "frpc".into()),
+    ];
+    env.extend(route_all_to(app));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut b = Burrow::spawn(&pairs);
+    let c = b.wait("connected", T).await;
+    assert_eq!((c["mode"].as_str(), c["wire"].as_str()), (Some("frpc"), Some("v2")), "{c}");
+    b.wait("tunnel_up", T).await;
+    let body = vhost_get_ok(frps.vhost_port, &format!("bundled.{SUBDOMAIN_HOST}"), "/x", T).await;
+    assert!(body.contains("\"uri\":\"/x\""), "{body}");
+    let (status, clients) = vhost_get(dashboard, "127.0.0.1", "/api/clients").await;
+    assert_eq!(status, 200, "{clients}");
+    assert!(clients.contains("\"version\":\"0.70.1\"") && clients.contains("\"wireProtocol\":\"v2\""), "{clients}");
+    assert_eq!(b.close_stdin_and_wait(Duration::from_secs(5)).await, 0);
 }

@@ -4,21 +4,39 @@ use super::*;
 
 pub const TOKEN: &str = "test-frp-token-5f1e";
 
-/// Directory with the pinned frps/frpc; fetches them with the project's script when missing.
+/// Runs one of the project's scripts in `resources/` (they fetch or build once and cache) and
+/// returns its standard output; `needed_for` says, in a failure, what needed it.
+fn run_script(script: &str, args: &[&str], needed_for: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("resources").join(script);
+    match std::process::Command::new("bash").arg(&script).args(args).stderr(Stdio::inherit()).output() {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Ok(o) => {
+            panic!("{needed_for} needs {} and it failed ({}); run it by hand to see why", script.display(), o.status)
+        }
+        Err(e) => panic!("{needed_for} needs {} and it could not run: {e}", script.display()),
+    }
+}
+
+/// Directory with the pinned frps/frpc 0.65.0; fetches them with the project's script when missing.
 pub fn frp_dir() -> PathBuf {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("resources/fetch-frp.sh");
-        let out = std::process::Command::new("bash").arg(&script).stderr(Stdio::inherit()).output();
-        match out {
-            Ok(o) if o.status.success() => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
-            Ok(o) => panic!(
-                "frps 0.65.0 is needed and {} failed ({}); run it by hand to see why",
-                script.display(),
-                o.status
-            ),
-            Err(e) => panic!("frps 0.65.0 is needed and {} could not run: {e}", script.display()),
-        }
+    DIR.get_or_init(|| PathBuf::from(run_script("fetch-frp.sh", &[], "frps 0.65.0").trim())).clone()
+}
+
+/// The frpc burrow bundles (resources/frpc-manifest.json), for this machine's platform: laid out
+/// in resources/bin/<os>-<arch>/ by the project's script (built from Go source once, cached),
+/// where a development build of burrow finds it.
+pub fn bundled_frpc() -> PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let os = if std::env::consts::OS == "macos" { "darwin" } else { std::env::consts::OS };
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            a => a,
+        };
+        let out = run_script("fetch-frpc.sh", &[&format!("{os}-{arch}")], "the bundled frpc");
+        PathBuf::from(out.split_whitespace().nth(1).unwrap_or_default())
     })
     .clone()
 }
@@ -34,20 +52,10 @@ pub fn frp_version_dir(version: &str) -> PathBuf {
     }
     static DIRS: std::sync::OnceLock<std::collections::HashMap<String, PathBuf>> = std::sync::OnceLock::new();
     let dirs = DIRS.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("resources/build-frp.sh");
-        let out = std::process::Command::new("bash").arg(&script).stderr(Stdio::inherit()).output();
-        match out {
-            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter_map(|l| l.split_once(' ').map(|(v, d)| (v.to_string(), PathBuf::from(d))))
-                .collect(),
-            Ok(o) => panic!(
-                "the frp version matrix needs {} and it failed ({}); run it by hand to see why",
-                script.display(),
-                o.status
-            ),
-            Err(e) => panic!("the frp version matrix needs {} and it could not run: {e}", script.display()),
-        }
+        run_script("build-frp.sh", &[], "the frp version matrix")
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|(v, d)| (v.to_string(), PathBuf::from(d))))
+            .collect()
     });
     dirs.get(version).unwrap_or_else(|| panic!("frp {version} is not pinned in resources/build-frp.sh")).clone()
 }
