@@ -176,6 +176,29 @@ async fn auto_mode_falls_back_for_kcp() {
     assert_eq!(c["transport"], "kcp");
 }
 
+/// `transport.wireProtocol = "v2"` was a reason to fall back; now `auto` serves it natively.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mode_serves_a_wire_v2_file_natively() {
+    let frps = Frps::start(FrpsOpts { version: Some("0.70.1"), ..Default::default() }).await;
+    let app = http_upstream().await;
+    let dir = tempdir::TempDir::new();
+    let cfg = write_file(
+        dir.path(),
+        "frpc.toml",
+        &format!(
+            "serverAddr = \"127.0.0.1\"\nserverPort = {}\nauth.token = \"{TOKEN}\"\ntransport.wireProtocol = \"v2\"\n[[proxies]]\nname = \"w\"\ntype = \"http\"\nlocalPort = {}\nsubdomain = \"wire2\"\n",
+            frps.bind_port,
+            app.addr.port()
+        ),
+    );
+    let frpc = bundled_frpc();
+    let b = Burrow::spawn(&[("BURROW_CONFIG", cfg.to_str().unwrap()), ("BURROW_FRPC_PATH", frpc.to_str().unwrap())]);
+    let c = b.wait("connected", T).await;
+    assert_eq!((c["mode"].as_str(), c["wire"].as_str()), (Some("native"), Some("v2")), "{c}");
+    assert_eq!(vhost_get_ok(frps.vhost_port, &format!("wire2.{SUBDOMAIN_HOST}"), "/v2", T).await, "hello /v2");
+    assert_eq!(b.count("fallback"), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_mode_falls_back_after_two_protocol_errors() {
     // Something that accepts TCP and closes at once, as a server of another protocol would.
