@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Tunnel benchmark: burrow's native client vs frpc 0.65.0 vs no tunnel, on the same real frps
-# 0.65.0, in one run. For TLS + tcp_mux and for tcp_mux off it measures, per client:
+# Tunnel benchmark: burrow's native client vs frpc vs no tunnel, on the same real frps (0.65.0,
+# or FRP_VERSION built by resources/build-frp.sh), in one run, over each wire protocol of WIRES
+# (default v1; "v1 v2" needs frps 0.69+ and adds a v2-against-v1 table). For TLS + tcp_mux and for
+# tcp_mux off (MUXES, default "mux nomux") it measures, per client:
 #   - bulk throughput through a tcp tunnel, each direction (iperf3), MiB/s, and client CPU s/GiB
 #     (with the kernel's part of it, and frps' CPU s/GiB for comparison);
 #   - for each rate, the whole machine's CPU per unit and how busy its cores were, from which the
@@ -19,10 +21,14 @@
 # Needs wrk, iperf3 and nginx (Debian: apt-get install wrk iperf3 nginx-light). Loopback only.
 #
 # Usage: bench/tunnel.sh [seconds-per-measurement (default 5)]
+#        FRP_VERSION=0.70.1 WIRES="v1 v2" MUXES=mux REPS=1 bench/tunnel.sh    (wire v2 next to v1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR="${1:-5}"
 REPS="${REPS:-3}"
+FRP_VERSION="${FRP_VERSION:-0.65.0}"
+WIRES="${WIRES:-v1}"
+MUXES="${MUXES:-mux nomux}"
 for tool in wrk iperf3 nginx python3; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (Debian: apt-get install wrk iperf3 nginx-light python3)" >&2; exit 1; }
 done
@@ -33,7 +39,11 @@ cargo build --release --quiet --example connrate
 cargo build --release --quiet --bin burrow
 BURROW="$PWD/target/release/burrow"
 CONNRATE="$PWD/target/release/examples/connrate"
-FRP="$(bash resources/fetch-frp.sh)"
+if [ "$FRP_VERSION" = 0.65.0 ]; then
+  FRP="$(bash resources/fetch-frp.sh)"
+else
+  FRP="$(bash resources/build-frp.sh "$FRP_VERSION" | awk '{print $2}')"
+fi
 source bench/lib.sh
 # Everything printed on stdout is also the results section this script writes at its end.
 exec 3>&1 > >(tee "$work/results.md" >&3)
@@ -84,12 +94,12 @@ start_client() {
 results="$work/results.jsonl"
 : >"$results"
 record() { echo "$1" >>"$results"; }
-# One measurement of the current case (run_case's mux, client and rep): metric NAME VALUE.
-metric() { record "{\"mux\":\"$mux\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"$1\",\"value\":$2}"; }
+# One measurement of the current case (run_case's mux, client, rep and wire): metric NAME VALUE.
+metric() { record "{\"mux\":\"$mux\",\"wire\":\"$wire\",\"client\":\"$client\",\"rep\":$rep,\"metric\":\"$1\",\"value\":$2}"; }
 py() { python3 -c "print($1)"; }
 
-run_case() { # transport(mux|nomux) client(burrow|frpc|none) rep
-  local mux="$1" client="$2" rep="$3" tcpmux=true
+run_case() { # transport(mux|nomux) client(burrow|frpc|none) rep wire(v1|v2)
+  local mux="$1" client="$2" rep="$3" wire="$4" tcpmux=true
   [ "$mux" = nomux ] && tcpmux=false
   local BIND VHOST REMOTE REMOTE_ECHO
   BIND=$(free_port); VHOST=$(free_port); REMOTE=$(free_port); REMOTE_ECHO=$(free_port)
@@ -111,6 +121,7 @@ serverPort = $BIND
 auth.token = "$TOKEN"
 transport.tcpMux = $tcpmux
 transport.tls.enable = true
+$([ "$wire" = v1 ] || echo "transport.wireProtocol = \"$wire\"")
 
 [[proxies]]
 name = "web"
@@ -223,9 +234,9 @@ TOML
     read -r m1 t1m < <(machine_ticks)
     c1=$( [ "$pid" != 0 ] && cpu_ticks "$pid" || echo 0 )
     k1=$( [ "$pid" != 0 ] && sys_ticks "$pid" || echo 0 )
-    python3 - "$mux" "$client" "$rep" "$conns" "$((c1-c0))" "$TICK" "$pid" "$((k1-k0))" "$((m1-m0))" "$((t1m-t0m))" >>"$results" <<PY
+    python3 - "$mux" "$client" "$rep" "$conns" "$((c1-c0))" "$TICK" "$pid" "$((k1-k0))" "$((m1-m0))" "$((t1m-t0m))" "$wire" >>"$results" <<PY
 import json, re, sys
-mux, client, rep, conns, ticks, tick, pid, kticks, mticks, tticks = sys.argv[1:]
+mux, client, rep, conns, ticks, tick, pid, kticks, mticks, tticks, wire = sys.argv[1:]
 out = """$out"""
 def ms(v):
     m = re.match(r"([\d.]+)(us|ms|s)", v)
@@ -235,7 +246,7 @@ rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 reqs = int(re.search(r"(\d+) requests in", out).group(1))
 p50 = ms(re.search(r"\s50%\s+(\S+)", out).group(1))
 p99 = ms(re.search(r"\s99%\s+(\S+)", out).group(1))
-base = {"mux": mux, "client": client, "rep": int(rep)}
+base = {"mux": mux, "wire": wire, "client": client, "rep": int(rep)}
 for k, v in [(f"http_rps_c{conns}", round(rps)), (f"http_p50_ms_c{conns}", p50), (f"http_p99_ms_c{conns}", p99),
              (f"http_machine_busy_pct_c{conns}", round(100 * int(mticks) / max(1, int(tticks)), 1))]:
     print(json.dumps({**base, "metric": k, "value": v}))
@@ -255,36 +266,47 @@ PY
     kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
   fi
   kill "$frps" 2>/dev/null || true; wait "$frps" 2>/dev/null || true
-  echo "bench: $mux $client run $rep done" >&2
+  echo "bench: $mux $wire $client run $rep done" >&2
 }
 
+first_wire="${WIRES%% *}"
 for rep in $(seq "$REPS"); do
-  for mux in mux nomux; do
-    for client in burrow frpc none; do
-      run_case "$mux" "$client" "$rep"
+  for mux in $MUXES; do
+    for wire in $WIRES; do
+      for client in burrow frpc none; do
+        # No tunnel is the same whatever the wire: measured once.
+        [ "$client" = none ] && [ "$wire" != "$first_wire" ] && continue
+        run_case "$mux" "$client" "$rep" "$wire"
+      done
     done
   done
 done
 
 mkdir -p target
-python3 - "$results" "$(stat -c %s "$BURROW")" "$(stat -c %s "$FRP/frpc")" <<'PY'
+python3 - "$results" "$(stat -c %s "$BURROW")" "$(stat -c %s "$FRP/frpc")" "$FRP_VERSION" "$WIRES" "$MUXES" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 sizes = {"burrow": int(sys.argv[2]), "frpc": int(sys.argv[3])}
-med = {}
+frp, wires, muxes = sys.argv[4], sys.argv[5].split(), sys.argv[6].split()
+med_w = {}
 for r in rows:
     if r["value"] is None:
         continue
-    med.setdefault((r["mux"], r["client"], r["metric"]), []).append(r["value"])
-med = {k: statistics.median(v) for k, v in med.items()}
+    # "No tunnel" rows stand for every wire.
+    for w in (wires if r["client"] == "none" else [r["wire"]]):
+        med_w.setdefault((r["mux"], w, r["client"], r["metric"]), []).append(r["value"])
+med_w = {k: statistics.median(v) for k, v in med_w.items()}
+# The tables below are for the first wire; the v2 table at the end puts the others beside it.
+med = {(m, c, k): v for (m, w, c, k), v in med_w.items() if w == wires[0]}
 metrics = []
 for r in rows:
     if r["metric"] not in metrics:
         metrics.append(r["metric"])
-out = {"medians": {f"{m}/{c}/{k}": v for (m, c, k), v in med.items()}, "binary_bytes": sizes, "runs": rows}
+out = {"frps": frp, "medians": {f"{m}/{w}/{c}/{k}": v for (m, w, c, k), v in med_w.items()}, "binary_bytes": sizes, "runs": rows}
 json.dump(out, open("target/bench-tunnel.json", "w"), indent=1)
-for mux, title in [("mux", "TLS + tcp_mux"), ("nomux", "TLS, tcp_mux off")]:
-    print(f"\n### {title}\n")
+titles = [(m, t) for m, t in [("mux", "TLS + tcp_mux"), ("nomux", "TLS, tcp_mux off")] if m in muxes]
+for mux, title in titles:
+    print(f"\n### {title}, frps and frpc {frp}, wire {wires[0]}\n")
     print("| metric | burrow | frpc | no tunnel | burrow/frpc | burrow/no tunnel |")
     print("|---|---|---|---|---|---|")
     for k in metrics:
@@ -310,7 +332,7 @@ print("| transport | measure | burrow/frpc | goal | machine busy % burrow / frpc
 print("|---|---|---|---|---|---|---|")
 def g(mux, client, k):
     return med.get((mux, client, k))
-for mux, title in [("mux", "TLS + tcp_mux"), ("nomux", "tcp_mux off")]:
+for mux, title in [(m, t.replace("TLS, ", "")) for m, t in titles]:
     for name, rate, mach, cpu, kern, busy, goal in [
         ("bulk up", "bulk_up_mib_s", "bulk_up_machine_cpu_s_per_gib", "bulk_up_cpu_s_per_gib", "bulk_up_kernel_cpu_s_per_gib", "bulk_up_machine_busy_pct", 1.3),
         ("bulk down", "bulk_down_mib_s", "bulk_down_machine_cpu_s_per_gib", "bulk_down_cpu_s_per_gib", "bulk_down_kernel_cpu_s_per_gib", "bulk_down_machine_busy_pct", 1.3),
@@ -336,7 +358,7 @@ print()
 # system calls its kernel time alone, against frpc's whole CPU, is a floor under the ratio.
 print("| transport | client CPU per | burrow/frpc | goal | floor at the same system calls: burrow's kernel time / frpc's CPU |")
 print("|---|---|---|---|---|")
-for mux, title in [("mux", "TLS + tcp_mux"), ("nomux", "tcp_mux off")]:
+for mux, title in [(m, t.replace("TLS, ", "")) for m, t in titles]:
     for name, cpu, kern in [
         ("GiB (bulk)", "bulk_cpu_s_per_gib", "bulk_kernel_cpu_s_per_gib"),
         ("1k connections", "newconn_cpu_s_per_1k", "newconn_kernel_cpu_s_per_1k"),
@@ -349,9 +371,25 @@ for mux, title in [("mux", "TLS + tcp_mux"), ("nomux", "tcp_mux off")]:
             continue
         print(f"| {title} | {name} | {cb / cf:.2f} | ≤ 0.33 | {kb / cf:.2f} |")
 print()
+# Wire v2 beside v1: the same rows, the same frps, one run.
+for w in wires[1:]:
+    base = wires[0]
+    print(f"### Wire {w} beside {base} (frps and frpc {frp})\n")
+    print(f"| transport | metric | burrow {base} | burrow {w} | burrow {w}/{base} | frpc {w} | burrow/frpc, {w} |")
+    print("|---|---|---|---|---|---|---|")
+    for mux, title in titles:
+        for k in ["bulk_up_mib_s", "bulk_down_mib_s", "http_rps_c1", "http_rps_c16", "http_rps_c128",
+                  "http_p99_ms_c16", "bulk_cpu_s_per_gib", "http_cpu_s_per_1k_c16"]:
+            b1, b2, f2 = (med_w.get((mux, wv, c, k)) for wv, c in [(base, "burrow"), (w, "burrow"), (w, "frpc")])
+            ratio = lambda a, z: f"{a / z:.2f}" if a is not None and z else ""
+            show = lambda v: "" if v is None else f"{v:g}"
+            print(f"| {title} | {k} | {show(b1)} | {show(b2)} | {ratio(b2, b1)} | {show(f2)} | {ratio(b2, f2)} |")
+    print()
 PY
 
 exec >&3
 # tee ends once it has written all it read; give it a moment.
 for _ in $(seq 50); do kill -0 "$tee_pid" 2>/dev/null || break; sleep 0.1; done
-results_section tunnel "$work/results.md"
+section=tunnel
+[ "$FRP_VERSION $WIRES" = "0.65.0 v1" ] || section="tunnel-$FRP_VERSION-${WIRES// /-}"
+results_section "$section" "$work/results.md"
