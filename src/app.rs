@@ -43,7 +43,7 @@ pub async fn run(mut config: Config, reporter: Reporter) -> Outcome {
     let mut lease: Option<(Arc<Api>, String)> = None;
     let renew_fatal: Arc<std::sync::Mutex<Option<Fatal>>> = Arc::default();
     if let Some(api_cfg) = config.api.clone() {
-        let api = match Api::new(api_cfg) {
+        let api = match Api::new(api_cfg, &config.server.proxy) {
             Ok(a) => Arc::new(a),
             Err(e) => return Outcome::Fatal(Fatal::new(ErrorCode::Internal, e, "")),
         };
@@ -225,6 +225,10 @@ fn apply_reservation(config: &mut Config, r: &Reservation) -> Result<(), String>
     config.server.token = Secret::new(s.token.clone());
     config.server.tls.enabled = s.tls;
     config.server.tcp_mux = s.tcp_mux;
+    if let Some(p) = s.proxy_url.as_deref().filter(|p| !p.is_empty()) {
+        let p = crate::config::parse_proxy_url("server.proxyUrl", p).map_err(|e| e.to_string())?;
+        config.server.proxy = crate::config::ServerProxy::Explicit(p);
+    }
     if let Some(w) = s.wire_protocol.as_deref().filter(|w| !w.is_empty()) {
         config.server.wire = crate::config::parse_wire("server.wireProtocol", w).map_err(|e| e.to_string())?;
     }

@@ -8,7 +8,6 @@ use serde_json::{json, Value};
 
 use crate::config::{Config, Mode};
 use crate::frpc::locate;
-use crate::transport::tcp::TcpTransport;
 use crate::transport::tls::{self, TlsTransport};
 use crate::transport::Transport;
 
@@ -64,19 +63,20 @@ pub async fn run(config: &Config, json_out: bool) -> i32 {
         items.push(Item { name: "server", ok: true, detail: "given by the reservation (not checked)".into() });
     } else {
         let s = &config.server;
-        let tcp = TcpTransport::new(s.host.clone(), s.port);
-        let reach = tokio::time::timeout(Duration::from_secs(10), tcp.dial()).await;
+        let dial = crate::transport::dialer(s.proxy(), &s.host, s.port);
+        let via = s.proxy().map(|p| format!(" through {p}")).unwrap_or_default();
+        let reach = tokio::time::timeout(Duration::from_secs(20), dial.connect()).await;
         match reach {
             Ok(Ok(_)) => items.push(Item {
                 name: "server",
                 ok: true,
-                detail: format!("{} accepts connections", s.display_addr()),
+                detail: format!("{} accepts connections{via}", s.display_addr()),
             }),
             Ok(Err(e)) => items.push(Item { name: "server", ok: false, detail: e.to_string() }),
             Err(_) => items.push(Item {
                 name: "server",
                 ok: false,
-                detail: format!("{} did not answer within 10 s", s.display_addr()),
+                detail: format!("{} did not answer within 20 s{via}", s.display_addr()),
             }),
         }
         if s.tls.enabled && items.last().is_some_and(|i| i.ok) {
@@ -91,7 +91,7 @@ pub async fn run(config: &Config, json_out: bool) -> i32 {
                 .and_then(|c| tls::server_name(&s.host, s.tls.server_name.as_deref()).map(|n| (c, n)));
             let item = match setup {
                 Err(e) => Item { name: "tls", ok: false, detail: e.to_string() },
-                Ok((cfg, name)) => match TlsTransport::new(tcp, cfg, name, s.display_addr()).connect().await {
+                Ok((cfg, name)) => match TlsTransport::new(dial, cfg, name, s.display_addr()).connect().await {
                     Ok(_) => Item { name: "tls", ok: true, detail: format!("handshake succeeded; certificate {how}") },
                     Err(e) => Item { name: "tls", ok: false, detail: e.to_string() },
                 },
@@ -162,6 +162,9 @@ fn summary(c: &Config) -> Value {
         let t = if c.server.tls.enabled { "tls" } else { "tcp" };
         v["transport"] = json!(if c.server.tcp_mux { format!("{t}+yamux") } else { t.to_string() });
         v["wire"] = json!(c.server.wire.name());
+        if let Some(p) = c.server.proxy() {
+            v["via"] = json!(p.to_string());
+        }
     }
     if let Some(gap) = &c.native_gap {
         v["needs"] = json!(format!("frpc: {gap}"));

@@ -30,6 +30,7 @@ pub enum ErrorCode {
     ServerUnreachable,
     AuthFailed,
     ProxyRejected,
+    ProxyFailed,
     TlsFailed,
     ProtocolError,
     FrpcMissing,
@@ -49,6 +50,7 @@ impl ErrorCode {
             ErrorCode::ServerUnreachable => "server_unreachable",
             ErrorCode::AuthFailed => "auth_failed",
             ErrorCode::ProxyRejected => "proxy_rejected",
+            ErrorCode::ProxyFailed => "proxy_failed",
             ErrorCode::TlsFailed => "tls_failed",
             ErrorCode::ProtocolError => "protocol_error",
             ErrorCode::FrpcMissing => "frpc_missing",
@@ -62,7 +64,7 @@ impl ErrorCode {
     pub fn exit_code(self) -> i32 {
         match self {
             ErrorCode::ConfigInvalid => 2,
-            ErrorCode::AuthFailed | ErrorCode::ApiRejected => 3,
+            ErrorCode::AuthFailed | ErrorCode::ApiRejected | ErrorCode::ProxyFailed => 3,
             ErrorCode::PortInUse => 4,
             _ => 1,
         }
@@ -158,6 +160,9 @@ pub enum Event {
         mode: Backend,
         /// frp wire protocol: `v1` or `v2`.
         wire: &'static str,
+        /// The proxy to frps, `scheme://host:port`, when one is used.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        via: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         server_version: Option<String>,
     },
@@ -599,6 +604,7 @@ mod tests {
             transport: "tcp".into(),
             mode: Backend::Frpc,
             wire: "v1",
+            via: None,
             server_version: None,
         });
         ev.emit(Event::Fallback { from: Backend::Native, to: Backend::Frpc, reason: "r".into() });
@@ -676,6 +682,7 @@ mod tests {
                 transport: "tls+yamux".into(),
                 mode: Backend::Frpc,
                 wire: "v2",
+                via: Some("http://proxy.corp:3128".into()),
                 server_version: None,
             },
             up(PublicAddr::Url { url: None }, None),

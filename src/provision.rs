@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ApiConfig;
+use crate::config::{ApiConfig, ServerProxy};
 use crate::events::{ErrorCode, Fatal, Reporter};
 
 /// How long one API call may take.
@@ -57,6 +57,9 @@ pub struct ReservedServer {
     /// frp wire protocol, `v1` or `v2`; the configuration's when absent.
     #[serde(default)]
     pub wire_protocol: Option<String>,
+    /// The frps connection's proxy (secret: may hold credentials), overriding the environment's.
+    #[serde(default)]
+    pub proxy_url: Option<String>,
 }
 
 fn yes() -> bool {
@@ -187,13 +190,22 @@ pub struct Api {
 }
 
 impl Api {
-    /// A client for `cfg`.
-    pub fn new(cfg: ApiConfig) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
+    /// A client for `cfg`, through `proxy` (the same setting as the frps connection's, with
+    /// `NO_PROXY` checked against the API's host).
+    pub fn new(cfg: ApiConfig, proxy: &ServerProxy) -> Result<Self, String> {
+        let host = url::Url::parse(&cfg.url).ok().and_then(|u| u.host_str().map(String::from)).unwrap_or_default();
+        let builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("burrow/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+            .user_agent(concat!("burrow/", env!("CARGO_PKG_VERSION")));
+        let builder = match proxy.for_host(&host) {
+            Some(p) => builder.proxy(
+                reqwest::Proxy::all(p.with_credentials(false))
+                    .map_err(|e| format!("cannot use the proxy {p} for the provisioning API: {e}"))?,
+            ),
+            // Only burrow's own reading of the environment applies, not reqwest's second one.
+            None => builder.no_proxy(),
+        };
+        let http = builder.build().map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
         Ok(Self { http, cfg })
     }
 
@@ -300,6 +312,9 @@ pub fn parse_reservation(bytes: &[u8]) -> Result<Reservation, ApiError> {
     if let Some(pin) = &body.server.cert_sha256 {
         crate::config::parse_pin("server.certSha256", pin)
             .map_err(|_| bad(format!("server.certSha256 {pin:?} is not a SHA-256 in hex")))?;
+    }
+    if let Some(p) = body.server.proxy_url.as_deref().filter(|p| !p.is_empty()) {
+        crate::config::parse_proxy_url("server.proxyUrl", p).map_err(|e| bad(e.to_string()))?;
     }
     if let Some(w) = body.server.wire_protocol.as_deref().filter(|w| !w.is_empty()) {
         crate::config::parse_wire("server.wireProtocol", w)

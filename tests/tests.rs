@@ -15,6 +15,7 @@ mod matrix;
 mod native_client;
 mod provisioning;
 mod proxy;
+mod reach;
 mod security;
 mod soak;
 mod tls_verify;

@@ -24,7 +24,7 @@ use crate::platform::{go_os_arch, unix_now};
 use crate::status::Backend;
 use crate::supervise::Verdict;
 use crate::transport::mux::MuxTransport;
-use crate::transport::tcp::TcpTransport;
+use crate::transport::proxy::ProxyError;
 use crate::transport::tls::TlsTransport;
 use crate::transport::{BoxStream, Transport, TransportError};
 
@@ -57,6 +57,7 @@ impl AttemptError {
     pub fn code(&self) -> ErrorCode {
         match self {
             AttemptError::Transport(TransportError::Tls { .. }) => ErrorCode::TlsFailed,
+            AttemptError::Transport(TransportError::Proxy { .. }) => ErrorCode::ProxyFailed,
             AttemptError::Transport(TransportError::Connect { .. } | TransportError::ConnectTimeout { .. }) => {
                 ErrorCode::ServerUnreachable
             }
@@ -85,6 +86,9 @@ impl AttemptError {
     pub fn verdict(&self) -> Verdict {
         match self {
             AttemptError::Session(e) if e.is_fatal() => Verdict::Fatal,
+            // Credentials the proxy refuses will not pass on a retry; anything else a proxy does
+            // is retried, never a reason to fall back.
+            AttemptError::Transport(TransportError::Proxy { source: ProxyError::Auth(_), .. }) => Verdict::Fatal,
             AttemptError::Session(e) if e.is_incompatibility() => Verdict::Incompatible,
             AttemptError::Transport(TransportError::Mux(_) | TransportError::MuxClosed) => Verdict::Incompatible,
             _ => Verdict::Retry,
@@ -94,6 +98,8 @@ impl AttemptError {
     /// What the user can do about it.
     pub fn hint(&self) -> String {
         match self {
+            AttemptError::Transport(TransportError::Proxy { source: ProxyError::Auth(_), .. }) => "check the proxy's user name and password in BURROW_SERVER_PROXY_URL (or transport.proxyURL, or the HTTPS_PROXY/ALL_PROXY variable in use)".into(),
+            AttemptError::Transport(TransportError::Proxy { .. }) => "check that the proxy in BURROW_SERVER_PROXY_URL (or transport.proxyURL, or the HTTPS_PROXY/ALL_PROXY variable in use) is running and lets connections through to frps; BURROW_SERVER_PROXY_URL=off connects directly; burrow keeps retrying".into(),
             AttemptError::Transport(TransportError::Tls { .. }) => "check that frps has TLS enabled and, if BURROW_TLS_PIN or BURROW_TLS_CA is set, that it matches the server's certificate".into(),
             AttemptError::Transport(TransportError::Connect { .. } | TransportError::ConnectTimeout { .. }) => "check BURROW_SERVER_ADDR and that frps is running and reachable; burrow keeps retrying".into(),
             AttemptError::Transport(TransportError::Mux(
@@ -132,10 +138,10 @@ type Connected = (Arc<dyn Transport>, BoxStream, Option<AbortOnDrop<Result<(), y
 
 async fn connect(shared: &Shared) -> Result<Connected, TransportError> {
     let server = &shared.server;
-    let tcp = TcpTransport::new(server.host.clone(), server.port);
+    let dial = crate::transport::dialer(server.proxy(), &server.host, server.port);
     let base: Arc<dyn Transport> = match &shared.tls {
-        Some((cfg, name)) => Arc::new(TlsTransport::new(tcp, cfg.clone(), name.clone(), server.display_addr())),
-        None => Arc::new(tcp),
+        Some((cfg, name)) => Arc::new(TlsTransport::new(dial, cfg.clone(), name.clone(), server.display_addr())),
+        None => dial,
     };
     if !server.tcp_mux {
         let control = base.connect().await?;
@@ -250,6 +256,7 @@ pub(super) async fn run(
                         transport: shared.transport_name(),
                         mode: Backend::Native,
                         wire: shared.server.wire.name(),
+                        via: shared.server.proxy().map(|p| p.to_string()),
                         server_version: Some(server_version),
                     });
                 }

@@ -59,6 +59,8 @@ struct Transport {
     #[allow(dead_code)]
     tcp_mux_keepalive_interval: Option<i64>,
     wire_protocol: Option<String>,
+    #[serde(rename = "proxyURL")]
+    proxy_url: Option<String>,
     pool_count: Option<u32>,
     heartbeat_interval: Option<i64>,
     heartbeat_timeout: Option<i64>,
@@ -176,6 +178,7 @@ impl FrpcFile {
                 transport: Transport {
                     tcp_mux: flag(&["transport", "tcpMux"]),
                     wire_protocol: text(&["transport", "wireProtocol"]),
+                    proxy_url: text(&["transport", "proxyURL"]),
                     tls: Tls {
                         enable: flag(&["transport", "tls", "enable"]),
                         server_name: text(&["transport", "tls", "serverName"]),
@@ -202,6 +205,16 @@ impl FrpcFile {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(p) = &self.transport.proxy_url {
+            super::parse_proxy_url("transport.proxyURL", p).map_err(|e| {
+                self.key_err(
+                    "transport.proxyURL",
+                    e.value,
+                    e.problem,
+                    "transport.proxyURL = \"http://proxy.example.com:3128\"",
+                )
+            })?;
+        }
         if let Some(w) = self.transport.wire_protocol.as_deref().filter(|w| Wire::from_name(w).is_none()) {
             return Err(self.key_err(
                 "transport.wireProtocol",
@@ -315,6 +328,13 @@ impl FrpcFile {
         if let Some(w) = self.transport.wire_protocol.as_deref().and_then(Wire::from_name) {
             s.wire = w;
         }
+        if let Some(p) = &self.transport.proxy_url {
+            s.proxy = match super::ProxyUrl::parse(p) {
+                Ok(p) => super::ServerProxy::Explicit(p),
+                // Checked by `validate` unless it is a native gap (ntlm): then frpc reads it.
+                Err(_) => super::ServerProxy::FrpcOnly,
+            };
+        }
         if let Some(n) = self.transport.pool_count {
             s.pool_count = n;
         }
@@ -379,6 +399,9 @@ pub fn native_gap(raw: &toml::Table) -> Option<String> {
     let transport = table(raw.get("transport"));
     if let Some(p) = transport.get("protocol").and_then(|v| v.as_str()).filter(|p| *p != "tcp") {
         return Some(format!("transport.protocol = \"{p}\" (the native client speaks frp over TCP)"));
+    }
+    if transport.get("proxyURL").and_then(|v| v.as_str()).is_some_and(|p| p.starts_with("ntlm:")) {
+        return Some("transport.proxyURL = \"ntlm://…\" (the native client speaks http and socks5 proxies)".into());
     }
     if let Some(m) = table(raw.get("auth")).get("method").and_then(|v| v.as_str()).filter(|m| *m != "token") {
         return Some(format!("auth.method = \"{m}\" (the native client authenticates with a token)"));

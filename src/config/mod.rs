@@ -14,6 +14,8 @@ use std::path::PathBuf;
 
 pub use burrow_proto::Wire;
 
+pub use crate::transport::proxy::ProxyUrl;
+
 pub use frpc_toml::FrpcFile;
 
 /// A secret string: never printed by `Debug` or `Display`.
@@ -84,6 +86,8 @@ pub struct ServerConfig {
     pub tcp_mux: bool,
     /// frp wire protocol (`transport.wireProtocol`); v2 needs frps 0.69+.
     pub wire: Wire,
+    /// The proxy to frps, if any.
+    pub proxy: ServerProxy,
     /// Work connections kept ready (`transport.poolCount`).
     pub pool_count: u32,
     /// Ping period (`transport.heartbeatInterval`, default 30 s).
@@ -106,6 +110,7 @@ impl ServerConfig {
             tls: TlsConfig { enabled: true, ca_file: None, pin: None, server_name: None },
             tcp_mux: true,
             wire: Wire::V1,
+            proxy: ServerProxy::Environment { url: None, no_proxy: String::new() },
             pool_count: 1,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
@@ -121,6 +126,93 @@ impl ServerConfig {
             format!("{}:{}", self.host, self.port)
         }
     }
+}
+
+/// The proxy the frps connection goes through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerProxy {
+    /// None set explicitly: the environment's (`ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY`, in that
+    /// order, lower case first), unless `NO_PROXY` names frps' host.
+    Environment {
+        /// The first proxy variable set.
+        url: Option<ProxyUrl>,
+        /// `NO_PROXY`.
+        no_proxy: String,
+    },
+    /// `BURROW_SERVER_PROXY_URL=off`: straight to frps.
+    Direct,
+    /// The frpc file's `transport.proxyURL` is one only frpc speaks (`ntlm://`): frpc reads it
+    /// from the file.
+    FrpcOnly,
+    /// Set explicitly (`BURROW_SERVER_PROXY_URL`, `transport.proxyURL`, a reservation's
+    /// `server.proxyUrl`): always used.
+    Explicit(ProxyUrl),
+}
+
+impl ServerProxy {
+    /// The proxy to use for a connection to `host`, if any.
+    pub fn for_host(&self, host: &str) -> Option<&ProxyUrl> {
+        match self {
+            ServerProxy::Explicit(p) => Some(p),
+            ServerProxy::Environment { url: Some(p), no_proxy } if !no_proxy_matches(no_proxy, host) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The proxy to use for frps, if any.
+    pub fn proxy(&self) -> Option<&ProxyUrl> {
+        self.proxy.for_host(&self.host)
+    }
+}
+
+/// Whether `NO_PROXY` (comma-separated names, domain suffixes with or without a leading dot, IP
+/// addresses, `*`; ports ignored) names `host`.
+fn no_proxy_matches(no_proxy: &str, host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    no_proxy.split(',').map(str::trim).filter(|e| !e.is_empty()).any(|entry| {
+        if entry == "*" {
+            return true;
+        }
+        let entry = entry.to_ascii_lowercase();
+        // A port after a name or a bracketed IPv6 address; a bare IPv6 address has colons too.
+        let entry = match entry.rsplit_once(':') {
+            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !h.contains(':') => h.to_string(),
+            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && h.starts_with('[') => h.to_string(),
+            _ => entry,
+        };
+        let entry =
+            entry.trim_start_matches('[').trim_end_matches(']').trim_start_matches("*.").trim_start_matches('.');
+        host == entry || host.ends_with(&format!(".{entry}"))
+    })
+}
+
+/// The environment's proxy for frps: the first of the standard variables that is set.
+fn env_proxy(env: &Env) -> Result<ServerProxy, ConfigError> {
+    let mut url = None;
+    for var in ["all_proxy", "ALL_PROXY", "https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"] {
+        if let Some(v) = get(env, var) {
+            url = Some(parse_proxy_url(var, v)?);
+            break;
+        }
+    }
+    let no_proxy = get(env, "no_proxy").or_else(|| get(env, "NO_PROXY")).unwrap_or_default().to_string();
+    Ok(ServerProxy::Environment { url, no_proxy })
+}
+
+/// Parses a proxy URL, naming `name` and never echoing credentials.
+pub fn parse_proxy_url(name: &str, v: &str) -> Result<ProxyUrl, ConfigError> {
+    ProxyUrl::parse(v).map_err(|problem| {
+        let shown = ProxyUrl::parse(v).map(|p| p.to_string()).unwrap_or_else(|_| {
+            // An unparsable URL may still hold credentials: show what precedes an '@' as ***.
+            match v.rsplit_once('@') {
+                Some((_, rest)) => format!("***@{rest}"),
+                None => v.to_string(),
+            }
+        });
+        ConfigError::new(name, shown, problem, format!("{name}=http://proxy.example.com:3128"))
+    })
 }
 
 /// TLS settings.
@@ -308,9 +400,13 @@ pub const DEFAULT_PROXY_ADDR: &str = "127.0.0.1:8080";
 /// The environment, as burrow reads it. Taken as a map so tests need not touch the process env.
 pub type Env = BTreeMap<String, String>;
 
-/// The `BURROW_*` variables of this process.
+/// The standard proxy variables burrow honours for the frps connection.
+const PROXY_VARS: [&str; 8] =
+    ["all_proxy", "ALL_PROXY", "https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"];
+
+/// The `BURROW_*` variables of this process, and the standard proxy variables.
 pub fn process_env() -> Env {
-    std::env::vars().filter(|(k, _)| k.starts_with("BURROW_")).collect()
+    std::env::vars().filter(|(k, _)| k.starts_with("BURROW_") || PROXY_VARS.contains(&k.as_str())).collect()
 }
 
 fn get<'a>(env: &'a Env, key: &str) -> Option<&'a str> {
@@ -509,6 +605,14 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
     }
     if let Some(v) = get(env, "BURROW_WIRE_PROTOCOL") {
         server.wire = parse_wire("BURROW_WIRE_PROTOCOL", v)?;
+    }
+    // An explicit proxy (the variable, or the file's transport.proxyURL) always applies; else
+    // the environment's, filtered by NO_PROXY.
+    match get(env, "BURROW_SERVER_PROXY_URL") {
+        Some(v) if v.eq_ignore_ascii_case("off") => server.proxy = ServerProxy::Direct,
+        Some(v) => server.proxy = ServerProxy::Explicit(parse_proxy_url("BURROW_SERVER_PROXY_URL", v)?),
+        None if !matches!(server.proxy, ServerProxy::Environment { .. }) => {}
+        None => server.proxy = env_proxy(env)?,
     }
     if let Some(v) = get(env, "BURROW_TLS_CA") {
         let p = PathBuf::from(v);
@@ -782,6 +886,37 @@ mod tests {
             ("BURROW_SERVER_TOKEN", "s3cret"),
             ("BURROW_SUBDOMAIN", "myapp"),
         ]
+    }
+
+    #[test]
+    fn the_frps_proxy_comes_from_the_setting_then_the_environment() {
+        let proxy = |extra: &[(&str, &str)]| {
+            let mut e = base();
+            e.extend_from_slice(extra);
+            load(&env(&e), &Overrides::default()).map(|c| c.server.proxy().map(|p| p.to_string()))
+        };
+        assert_eq!(proxy(&[]).unwrap(), None);
+        assert_eq!(proxy(&[("HTTP_PROXY", "http://h:1")]).unwrap().as_deref(), Some("http://h:1"));
+        // ALL_PROXY before HTTPS_PROXY before HTTP_PROXY; lower case first.
+        let all = [("HTTP_PROXY", "http://c:3"), ("HTTPS_PROXY", "http://b:2"), ("all_proxy", "socks5h://a:1")];
+        assert_eq!(proxy(&all).unwrap().as_deref(), Some("socks5h://a:1"));
+        assert_eq!(proxy(&all[..2]).unwrap().as_deref(), Some("http://b:2"));
+        // NO_PROXY names frps (by suffix, with or without the dot, with a port, or `*`).
+        for no in ["example.com", ".example.com", "frps.example.com:7000", "*", "other, *.example.com"] {
+            assert_eq!(proxy(&[("HTTPS_PROXY", "http://b:2"), ("NO_PROXY", no)]).unwrap(), None, "{no}");
+        }
+        for no in ["ample.com", "frps.example.org", "10.0.0.1"] {
+            assert!(proxy(&[("HTTPS_PROXY", "http://b:2"), ("no_proxy", no)]).unwrap().is_some(), "{no}");
+        }
+        // An explicit proxy applies whatever NO_PROXY says; `off` means direct.
+        let explicit = [("BURROW_SERVER_PROXY_URL", "socks5://s:9"), ("NO_PROXY", "*"), ("HTTPS_PROXY", "http://b:2")];
+        assert_eq!(proxy(&explicit).unwrap().as_deref(), Some("socks5://s:9"));
+        assert_eq!(proxy(&[("BURROW_SERVER_PROXY_URL", "off"), ("HTTPS_PROXY", "http://b:2")]).unwrap(), None);
+        // A bad URL names its variable and hides the credentials.
+        let e = proxy(&[("HTTPS_PROXY", "gopher://u:pw-9x@h:1")]).unwrap_err().to_string();
+        assert!(e.contains("HTTPS_PROXY") && e.contains("gopher") && !e.contains("pw-9x"), "{e}");
+        let e = proxy(&[("BURROW_SERVER_PROXY_URL", "u:pw-9x@h")]).unwrap_err().to_string();
+        assert!(e.contains("BURROW_SERVER_PROXY_URL") && !e.contains("pw-9x"), "{e}");
     }
 
     #[test]

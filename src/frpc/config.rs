@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
-use crate::config::{ServerConfig, TunnelConfig, TunnelKind};
+use crate::config::{ServerConfig, ServerProxy, TunnelConfig, TunnelKind};
 
 /// frpc's admin API as burrow configures it.
 #[derive(Debug, Clone)]
@@ -203,12 +203,18 @@ pub fn toml_from_file(raw: &Table, server: &ServerConfig, admin: &Admin) -> Stri
     toml::to_string(&t).unwrap_or_default()
 }
 
-/// `transport.wireProtocol`, written only when it is not frp's default v1: frpc before 0.69
-/// refuses the key.
+/// `transport.wireProtocol`, written only when it is not frp's default v1 (frpc before 0.69
+/// refuses the key), and `transport.proxyURL`.
 fn set_wire(transport: &mut Table, server: &ServerConfig) {
     match server.wire {
         crate::config::Wire::V1 => transport.remove("wireProtocol"),
         w => transport.insert("wireProtocol".into(), w.name().into()),
+    };
+    // The proxy burrow resolved (explicit, or the environment's that NO_PROXY lets through).
+    match (server.proxy(), &server.proxy) {
+        (Some(p), _) => transport.insert("proxyURL".into(), p.with_credentials(true).into()),
+        (None, ServerProxy::FrpcOnly) => None,
+        (None, _) => transport.remove("proxyURL"),
     };
 }
 

@@ -331,6 +331,7 @@ impl Frpc {
                         transport: transport_name(&self.cfg),
                         mode: BackendKind::Frpc,
                         wire: self.cfg.server.wire.name(),
+                        via: self.cfg.server.proxy().map(|p| p.to_string()),
                         server_version: None,
                     });
                 }

@@ -2,12 +2,14 @@
 //!
 //! One trait, [`Transport`], yields an `AsyncRead + AsyncWrite` stream per frp connection (the
 //! control connection, then one per work connection). Implementations stack, one file each:
-//! [`tcp::TcpTransport`] dials, [`tls::TlsTransport`] wraps any transport's streams in TLS, and
+//! [`tcp::TcpTransport`] dials (or [`proxy::ProxyTransport`], through an HTTP or SOCKS5 proxy),
+//! [`tls::TlsTransport`] wraps any transport's streams in TLS, and
 //! [`mux::MuxTransport`] opens yamux streams inside one established stream. Without `tcp_mux` the
 //! client uses TCP(+TLS) directly, one connection per frp connection; with it, one TCP(+TLS)
 //! connection carries a yamux session and every frp connection is a stream in it.
 
 pub mod mux;
+pub mod proxy;
 pub mod tcp;
 pub mod tls;
 
@@ -52,6 +54,15 @@ pub enum TransportError {
         #[source]
         source: io::Error,
     },
+    /// The proxy to frps did not give a connection.
+    #[error("the proxy {proxy} {source}")]
+    Proxy {
+        /// `scheme://host:port` (never the credentials).
+        proxy: String,
+        /// What it did.
+        #[source]
+        source: proxy::ProxyError,
+    },
     /// The yamux session is gone.
     #[error("the multiplexed connection to frps is closed")]
     MuxClosed,
@@ -64,4 +75,19 @@ pub enum TransportError {
 pub trait Transport: Send + Sync {
     /// Opens one frp connection.
     fn connect(&self) -> BoxFuture<'_, Result<BoxStream, TransportError>>;
+}
+
+/// The layer that dials frps at `host:port`: through `proxy` when there is one, else TCP.
+pub fn dialer(proxy: Option<&proxy::ProxyUrl>, host: &str, port: u16) -> std::sync::Arc<dyn Transport> {
+    match proxy {
+        Some(p) => std::sync::Arc::new(proxy::ProxyTransport::new(p.clone(), host, port)),
+        None => std::sync::Arc::new(tcp::TcpTransport::new(host, port)),
+    }
+}
+
+/// A shared transport is a transport, so layers stack on one chosen at run time.
+impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
+    fn connect(&self) -> BoxFuture<'_, Result<BoxStream, TransportError>> {
+        (**self).connect()
+    }
 }

@@ -20,11 +20,13 @@ use tokio::process::{Child, Command};
 mod api;
 mod burrow;
 mod frps;
+mod proxies;
 mod relay;
 mod upstream;
 
 pub use api::*;
 pub use burrow::*;
 pub use frps::*;
+pub use proxies::*;
 pub use relay::*;
 pub use upstream::*;
