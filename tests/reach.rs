@@ -171,3 +171,70 @@ async fn the_provisioning_api_goes_through_the_proxy_too() {
     assert!(log.contains(&format!("CONNECT 127.0.0.1:{}", frps.bind_port)), "{log}");
     b.assert_no_secret(&[PROXY_PASS, "api-token-through-proxy"]);
 }
+
+/// A "proxy" that reads the request and answers `reply`, then closes.
+async fn hostile_proxy(reply: &'static [u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                if reply.starts_with(&[5, 0]) {
+                    // SOCKS5: the method answer, then read the CONNECT request before the reply.
+                    let _ = s.write_all(&reply[..2]).await;
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(&reply[2..]).await;
+                } else {
+                    let _ = s.write_all(reply).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_proxy_answers_are_named_proxy_failed_and_retried() {
+    static HUGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let huge: &'static [u8] = HUGE.get_or_init(|| [&b"HTTP/1.1 200 OK\r\nX: "[..], &[b'a'; 64 * 1024]].concat());
+    for (scheme, reply, says) in [
+        ("http", &b"SSH-2.0-OpenSSH_9.2\r\n\r\n"[..], "is not HTTP"),
+        ("http", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n", "closed the connection inside its answer"),
+        ("http", b"HTTP/1.1 502 Bad Gateway\r\n\r\n", "502 Bad Gateway"),
+        ("http", huge, "no end of head within 16384 bytes"),
+        // SOCKS5: no authentication, then a success reply with an address type that does not exist.
+        ("socks5", &[5, 0, 5, 0, 0, 9, 1, 2, 3, 4, 0, 80], "SOCKS5 answer is invalid"),
+        ("socks5", &[5, 0, 5, 5, 0, 1, 0, 0, 0, 0, 0, 0], "refused SOCKS5 CONNECT"),
+    ] {
+        let port = hostile_proxy(reply).await;
+        let url = format!("{scheme}://127.0.0.1:{port}");
+        let mut s = setup("hostile", "", &[("BURROW_SERVER_PROXY_URL", &url)]).await;
+        let err = s.burrow.wait("error", T).await;
+        assert_eq!((err["code"].as_str(), err["fatal"].as_bool()), (Some("proxy_failed"), Some(false)), "{err}");
+        assert!(err["message"].as_str().unwrap().contains(says), "{says}: {err}");
+        s.burrow.wait_nth("reconnecting", 1, T).await;
+        assert_eq!(s.burrow.count("fallback") + s.burrow.count("connected"), 0);
+        assert_eq!(s.burrow.close_stdin_and_wait(Duration::from_secs(5)).await, 0, "clean exit, no panic");
+        assert!(!s.burrow.output().contains("panicked"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_killed_mid_session_and_back_brings_the_tunnels_back() {
+    let port = free_port();
+    let mut proxy = tinyproxy_on(port, false).await;
+    let url = proxy_url("http", port, false);
+    let s = setup("flaky", "", &[("BURROW_SERVER_PROXY_URL", &url)]).await;
+    s.burrow.wait_nth("tunnel_up", 1, T).await;
+    traffic(&s).await;
+    proxy.kill().await;
+    s.burrow.wait("tunnel_down", T).await;
+    let _back = tinyproxy_on(port, false).await;
+    s.burrow.wait_nth("tunnel_up", 3, Duration::from_secs(40)).await;
+    assert_eq!(s.burrow.count("connected"), 2);
+    traffic(&s).await;
+}
