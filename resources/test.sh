@@ -22,11 +22,12 @@ step "frps/frpc 0.52–0.70 from Go source, pinned (resources/build-frp.sh, cach
 bash resources/build-frp.sh >"$frp_log" 2>&1 &
 frp_build=$!
 
-step "Debian packages: chromium (the status-page browser test), tinyproxy and dante-server (real proxies to frps)"
+step "Debian packages: chromium (the status-page browser test), tinyproxy, dante-server and nginx (real proxies to frps)"
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ -x /usr/bin/tinyproxy ] || missing+=(tinyproxy)
 [ -x /usr/sbin/danted ] || missing+=(dante-server)
+[ -x /usr/sbin/nginx ] || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || die "missing Debian packages: ${missing[*]}; install them (sudo apt-get install ${missing[*]}) and run again"
   apt-get update -qq

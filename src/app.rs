@@ -225,6 +225,9 @@ fn apply_reservation(config: &mut Config, r: &Reservation) -> Result<(), String>
     config.server.token = Secret::new(s.token.clone());
     config.server.tls.enabled = s.tls;
     config.server.tcp_mux = s.tcp_mux;
+    if let Some(p) = s.protocol.as_deref().filter(|p| !p.is_empty()) {
+        config.server.protocol = crate::config::parse_protocol("server.protocol", p).map_err(|e| e.to_string())?;
+    }
     if let Some(p) = s.proxy_url.as_deref().filter(|p| !p.is_empty()) {
         let p = crate::config::parse_proxy_url("server.proxyUrl", p).map_err(|e| e.to_string())?;
         config.server.proxy = crate::config::ServerProxy::Explicit(p);

@@ -60,6 +60,9 @@ pub struct ReservedServer {
     /// The frps connection's proxy (secret: may hold credentials), overriding the environment's.
     #[serde(default)]
     pub proxy_url: Option<String>,
+    /// `tcp`, `websocket` or `wss`; the configuration's when absent.
+    #[serde(default)]
+    pub protocol: Option<String>,
 }
 
 fn yes() -> bool {
@@ -313,6 +316,9 @@ pub fn parse_reservation(bytes: &[u8]) -> Result<Reservation, ApiError> {
         crate::config::parse_pin("server.certSha256", pin)
             .map_err(|_| bad(format!("server.certSha256 {pin:?} is not a SHA-256 in hex")))?;
     }
+    if let Some(p) = body.server.protocol.as_deref().filter(|p| !p.is_empty()) {
+        crate::config::parse_protocol("server.protocol", p).map_err(|e| bad(e.to_string()))?;
+    }
     if let Some(p) = body.server.proxy_url.as_deref().filter(|p| !p.is_empty()) {
         crate::config::parse_proxy_url("server.proxyUrl", p).map_err(|e| bad(e.to_string()))?;
     }
@@ -434,6 +440,10 @@ mod tests {
             (
                 r#"{"reservationId":"r","server":{"addr":"h","port":1,"token":"t","wireProtocol":"v9"},"tunnels":[{"name":"x","type":"http","subdomain":"a"}]}"#,
                 "server.wireProtocol \"v9\"",
+            ),
+            (
+                r#"{"reservationId":"r","server":{"addr":"h","port":1,"token":"t","protocol":"quic"},"tunnels":[{"name":"x","type":"http","subdomain":"a"}]}"#,
+                "server.protocol=quic is invalid",
             ),
             (r#"{"reservationId":"r","server":{"addr":"h","port":70000,"token":"t"},"tunnels":[]}"#, "70000"),
             (

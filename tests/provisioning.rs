@@ -18,22 +18,24 @@ fn api_env<'a>(api: &'a ProvisioningApi, app: &'a str) -> Vec<(&'a str, &'a str)
     ]
 }
 
-/// A reservation's `server.wireProtocol` chooses the wire, whatever the environment says.
+/// A reservation's `server.wireProtocol` and `server.protocol` choose the wire and the
+/// transport, whatever the environment says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reservation_chooses_wire_v2() {
+async fn a_reservation_chooses_wire_v2_over_websocket() {
     let frps = Frps::start(FrpsOpts { version: Some("0.70.1"), ..Default::default() }).await;
     let app = app_upstream("app").await;
     let api = provisioning_api().await;
     let mut answer: serde_json::Value =
         serde_json::from_str(&reservation_json("res-v2", frps.bind_port, TOKEN, "wire2", 60)).unwrap();
     answer["server"]["wireProtocol"] = "v2".into();
+    answer["server"]["protocol"] = "websocket".into();
     api.push(201, answer.to_string());
     let routes = format!("/=http://{app}");
     let mut env = api_env(&api, &routes);
-    env.push(("BURROW_WIRE_PROTOCOL", "v1"));
+    env.extend([("BURROW_WIRE_PROTOCOL", "v1"), ("BURROW_TRANSPORT_PROTOCOL", "tcp")]);
     let b = Burrow::spawn(&env);
     let c = b.wait("connected", T).await;
-    assert_eq!(c["wire"], "v2", "{c}");
+    assert_eq!((c["wire"].as_str(), c["transport"].as_str()), (Some("v2"), Some("ws+yamux")), "{c}");
     let body = vhost_get_ok(frps.vhost_port, &format!("wire2.{SUBDOMAIN_HOST}"), "/v2", T).await;
     assert!(body.contains("\"name\":\"app\""), "{body}");
 }

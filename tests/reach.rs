@@ -20,7 +20,16 @@ struct Setup {
 }
 
 async fn setup(sub: &str, file_extra: &str, env: &[(&str, &str)]) -> Setup {
-    let frps = Frps::start(FrpsOpts::default()).await;
+    setup_on(Frps::start(FrpsOpts::default()).await, sub, file_extra, env).await
+}
+
+async fn setup_on(frps: Frps, sub: &str, file_extra: &str, env: &[(&str, &str)]) -> Setup {
+    let port = frps.bind_port;
+    setup_at(frps, port, sub, file_extra, env).await
+}
+
+/// As [`setup_on`], with burrow's `serverPort` at `server_port` (a server in front of frps).
+async fn setup_at(frps: Frps, server_port: u16, sub: &str, file_extra: &str, env: &[(&str, &str)]) -> Setup {
     let (app, tcp, remote, proxy_port) = (http_upstream().await, tcp_upstream().await, free_port(), free_port());
     let dir = tempdir::TempDir::new();
     let cfg = write_file(
@@ -30,7 +39,7 @@ async fn setup(sub: &str, file_extra: &str, env: &[(&str, &str)]) -> Setup {
             "serverAddr = \"127.0.0.1\"\nserverPort = {}\nauth.token = \"{TOKEN}\"\n{file_extra}\n\
              [[proxies]]\nname = \"web\"\ntype = \"http\"\nlocalPort = {proxy_port}\nsubdomain = \"{sub}\"\n\
              [[proxies]]\nname = \"bulk\"\ntype = \"tcp\"\nlocalPort = {}\nremotePort = {remote}\n",
-            frps.bind_port,
+            server_port,
             tcp.port()
         ),
     );
@@ -237,4 +246,171 @@ async fn the_proxy_killed_mid_session_and_back_brings_the_tunnels_back() {
     s.burrow.wait_nth("tunnel_up", 3, Duration::from_secs(40)).await;
     assert_eq!(s.burrow.count("connected"), 2);
     traffic(&s).await;
+}
+
+/// `websocket` straight to frps: the upgrade on `/~!frp`, TLS and yamux inside, against frps that
+/// sends text frames (0.65) and binary frames (0.70); without yamux; wire v2 inside; through an
+/// HTTP proxy; and run by frpc.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::type_complexity)]
+async fn websocket_to_frps_of_each_frame_kind_and_through_a_proxy() {
+    let proxy = tinyproxy(false).await;
+    let via = proxy_url("http", proxy.port, false);
+    let cases: [(&str, bool, &[(&str, &str)]); 6] = [
+        ("0.65.0", true, &[]),
+        ("0.70.1", true, &[]),
+        ("0.70.1", false, &[]),
+        ("0.70.1", true, &[("BURROW_WIRE_PROTOCOL", "v2")]),
+        ("0.70.1", true, &[("BURROW_SERVER_PROXY_URL", &via)]),
+        ("0.70.1", true, &[("BURROW_MODE", "frpc")]),
+    ];
+    for (version, mux, extra) in cases {
+        let frps = Frps::start(FrpsOpts { version: Some(version), tcp_mux: mux, ..Default::default() }).await;
+        let mut env = vec![("BURROW_TRANSPORT_PROTOCOL", "websocket")];
+        env.extend_from_slice(extra);
+        let s = setup_on(frps, "overws", &format!("transport.tcpMux = {mux}"), &env).await;
+        let c = s.burrow.wait("connected", T).await;
+        let want = if mux { "ws+yamux" } else { "ws" };
+        assert_eq!(c["transport"].as_str(), Some(want), "{extra:?}: {c}");
+        let (mode, wire) = (env_of(&env, "BURROW_MODE", "native"), env_of(&env, "BURROW_WIRE_PROTOCOL", "v1"));
+        assert_eq!((c["mode"].as_str(), c["wire"].as_str()), (Some(mode), Some(wire)), "{c}");
+        if mode == "native" {
+            assert_eq!(c["server_version"].as_str(), Some(version), "{c}");
+        }
+        assert_eq!(c.get("via").is_some(), !env_of(&env, "BURROW_SERVER_PROXY_URL", "").is_empty(), "{c}");
+        s.burrow.wait_nth("tunnel_up", 1, T).await;
+        traffic(&s).await;
+    }
+}
+
+fn env_of<'a>(env: &[(&str, &'a str)], name: &str, default: &'a str) -> &'a str {
+    env.iter().find(|(k, _)| *k == name).map_or(default, |(_, v)| v)
+}
+
+/// frps' websocket behind nginx terminating TLS, verified with the test's CA.
+fn wss_file(pki: &Pki) -> String {
+    format!(
+        "transport.protocol = \"wss\"\ntransport.tls.serverName = \"{CERT_NAME}\"\ntransport.tls.trustedCaFile = \"{}\"",
+        pki.ca_pem.display()
+    )
+}
+
+/// `wss` through nginx terminating TLS (the 443 setup an operator uses), in front of frps that
+/// sends text frames (0.65) and binary frames (0.70); and through tinyproxy (CONNECT, then TLS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_through_nginx_and_through_a_proxy() {
+    let pki = Pki::new();
+    let proxy = tinyproxy(false).await;
+    let via = proxy_url("http", proxy.port, false);
+    let cases: [(&str, &[(&str, &str)]); 4] = [
+        ("0.65.0", &[]),
+        ("0.70.1", &[]),
+        ("0.70.1", &[("BURROW_SERVER_PROXY_URL", &via)]),
+        ("0.70.1", &[("BURROW_MODE", "frpc")]),
+    ];
+    for (version, env) in cases {
+        let through = !env_of(env, "BURROW_SERVER_PROXY_URL", "").is_empty();
+        let frps = Frps::start(FrpsOpts { version: Some(version), ..Default::default() }).await;
+        let nginx = nginx_wss(&pki, frps.bind_port).await;
+        let mut s = setup_at(frps, nginx.port, "overwss", &wss_file(&pki), env).await;
+        let c = s.burrow.wait("connected", T).await;
+        assert_eq!(c["transport"].as_str(), Some("wss+yamux"), "{c}");
+        assert_eq!(c["mode"].as_str(), Some(env_of(env, "BURROW_MODE", "native")), "{c}");
+        if c["mode"] == "native" {
+            assert_eq!(c["server_version"].as_str(), Some(version), "{c}");
+        }
+        assert_eq!(c.get("via").is_some(), through, "{c}");
+        s.burrow.wait_nth("tunnel_up", 1, T).await;
+        traffic(&s).await;
+        assert_eq!(s.burrow.count("warning"), 0, "the front server's certificate is verified: no tls_unverified");
+        // nginx logs a websocket when it ends.
+        assert_eq!(s.burrow.close_stdin_and_wait(Duration::from_secs(5)).await, 0);
+        let carried = || nginx.log().contains("\"GET /~!frp HTTP/1.1\" 101");
+        assert!(wait_until(carried, Duration::from_secs(5)).await, "nginx carried the websocket: {}", nginx.log());
+        if through {
+            let log = proxy.log();
+            assert!(log.contains(&format!("CONNECT 127.0.0.1:{}", nginx.port)), "{log}");
+        }
+    }
+}
+
+/// nginx restarted under a wss session: the tunnels go down, come back on the same port, and carry
+/// whole transfers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_restarted_under_wss_brings_the_tunnels_back() {
+    let pki = Pki::new();
+    let frps = Frps::start(FrpsOpts::default()).await;
+    let (port, frps_port) = (free_port(), frps.bind_port);
+    let mut nginx = nginx_wss_on(port, &pki, frps_port).await;
+    let s = setup_at(frps, port, "wssflaky", &wss_file(&pki), &[]).await;
+    s.burrow.wait_nth("tunnel_up", 1, T).await;
+    traffic(&s).await;
+    nginx.kill().await;
+    s.burrow.wait("tunnel_down", T).await;
+    let _back = nginx_wss_on(port, &pki, frps_port).await;
+    s.burrow.wait_nth("tunnel_up", 3, Duration::from_secs(40)).await;
+    assert_eq!(s.burrow.count("connected"), 2);
+    traffic(&s).await;
+}
+
+/// A websocket "frps" that takes the upgrade and then misbehaves as `kind` says, or answers the
+/// upgrade with a plain 200.
+async fn hostile_websocket(kind: &'static str) -> u16 {
+    use futures_util::SinkExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+    use tokio_tungstenite::tungstenite::Message;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                if kind == "200" {
+                    let mut buf = [0u8; 2048];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    return;
+                }
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else { return };
+                let _ = match kind {
+                    "close" => {
+                        let frame = CloseFrame { code: CloseCode::Policy, reason: "go away".into() };
+                        ws.send(Message::Close(Some(frame))).await
+                    }
+                    // 4 MiB in one frame, beyond what burrow takes in one message.
+                    _ => ws.send(Message::Binary(vec![0x17; 4 << 20])).await,
+                };
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_websocket_servers_are_named_and_retried() {
+    for (kind, says) in [
+        ("200", "answered 200 OK instead of 101"),
+        ("close", "closed the connection with code 1008 (go away)"),
+        ("huge", "Message too long"),
+    ] {
+        let port = hostile_websocket(kind).await;
+        let addr = format!("127.0.0.1:{port}");
+        let mut b = Burrow::spawn(&[
+            ("BURROW_SERVER_ADDR", addr.as_str()),
+            ("BURROW_SERVER_TOKEN", TOKEN),
+            ("BURROW_SUBDOMAIN", "hostilews"),
+            ("BURROW_TRANSPORT_PROTOCOL", "websocket"),
+            ("BURROW_TLS", "off"),
+            ("BURROW_ROUTES", "/=http://127.0.0.1:9"),
+        ]);
+        let err = b.wait("error", T).await;
+        assert!(err["message"].as_str().unwrap().contains(says), "{kind}: {err}");
+        assert_eq!(err["fatal"], false, "{err}");
+        b.wait_nth("reconnecting", 2, T).await;
+        assert_eq!(b.count("connected") + b.count("fallback"), 0);
+        assert_eq!(b.close_stdin_and_wait(Duration::from_secs(5)).await, 0, "clean exit, no panic");
+        assert!(!b.output().contains("panicked"));
+    }
 }

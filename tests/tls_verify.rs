@@ -5,40 +5,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::util::*;
-use sha2::{Digest, Sha256};
 
 const T: Duration = Duration::from_secs(15);
-
-struct Pki {
-    dir: tempdir::TempDir,
-    ca_pem: std::path::PathBuf,
-    leaf_sha256: String,
-}
-
-fn pki() -> (Pki, String) {
-    let dir = tempdir::TempDir::new();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "burrow test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["frps.test".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca, &ca_key)
-        .unwrap();
-    let ca_pem = write_file(dir.path(), "ca.pem", &ca.pem());
-    let cert = write_file(dir.path(), "frps.crt", &leaf.pem());
-    let key = write_file(dir.path(), "frps.key", &leaf_key.serialize_pem());
-    let leaf_sha256 = hex(&Sha256::digest(leaf.der()));
-    let extra =
-        format!("transport.tls.certFile = \"{}\"\ntransport.tls.keyFile = \"{}\"\n", cert.display(), key.display());
-    (Pki { dir, ca_pem, leaf_sha256 }, extra)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 async fn run_case(frps_port: u16, extra_env: &[(&str, &str)]) -> Burrow {
     let up = http_upstream().await;
@@ -58,9 +26,8 @@ async fn run_case(frps_port: u16, extra_env: &[(&str, &str)]) -> Burrow {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pin_and_ca_verification() {
-    let (pki, extra) = pki();
-    let frps = Frps::start(FrpsOpts { extra, ..Default::default() }).await;
-    let _keep = &pki.dir;
+    let pki = Pki::new();
+    let frps = Frps::start(FrpsOpts { extra: pki.frps_extra(), ..Default::default() }).await;
 
     // Pin match (upper case, colon separated, as `openssl x509 -fingerprint` prints it).
     let colons: String = pki

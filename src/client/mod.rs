@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ServerConfig, TunnelConfig};
+use crate::config::{Config, Protocol, ServerConfig, TunnelConfig};
 use crate::events::{Reporter, WarningCode};
 use crate::proxy::Proxy;
 use crate::status::Backend as BackendKind;
@@ -83,16 +83,6 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// `tls+yamux`, `tcp`, … as the `connected` event reports it.
-    pub fn transport_name(&self) -> String {
-        let base = if self.tls.is_some() { "tls" } else { "tcp" };
-        if self.server.tcp_mux {
-            format!("{base}+yamux")
-        } else {
-            base.to_string()
-        }
-    }
-
     pub fn tunnel(&self, wire_name: &str) -> Option<&Tunnel> {
         self.by_wire_name.get(wire_name).map(|&i| &self.tunnels[i])
     }
@@ -111,7 +101,8 @@ impl Client {
     /// by it in-process.
     pub fn new(config: &Config, reporter: Reporter, proxy: Option<Arc<Proxy>>) -> Result<Self, SetupError> {
         let server = config.server.clone();
-        let tls = if server.tls.enabled {
+        // wss is TLS to the front server whatever BURROW_TLS says (it then means no TLS inside).
+        let tls = if server.tls.enabled || server.protocol == Protocol::Wss {
             let cfg =
                 tls::client_config(&tls::Verification { ca_file: server.tls.ca_file.as_deref(), pin: server.tls.pin })?;
             let name = tls::server_name(&server.host, server.tls.server_name.as_deref())?;

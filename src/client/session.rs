@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::framed::ReadError;
 use super::{work, Shared, Tunnel};
-use crate::config::TunnelKind;
+use crate::config::{Protocol, TunnelKind};
 use crate::events::{ErrorCode, Event, PublicAddr, TunnelUp};
 use crate::platform::{go_os_arch, unix_now};
 use crate::status::Backend;
@@ -26,6 +26,7 @@ use crate::supervise::Verdict;
 use crate::transport::mux::MuxTransport;
 use crate::transport::proxy::ProxyError;
 use crate::transport::tls::TlsTransport;
+use crate::transport::ws::{WsError, WsTransport};
 use crate::transport::{BoxStream, Transport, TransportError};
 
 /// How long frps may take to answer `Login` (frpc's own deadline).
@@ -37,6 +38,8 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_PENDING_WORK: usize = 1024;
 /// frpc re-sends a rejected `NewProxy` after this long.
 const PROXY_RETRY: Duration = Duration::from_secs(30);
+
+const WS_HINT: &str = "check that frps (or the server in front of it, for wss) serves frp's websocket on /~!frp at this address (BURROW_TRANSPORT_PROTOCOL); burrow keeps retrying";
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +56,22 @@ pub enum AttemptError {
 }
 
 impl AttemptError {
+    /// The websocket's own complaint, when a websocket layer ended the connection.
+    fn websocket(&self) -> Option<&WsError> {
+        match self {
+            AttemptError::Transport(TransportError::Mux(
+                yamux::ConnectionError::Io(e) | yamux::ConnectionError::Decode(yamux::FrameDecodeError::Io(e)),
+            ))
+            | AttemptError::Io(e) => WsError::find(e),
+            _ => None,
+        }
+    }
+
     /// The contract's error code.
     pub fn code(&self) -> ErrorCode {
+        if self.websocket().is_some() {
+            return ErrorCode::ProtocolError;
+        }
         match self {
             AttemptError::Transport(TransportError::Tls { .. }) => ErrorCode::TlsFailed,
             AttemptError::Transport(TransportError::Proxy { .. }) => ErrorCode::ProxyFailed,
@@ -84,6 +101,10 @@ impl AttemptError {
 
     /// Retry, give up, or count toward `auto` mode's fallback.
     pub fn verdict(&self) -> Verdict {
+        // frpc would meet the same websocket server: retry, never a fallback.
+        if self.websocket().is_some() {
+            return Verdict::Retry;
+        }
         match self {
             AttemptError::Session(e) if e.is_fatal() => Verdict::Fatal,
             // Credentials the proxy refuses will not pass on a retry; anything else a proxy does
@@ -97,6 +118,9 @@ impl AttemptError {
 
     /// What the user can do about it.
     pub fn hint(&self) -> String {
+        if self.websocket().is_some() {
+            return WS_HINT.into();
+        }
         match self {
             AttemptError::Transport(TransportError::Proxy { source: ProxyError::Auth(_), .. }) => "check the proxy's user name and password in BURROW_SERVER_PROXY_URL (or transport.proxyURL, or the HTTPS_PROXY/ALL_PROXY variable in use)".into(),
             AttemptError::Transport(TransportError::Proxy { .. }) => "check that the proxy in BURROW_SERVER_PROXY_URL (or transport.proxyURL, or the HTTPS_PROXY/ALL_PROXY variable in use) is running and lets connections through to frps; BURROW_SERVER_PROXY_URL=off connects directly; burrow keeps retrying".into(),
@@ -109,6 +133,7 @@ impl AttemptError {
             )) => {
                 "the connection to frps was lost; burrow reconnects".into()
             }
+            AttemptError::Transport(TransportError::WebSocket { .. }) => WS_HINT.into(),
             AttemptError::Transport(_) => "the multiplexed connection failed; burrow reconnects".into(),
             AttemptError::Session(e) => match e {
                 SessionError::NoServerHello => "frps older than 0.69 speaks wire v1 only: set BURROW_WIRE_PROTOCOL=v1 (or transport.wireProtocol = \"v1\"); if frps is 0.69 or newer, BURROW_TCP_MUX must equal its transport.tcpMux, and BURROW_TLS must be on when it sets transport.tls.force".into(),
@@ -138,10 +163,22 @@ type Connected = (Arc<dyn Transport>, BoxStream, Option<AbortOnDrop<Result<(), y
 
 async fn connect(shared: &Shared) -> Result<Connected, TransportError> {
     let server = &shared.server;
+    // The layers from the bottom: dial (TCP or a proxy); then TLS, a WebSocket with TLS inside,
+    // or TLS with a WebSocket inside (wss); yamux comes last.
     let dial = crate::transport::dialer(server.proxy(), &server.host, server.port);
-    let base: Arc<dyn Transport> = match &shared.tls {
-        Some((cfg, name)) => Arc::new(TlsTransport::new(dial, cfg.clone(), name.clone(), server.display_addr())),
-        None => dial,
+    let tls = |inner: Arc<dyn Transport>| -> Arc<dyn Transport> {
+        match &shared.tls {
+            Some((cfg, name)) => Arc::new(TlsTransport::new(inner, cfg.clone(), name.clone(), server.display_addr())),
+            None => inner,
+        }
+    };
+    let ws = |inner: Arc<dyn Transport>, secure: bool| -> Arc<dyn Transport> {
+        Arc::new(WsTransport::new(inner, server.display_addr(), secure))
+    };
+    let base = match server.protocol {
+        Protocol::Tcp => tls(dial),
+        Protocol::Websocket => tls(ws(dial, false)),
+        Protocol::Wss => ws(tls(dial), true),
     };
     if !server.tcp_mux {
         let control = base.connect().await?;
@@ -183,7 +220,12 @@ fn codec(shared: &Shared) -> Box<dyn Codec> {
     match server.wire {
         Wire::V1 => Box::new(V1Codec::new(shared.key, rand::random())),
         Wire::V2 => {
-            let bootstrap = v2::Bootstrap { transport: "tcp".into(), tls: server.tls.enabled, tcp_mux: server.tcp_mux };
+            // As frpc fills it in: wss is TLS whatever tls.enable says.
+            let bootstrap = v2::Bootstrap {
+                transport: server.protocol.name().into(),
+                tls: server.tls.enabled || server.protocol == Protocol::Wss,
+                tcp_mux: server.tcp_mux,
+            };
             Box::new(V2Codec::new(
                 server.token.expose(),
                 &bootstrap,
@@ -253,7 +295,7 @@ pub(super) async fn run(
                     tracing::info!("logged in to frps {server_version} at {addr} (run id {run_id})");
                     shared.reporter.emit(Event::Connected {
                         server: addr,
-                        transport: shared.transport_name(),
+                        transport: shared.server.transport_name(),
                         mode: Backend::Native,
                         wire: shared.server.wire.name(),
                         via: shared.server.proxy().map(|p| p.to_string()),
@@ -303,9 +345,9 @@ pub(super) async fn run(
                     log_work(done);
                 }
                 match n {
-                    Ok(0) => return Err(session.handle_eof().into()),
+                    Ok(0) => return Err(ended(&mut session, &mut mux).await),
                     Ok(n) => session.handle_input(&buf[..n], Instant::now())?,
-                    Err(e) if session.is_logged_in() => return Err(AttemptError::Io(e)),
+                    Err(e) if session.is_logged_in() || WsError::find(&e).is_some() => return Err(AttemptError::Io(e)),
                     Err(e) => {
                         tracing::debug!("reading LoginResp failed: {e}");
                         return Err(session.handle_eof().into());
@@ -319,20 +361,38 @@ pub(super) async fn run(
             }
             r = &mut writer.0 => {
                 return Err(match r {
-                    Ok(Err(e)) if session.is_logged_in() => AttemptError::Io(e),
-                    _ => session.handle_eof().into(),
+                    Ok(Err(e)) if session.is_logged_in() || WsError::find(&e).is_some() => AttemptError::Io(e),
+                    _ => ended(&mut session, &mut mux).await,
                 });
             }
             r = async { (&mut mux.as_mut().expect("guarded").0).await }, if mux.is_some() => {
                 // Before the login, the multiplexed connection failing is frps closing the
                 // connection without an answer, whichever of the two is noticed first.
-                return Err(match r {
-                    Ok(Err(e)) if session.is_logged_in() => AttemptError::Transport(TransportError::Mux(e)),
+                return Err(match r.map(|r| r.map_err(|e| AttemptError::Transport(TransportError::Mux(e)))) {
+                    Ok(Err(e)) if session.is_logged_in() || e.websocket().is_some() => e,
                     _ => session.handle_eof().into(),
                 });
             }
         }
     }
+}
+
+/// The control stream ended. With yamux, the connection under it may say why (a websocket
+/// closed with a reason, a frame too large): that is worth more than "closed", so it gets a
+/// moment to finish.
+async fn ended(
+    session: &mut Session,
+    mux: &mut Option<AbortOnDrop<Result<(), yamux::ConnectionError>>>,
+) -> AttemptError {
+    if let Some(driver) = mux {
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_millis(200), &mut driver.0).await {
+            let e = AttemptError::Transport(TransportError::Mux(e));
+            if e.websocket().is_some() {
+                return e;
+            }
+        }
+    }
+    session.handle_eof().into()
 }
 
 fn log_work(done: Result<Result<(), work::WorkError>, tokio::task::JoinError>) {

@@ -53,7 +53,6 @@ struct Auth {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Transport {
-    #[allow(dead_code)] // read by `native_gap` from the raw table
     protocol: Option<String>,
     tcp_mux: Option<bool>,
     #[allow(dead_code)]
@@ -164,6 +163,17 @@ impl FrpcFile {
             )
         };
         let raw: toml::Table = toml::from_str(text).map_err(describe)?;
+        // What frpc itself would refuse is refused here too, gap or not.
+        let protocol = raw.get("transport").and_then(|t| t.get("protocol")).and_then(|p| p.as_str());
+        let frp_knows = |p: &str| super::Protocol::from_name(p).is_some() || p == "kcp" || p == "quic";
+        if let Some(p) = protocol.filter(|p| !frp_knows(p)) {
+            return Err(ConfigError::new(
+                format!("{}: transport.protocol", path.display()),
+                p,
+                "expected \"tcp\", \"websocket\", \"wss\", \"kcp\" or \"quic\"",
+                "transport.protocol = \"websocket\"".to_string(),
+            ));
+        }
         if let Some(gap) = native_gap(&raw) {
             // frpc will read this file; burrow only needs where the server is, for its events.
             let at = |path: &[&str]| path.iter().try_fold(toml::Value::Table(raw.clone()), |v, k| v.get(k).cloned());
@@ -177,6 +187,7 @@ impl FrpcFile {
                 auth: Auth { method: text(&["auth", "method"]), token: text(&["auth", "token"]) },
                 transport: Transport {
                     tcp_mux: flag(&["transport", "tcpMux"]),
+                    protocol: text(&["transport", "protocol"]),
                     wire_protocol: text(&["transport", "wireProtocol"]),
                     proxy_url: text(&["transport", "proxyURL"]),
                     tls: Tls {
@@ -328,6 +339,9 @@ impl FrpcFile {
         if let Some(w) = self.transport.wire_protocol.as_deref().and_then(Wire::from_name) {
             s.wire = w;
         }
+        if let Some(p) = self.transport.protocol.as_deref().and_then(super::Protocol::from_name) {
+            s.protocol = p;
+        }
         if let Some(p) = &self.transport.proxy_url {
             s.proxy = match super::ProxyUrl::parse(p) {
                 Ok(p) => super::ServerProxy::Explicit(p),
@@ -397,8 +411,10 @@ impl FrpcFile {
 pub fn native_gap(raw: &toml::Table) -> Option<String> {
     let table = |v: Option<&toml::Value>| v.and_then(|v| v.as_table()).cloned().unwrap_or_default();
     let transport = table(raw.get("transport"));
-    if let Some(p) = transport.get("protocol").and_then(|v| v.as_str()).filter(|p| *p != "tcp") {
-        return Some(format!("transport.protocol = \"{p}\" (the native client speaks frp over TCP)"));
+    if let Some(p) =
+        transport.get("protocol").and_then(|v| v.as_str()).filter(|p| super::Protocol::from_name(p).is_none())
+    {
+        return Some(format!("transport.protocol = \"{p}\" (the native client speaks tcp, websocket and wss)"));
     }
     if transport.get("proxyURL").and_then(|v| v.as_str()).is_some_and(|p| p.starts_with("ntlm:")) {
         return Some("transport.proxyURL = \"ntlm://…\" (the native client speaks http and socks5 proxies)".into());
@@ -431,6 +447,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Protocol;
 
     fn parse(text: &str) -> Result<FrpcFile, ConfigError> {
         FrpcFile::parse(Path::new("frpc.toml"), text)
@@ -513,6 +530,23 @@ transport.useCompression = true
             assert!(f.native_gap.as_deref().unwrap_or_default().contains(want), "{text}: {:?}", f.native_gap);
         }
         assert!(parse("serverAddr = \"h\"\n").unwrap().native_gap.is_none());
+    }
+
+    #[test]
+    fn websocket_and_wss_are_native_kcp_and_quic_gaps_others_invalid() {
+        for (p, want) in [("tcp", Protocol::Tcp), ("websocket", Protocol::Websocket), ("wss", Protocol::Wss)] {
+            let f = parse(&format!("transport.protocol = \"{p}\"\n")).unwrap();
+            assert!(f.native_gap.is_none(), "{p}: {:?}", f.native_gap);
+            let mut s = ServerConfig::new("", 7000, Secret::default());
+            f.apply_server(&mut s);
+            assert_eq!(s.protocol, want);
+        }
+        for p in ["kcp", "quic"] {
+            let f = parse(&format!("transport.protocol = \"{p}\"\n")).unwrap();
+            assert!(f.native_gap.is_some_and(|g| g.contains(p)), "{p}");
+        }
+        let e = parse("transport.protocol = \"ws\"\n").unwrap_err().to_string();
+        assert!(e.contains("transport.protocol=ws is invalid") && e.contains("\"websocket\""), "{e}");
     }
 
     #[test]

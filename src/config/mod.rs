@@ -88,6 +88,8 @@ pub struct ServerConfig {
     pub wire: Wire,
     /// The proxy to frps, if any.
     pub proxy: ServerProxy,
+    /// How frp connections travel (`transport.protocol`).
+    pub protocol: Protocol,
     /// Work connections kept ready (`transport.poolCount`).
     pub pool_count: u32,
     /// Ping period (`transport.heartbeatInterval`, default 30 s).
@@ -111,6 +113,7 @@ impl ServerConfig {
             tcp_mux: true,
             wire: Wire::V1,
             proxy: ServerProxy::Environment { url: None, no_proxy: String::new() },
+            protocol: Protocol::Tcp,
             pool_count: 1,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
@@ -126,6 +129,67 @@ impl ServerConfig {
             format!("{}:{}", self.host, self.port)
         }
     }
+}
+
+impl ServerConfig {
+    /// `tls+yamux`, `ws`, … as the `connected` event names the transport (contract §7).
+    pub fn transport_name(&self) -> String {
+        let base = match self.protocol {
+            Protocol::Tcp if self.tls.enabled => "tls",
+            Protocol::Tcp => "tcp",
+            Protocol::Websocket => "ws",
+            Protocol::Wss => "wss",
+        };
+        if self.tcp_mux {
+            format!("{base}+yamux")
+        } else {
+            base.to_string()
+        }
+    }
+}
+
+/// How frp connections travel to frps (`transport.protocol`, the ones burrow speaks natively).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// TCP to `bindPort` (TLS inside when on).
+    Tcp,
+    /// A WebSocket on `bindPort`'s `/~!frp` (TLS inside it when on).
+    Websocket,
+    /// TLS to a front server that forwards the WebSocket to frps (no second TLS).
+    Wss,
+}
+
+impl Protocol {
+    /// frp's name for it (`transport.protocol`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Websocket => "websocket",
+            Protocol::Wss => "wss",
+        }
+    }
+
+    /// The protocol frp's `transport.protocol` names, if burrow speaks it natively.
+    pub fn from_name(name: &str) -> Option<Protocol> {
+        match name {
+            "tcp" => Some(Protocol::Tcp),
+            "websocket" => Some(Protocol::Websocket),
+            "wss" => Some(Protocol::Wss),
+            _ => None,
+        }
+    }
+}
+
+/// Parses `BURROW_TRANSPORT_PROTOCOL` and its kin.
+pub fn parse_protocol(name: &str, v: &str) -> Result<Protocol, ConfigError> {
+    Protocol::from_name(&v.trim().to_ascii_lowercase()).ok_or_else(|| {
+        ConfigError::new(
+            name,
+            v,
+            "expected tcp, websocket or wss (kcp and quic run under frpc: set them in a BURROW_CONFIG file)",
+            format!("{name}=websocket"),
+        )
+    })
 }
 
 /// The proxy the frps connection goes through.
@@ -603,6 +667,9 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
     if let Some(v) = get(env, "BURROW_TCP_MUX") {
         server.tcp_mux = parse_bool("BURROW_TCP_MUX", v)?;
     }
+    if let Some(v) = get(env, "BURROW_TRANSPORT_PROTOCOL") {
+        server.protocol = parse_protocol("BURROW_TRANSPORT_PROTOCOL", v)?;
+    }
     if let Some(v) = get(env, "BURROW_WIRE_PROTOCOL") {
         server.wire = parse_wire("BURROW_WIRE_PROTOCOL", v)?;
     }
@@ -889,6 +956,19 @@ mod tests {
     }
 
     #[test]
+    fn transport_protocol_and_its_name_in_connected() {
+        let named = |extra: &[(&str, &str)]| {
+            let mut e = base();
+            e.extend_from_slice(extra);
+            load(&env(&e), &Overrides::default()).unwrap().server.transport_name()
+        };
+        assert_eq!(named(&[]), "tls+yamux");
+        assert_eq!(named(&[("BURROW_TLS", "off"), ("BURROW_TCP_MUX", "off")]), "tcp");
+        assert_eq!(named(&[("BURROW_TRANSPORT_PROTOCOL", "websocket")]), "ws+yamux");
+        assert_eq!(named(&[("BURROW_TRANSPORT_PROTOCOL", "WSS"), ("BURROW_TCP_MUX", "off")]), "wss");
+    }
+
+    #[test]
     fn the_frps_proxy_comes_from_the_setting_then_the_environment() {
         let proxy = |extra: &[(&str, &str)]| {
             let mut e = base();
@@ -983,6 +1063,8 @@ mod tests {
             ("BURROW_SERVER_ADDR", ":7000"),
             ("BURROW_TLS", "maybe"),
             ("BURROW_TCP_MUX", "2"),
+            ("BURROW_TRANSPORT_PROTOCOL", "kcp"),
+            ("BURROW_TRANSPORT_PROTOCOL", "ws"),
             ("BURROW_TLS_PIN", "abc"),
             ("BURROW_TLS_CA", "/nonexistent/ca.pem"),
             ("BURROW_TLS_SERVER_NAME", "a b"),

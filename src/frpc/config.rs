@@ -210,6 +210,9 @@ fn set_wire(transport: &mut Table, server: &ServerConfig) {
         crate::config::Wire::V1 => transport.remove("wireProtocol"),
         w => transport.insert("wireProtocol".into(), w.name().into()),
     };
+    if server.protocol != crate::config::Protocol::Tcp {
+        transport.insert("protocol".into(), server.protocol.name().into());
+    }
     // The proxy burrow resolved (explicit, or the environment's that NO_PROXY lets through).
     match (server.proxy(), &server.proxy) {
         (Some(p), _) => transport.insert("proxyURL".into(), p.with_credentials(true).into()),

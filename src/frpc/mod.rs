@@ -380,16 +380,12 @@ impl Backend for Frpc {
 }
 
 fn transport_name(cfg: &Config) -> String {
+    // kcp and quic, which only frpc speaks, go by their own names.
     if let Some((_, raw)) = &cfg.frpc_file {
         let proto = raw.get("transport").and_then(|t| t.get("protocol")).and_then(|p| p.as_str()).unwrap_or("tcp");
-        if proto != "tcp" {
+        if crate::config::Protocol::from_name(proto).is_none() {
             return proto.to_string();
         }
     }
-    let base = if cfg.server.tls.enabled { "tls" } else { "tcp" };
-    if cfg.server.tcp_mux {
-        format!("{base}+yamux")
-    } else {
-        base.to_string()
-    }
+    cfg.server.transport_name()
 }

@@ -12,6 +12,7 @@ pub mod mux;
 pub mod proxy;
 pub mod tcp;
 pub mod tls;
+pub mod ws;
 
 use std::io;
 
@@ -62,6 +63,14 @@ pub enum TransportError {
         /// What it did.
         #[source]
         source: proxy::ProxyError,
+    },
+    /// The WebSocket upgrade failed.
+    #[error("WebSocket to {addr}: {reason}")]
+    WebSocket {
+        /// The server.
+        addr: String,
+        /// What happened.
+        reason: String,
     },
     /// The yamux session is gone.
     #[error("the multiplexed connection to frps is closed")]

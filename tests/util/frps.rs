@@ -216,6 +216,18 @@ pub async fn wait_port(port: u16) {
     }
 }
 
+/// Polls `cond` every 20 ms until it holds (true) or `within` passes (false).
+pub async fn wait_until(cond: impl Fn() -> bool, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
 /// Minimal temporary directory (removed on drop).
 pub mod tempdir {
     use std::path::{Path, PathBuf};

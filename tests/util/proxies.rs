@@ -1,5 +1,6 @@
-//! Real proxies between burrow and frps, from Debian's packages: tinyproxy (HTTP CONNECT) and
-//! danted (SOCKS5), each on a loopback port of its own, stopped when dropped.
+//! Real proxies between burrow and frps, from Debian's packages: tinyproxy (HTTP CONNECT), danted
+//! (SOCKS5) and nginx (terminating wss in front of frps), each on a loopback port of its own,
+//! stopped when dropped.
 
 use super::*;
 
@@ -117,4 +118,34 @@ pub async fn danted(auth: bool) -> RealProxy {
     let pid = dir.path().join("danted.pid");
     start(program, &["-f", conf.to_str().unwrap(), "-N", "1", "-p", pid.to_str().unwrap()], dir, port, "danted.log")
         .await
+}
+
+/// nginx terminating TLS with `pki`'s certificate on `port` and forwarding frp's websocket
+/// (`/~!frp`, with the upgrade) to frps' bind port: what an operator puts on 443.
+pub async fn nginx_wss_on(port: u16, pki: &Pki, frps_port: u16) -> RealProxy {
+    let program = need("nginx", "nginx");
+    let dir = tempdir::TempDir::new();
+    let d = dir.path().display();
+    let cfg = format!(
+        "daemon off;\nmaster_process on;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+         events {{ worker_connections 512; }}\n\
+         http {{\n  access_log {d}/access.log;\n\
+           client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
+           uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+           server {{\n    listen 127.0.0.1:{port} ssl;\n    server_name {CERT_NAME};\n\
+             ssl_certificate {};\n    ssl_certificate_key {};\n\
+             location = /~!frp {{\n      proxy_pass http://127.0.0.1:{frps_port};\n      proxy_http_version 1.1;\n\
+               proxy_set_header Upgrade $http_upgrade;\n      proxy_set_header Connection \"upgrade\";\n\
+               proxy_buffering off;\n      proxy_read_timeout 600s;\n      proxy_send_timeout 600s;\n    }}\n  }}\n}}\n",
+        pki.cert.display(),
+        pki.key.display()
+    );
+    let conf = write_file(dir.path(), "nginx.conf", &cfg);
+    let (prefix, conf) = (dir.path().to_str().unwrap().to_string(), conf.to_str().unwrap().to_string());
+    let err = format!("{prefix}/error.log");
+    start(program, &["-p", &prefix, "-e", &err, "-c", &conf], dir, port, "access.log").await
+}
+
+pub async fn nginx_wss(pki: &Pki, frps_port: u16) -> RealProxy {
+    nginx_wss_on(free_port(), pki, frps_port).await
 }
