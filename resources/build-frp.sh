@@ -10,6 +10,7 @@
 #
 # Usage: resources/build-frp.sh [X.Y.Z ...]   (default: every pinned version; prints one
 #        directory per version on stdout, "X.Y.Z DIR")
+#        resources/build-frp.sh --source X.Y.Z     prints the verified module source directory
 #        resources/build-frp.sh --platform OS-ARCH X.Y.Z ...
 #        builds frpc alone for another platform (linux-arm64, windows-amd64, darwin-arm64, …;
 #        Go cross-compiles it) into frp-X.Y.Z-OS-ARCH/ — what resources/fetch-frpc.sh bundles.
@@ -29,6 +30,25 @@ cache="${XDG_CACHE_HOME:-$HOME/.cache}/burrow"
 say() { printf 'build-frp: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 command -v go >/dev/null 2>&1 || die "Go is not installed; install Go 1.22 or newer (the project's machines have /usr/local/go) and run again"
+
+# module_source VERSION SUM: the directory of frp's module source at VERSION, fetched by Go (its
+# checksum database verifies it) and checked against the pinned SUM.
+module_source() {
+  local info got
+  info=$(go mod download -json "github.com/fatedier/frp@v$1") \
+    || die "go could not fetch github.com/fatedier/frp@v$1; check that the Go module proxy is reachable (GOPROXY) and run again"
+  got=$(sed -n 's/^[[:space:]]*"Sum": "\(.*\)",*$/\1/p' <<<"$info")
+  [ "$got" = "$2" ] || die "frp v$1 has module hash $got, not the pinned $2; the tag moved: refusing to use it"
+  sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p' <<<"$info"
+}
+
+if [ "${1:-}" = --source ]; then
+  v="${2:?--source needs a version}"
+  sum=$(awk -v v="$v" '$1 == v {print $2}' <<<"$PINNED")
+  [ -n "$sum" ] || die "frp $v is not pinned here; pinned: $(awk 'NF {printf "%s ", $1}' <<<"$PINNED")"
+  module_source "$v" "$sum"
+  exit 0
+fi
 
 platform=""
 if [ "${1:-}" = --platform ]; then
@@ -58,11 +78,7 @@ for v in "${wanted[@]}"; do
     continue
   fi
   say "[$i/${#wanted[@]}] frp $v: fetching the module source ..."
-  info=$(go mod download -json "github.com/fatedier/frp@v$v") \
-    || die "go could not fetch github.com/fatedier/frp@v$v; check that the Go module proxy is reachable (GOPROXY) and run again"
-  got=$(sed -n 's/^[[:space:]]*"Sum": "\(.*\)",*$/\1/p' <<<"$info")
-  src=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p' <<<"$info")
-  [ "$got" = "$sum" ] || die "frp v$v has module hash $got, not the pinned $sum; the tag moved: refusing to build it"
+  src=$(module_source "$v" "$sum")
   say "[$i/${#wanted[@]}] frp $v: building ${cmds/ / and }${platform:+ for $platform} (20 s to a minute on 2 cores) ..."
   # A writable copy: from 0.62 on, the dashboards' built pages (web/*/dist, which frp's release
   # makes with npm) are not in the module source, and `go:embed` needs the directory. A placeholder

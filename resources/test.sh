@@ -51,6 +51,9 @@ fi
 grep '^build-frp' "$frp_log" || true
 rm -f "$frp_log"
 
+step "resources/frpc-keys.txt lists exactly the keys the bundled frpc accepts (resources/frpc-keys.sh, cached)"
+bash resources/frpc-keys.sh --check
+
 step "the bundled frpc for this machine (resources/fetch-frpc.sh: frpc $(python3 -c 'import json; print(json.load(open("resources/frpc-manifest.json"))["frp_version"])') from the build above)"
 bash resources/fetch-frpc.sh "$(go env GOOS)-$(go env GOARCH)" >/dev/null
 

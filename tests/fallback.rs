@@ -146,34 +146,45 @@ async fn missing_frpc_is_fatal_and_lists_every_place_tried() {
     assert!(err["hint"].as_str().unwrap().contains("BURROW_FRPC_PATH"));
 }
 
+/// An frpc file in `dir` for frps on `port`, with `common` settings and one http tunnel `web` at
+/// `sub` with the `proxy` settings (its local address among them).
+fn http_file(dir: &tempdir::TempDir, port: u16, common: &str, proxy: &str, sub: &str) -> std::path::PathBuf {
+    let text = format!(
+        "serverAddr = \"127.0.0.1\"\nserverPort = {port}\nauth.token = \"{TOKEN}\"\n{common}\
+         [[proxies]]\nname = \"web\"\ntype = \"http\"\nsubdomain = \"{sub}\"\n{proxy}"
+    );
+    write_file(dir.path(), &format!("{sub}.toml"), &text)
+}
+
+/// kcp and quic, which only frpc speaks, still run the file under frpc.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auto_mode_falls_back_for_kcp() {
-    // kcp listens on UDP at the bind port's number.
-    let bind = free_port();
-    let frps = Frps::start_on(bind, FrpsOpts { extra: format!("kcpBindPort = {bind}\n"), ..Default::default() }).await;
-    let app = http_upstream().await;
-    let dir = tempdir::TempDir::new();
-    let cfg = write_file(
-        dir.path(),
-        "frpc.toml",
-        &format!(
-            "serverAddr = \"127.0.0.1\"\nserverPort = {bind}\nauth.token = \"{TOKEN}\"\ntransport.protocol = \"kcp\"\n[[proxies]]\nname = \"k\"\ntype = \"http\"\nlocalPort = {}\nsubdomain = \"kcp\"\n",
-            app.addr.port()
-        ),
-    );
-    let frpc = bundled_frpc();
-    let b = Burrow::spawn(&[("BURROW_CONFIG", cfg.to_str().unwrap()), ("BURROW_FRPC_PATH", frpc.to_str().unwrap())]);
-    let fb = b.wait("fallback", T).await;
-    assert_eq!((fb["from"].as_str(), fb["to"].as_str()), (Some("native"), Some("frpc")));
-    assert!(fb["reason"].as_str().unwrap().contains("kcp"), "{fb}");
-    let up = b.wait("tunnel_up", T).await;
-    assert_eq!((up["name"].as_str(), up["mode"].as_str()), (Some("k"), Some("frpc")));
-    assert_eq!(
-        vhost_get_ok(frps.vhost_port, &format!("kcp.{SUBDOMAIN_HOST}"), "/over-kcp", T).await,
-        "hello /over-kcp"
-    );
-    let c = b.events().into_iter().find(|e| e["event"] == "connected").unwrap();
-    assert_eq!(c["transport"], "kcp");
+async fn auto_mode_falls_back_for_kcp_and_quic() {
+    for protocol in ["kcp", "quic"] {
+        // kcp and quic listen on UDP at the bind port's number.
+        let bind = free_port();
+        let extra = format!("{protocol}BindPort = {bind}\n");
+        let frps = Frps::start_on(bind, FrpsOpts { extra, ..Default::default() }).await;
+        let app = http_upstream().await;
+        let dir = tempdir::TempDir::new();
+        let common = format!("transport.protocol = \"{protocol}\"\n");
+        let cfg = http_file(&dir, bind, &common, &format!("localPort = {}\n", app.addr.port()), protocol);
+        let frpc = bundled_frpc();
+        let mut b =
+            Burrow::spawn(&[("BURROW_CONFIG", cfg.to_str().unwrap()), ("BURROW_FRPC_PATH", frpc.to_str().unwrap())]);
+        let fb = b.wait("fallback", T).await;
+        assert_eq!((fb["from"].as_str(), fb["to"].as_str()), (Some("native"), Some("frpc")));
+        assert!(fb["reason"].as_str().unwrap().contains(protocol), "{fb}");
+        let up = b.wait("tunnel_up", T).await;
+        assert_eq!((up["name"].as_str(), up["mode"].as_str()), (Some("web"), Some("frpc")));
+        let path = format!("/over-{protocol}");
+        assert_eq!(
+            vhost_get_ok(frps.vhost_port, &format!("{protocol}.{SUBDOMAIN_HOST}"), &path, T).await,
+            format!("hello {path}")
+        );
+        let c = b.events().into_iter().find(|e| e["event"] == "connected").unwrap();
+        assert_eq!(c["transport"], protocol);
+        assert_eq!(b.close_stdin_and_wait(Duration::from_secs(10)).await, 0);
+    }
 }
 
 /// `transport.wireProtocol = "v2"` was a reason to fall back; now `auto` serves it natively.
@@ -182,15 +193,8 @@ async fn auto_mode_serves_a_wire_v2_file_natively() {
     let frps = Frps::start(FrpsOpts { version: Some("0.70.1"), ..Default::default() }).await;
     let app = http_upstream().await;
     let dir = tempdir::TempDir::new();
-    let cfg = write_file(
-        dir.path(),
-        "frpc.toml",
-        &format!(
-            "serverAddr = \"127.0.0.1\"\nserverPort = {}\nauth.token = \"{TOKEN}\"\ntransport.wireProtocol = \"v2\"\n[[proxies]]\nname = \"w\"\ntype = \"http\"\nlocalPort = {}\nsubdomain = \"wire2\"\n",
-            frps.bind_port,
-            app.addr.port()
-        ),
-    );
+    let local = format!("localPort = {}\n", app.addr.port());
+    let cfg = http_file(&dir, frps.bind_port, "transport.wireProtocol = \"v2\"\n", &local, "wire2");
     let frpc = bundled_frpc();
     let b = Burrow::spawn(&[("BURROW_CONFIG", cfg.to_str().unwrap()), ("BURROW_FRPC_PATH", frpc.to_str().unwrap())]);
     let c = b.wait("connected", T).await;
@@ -345,4 +349,81 @@ async fn the_bundled_frpc_is_0_70_1_and_serves_wire_v2() {
     assert_eq!(status, 200, "{clients}");
     assert!(clients.contains("\"version\":\"0.70.1\"") && clients.contains("\"wireProtocol\":\"v2\""), "{clients}");
     assert_eq!(b.close_stdin_and_wait(Duration::from_secs(5)).await, 0);
+}
+
+/// frp's own `frpc_full_example.toml` of the bundled version uses nearly every key frpc has:
+/// `native` mode refuses it naming the keys only frpc serves and pointing at `auto`; `auto` runs
+/// it under frpc, the `fallback` event naming the keys. A misspelt key is refused in both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frpc_full_example_runs_under_frpc_and_is_refused_by_native() {
+    let example = frp_source("0.70.1").join("conf/frpc_full_example.toml");
+    let text = std::fs::read_to_string(&example).unwrap();
+    let dir = tempdir::TempDir::new();
+    let full = write_file(dir.path(), "full.toml", &text);
+    let frpc = bundled_frpc();
+    let (full, frpc) = (full.to_str().unwrap(), frpc.to_str().unwrap());
+    // Keys of the example's families that only frpc serves.
+    let named = ["clientID", "transport.connectServerLocalIP", "proxies[0].healthCheck.{intervalSeconds,maxFailed"];
+
+    let mut b = Burrow::spawn(&[("BURROW_CONFIG", full), ("BURROW_MODE", "native"), ("BURROW_PROXY_ADDR", "off")]);
+    assert_eq!(b.wait_exit(T).await, 2);
+    let err = b.events().into_iter().find(|e| e["event"] == "error").unwrap();
+    assert_eq!(err["code"], "config_invalid", "{err}");
+    let msg = err["message"].as_str().unwrap();
+    assert!(msg.contains("BURROW_MODE=auto"), "{msg}");
+    assert!(named.iter().all(|k| msg.contains(k)), "names the keys: {msg}");
+
+    let mut b = Burrow::spawn(&[("BURROW_CONFIG", full), ("BURROW_FRPC_PATH", frpc), ("BURROW_PROXY_ADDR", "off")]);
+    let fb = b.wait("fallback", T).await;
+    let reason = fb["reason"].as_str().unwrap();
+    assert!(named.iter().all(|k| reason.contains(k)) && reason.contains("more"), "{reason}");
+    assert_eq!(b.close_stdin_and_wait(Duration::from_secs(10)).await, 0);
+
+    // One letter off: frpc would refuse it too, so burrow does, in either mode.
+    let typo = write_file(dir.path(), "typo.toml", &text.replace("loginFailExit", "loginFailExits"));
+    for mode in ["auto", "native"] {
+        let mut b = Burrow::spawn(&[("BURROW_CONFIG", typo.to_str().unwrap()), ("BURROW_MODE", mode)]);
+        assert_eq!(b.wait_exit(T).await, 2);
+        let err = b.events().into_iter().find(|e| e["event"] == "error").unwrap();
+        assert!(err["message"].as_str().unwrap().contains("loginFailExits"), "{err}");
+        assert_eq!(b.count("fallback"), 0);
+    }
+}
+
+/// One file per family of keys only frpc serves: `auto` runs each under frpc against a real
+/// frps, the `fallback` event names the key, and the http tunnel serves a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_family_of_frpc_only_keys_runs_under_frpc() {
+    let frps = Frps::start(FrpsOpts::default()).await;
+    let app = http_upstream().await;
+    let frpc = bundled_frpc();
+    let dir = tempdir::TempDir::new();
+    for (i, (common, proxy, named)) in [
+        ("transport.dialServerTimeout = 5\n", "", "transport.dialServerTimeout"),
+        ("clientID = \"laptop-1\"\n", "", "clientID"),
+        ("", "healthCheck.type = \"http\"\nhealthCheck.path = \"/\"\n", "proxies[0].healthCheck.{path,type}"),
+        ("", "loadBalancer.group = \"g\"\nloadBalancer.groupKey = \"k\"\n", "proxies[0].loadBalancer.{group,groupKey}"),
+        ("", "transport.bandwidthLimit = \"10MB\"\n", "proxies[0].transport.bandwidthLimit"),
+        ("", "metadatas.team = \"a\"\nannotations.note = \"b\"\n", "proxies[0].{annotations,metadatas}"),
+        ("", "[proxies.plugin]\ntype = \"http2http\"\nlocalAddr = \"APP\"\n", "proxies[0].plugin"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let sub = format!("family{i}");
+        let proxy = proxy.replace("APP", &app.addr.to_string());
+        let local = if proxy.contains("plugin") { String::new() } else { format!("localPort = {}\n", app.addr.port()) };
+        let cfg = http_file(&dir, frps.bind_port, common, &format!("{local}{proxy}"), &sub);
+        let mut b = Burrow::spawn(&[
+            ("BURROW_CONFIG", cfg.to_str().unwrap()),
+            ("BURROW_FRPC_PATH", frpc.to_str().unwrap()),
+            ("BURROW_PROXY_ADDR", "off"),
+        ]);
+        let fb = b.wait("fallback", T).await;
+        assert!(fb["reason"].as_str().unwrap().contains(named), "{named}: {fb}");
+        b.wait("tunnel_up", T).await;
+        let body = vhost_get_ok(frps.vhost_port, &format!("{sub}.{SUBDOMAIN_HOST}"), "/fam", T).await;
+        assert_eq!(body, "hello /fam", "{named}");
+        assert_eq!(b.close_stdin_and_wait(Duration::from_secs(10)).await, 0);
+    }
 }

@@ -117,20 +117,25 @@ async fn garbage_instead_of_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_address_is_server_unreachable_and_retried() {
-    let port = free_port();
-    let mut b = Burrow::spawn(&[
-        ("BURROW_SERVER_ADDR", &format!("127.0.0.1:{port}")),
-        ("BURROW_SERVER_TOKEN", TOKEN),
-        ("BURROW_SUBDOMAIN", "x"),
-    ]);
-    let err = b.wait("error", T).await;
-    assert_eq!(err["code"], "server_unreachable");
-    assert_eq!(err["fatal"], false);
-    let r = b.wait_nth("reconnecting", 2, T).await;
-    assert_eq!(r["attempt"], 3);
-    // Said once, not once per attempt.
-    assert_eq!(b.count("error"), 1);
-    assert_eq!(b.close_stdin_and_wait(Duration::from_secs(5)).await, 0);
+    // Over every native transport, and never a reason for `auto` (the default) to fall back.
+    for protocol in ["tcp", "websocket", "wss"] {
+        let port = free_port();
+        let mut b = Burrow::spawn(&[
+            ("BURROW_SERVER_ADDR", &format!("127.0.0.1:{port}")),
+            ("BURROW_SERVER_TOKEN", TOKEN),
+            ("BURROW_SUBDOMAIN", "x"),
+            ("BURROW_TRANSPORT_PROTOCOL", protocol),
+        ]);
+        let err = b.wait("error", T).await;
+        assert_eq!(err["code"], "server_unreachable", "{protocol}");
+        assert_eq!(err["fatal"], false);
+        let r = b.wait_nth("reconnecting", 2, T).await;
+        assert_eq!(r["attempt"], 3);
+        // Said once, not once per attempt.
+        assert_eq!(b.count("error"), 1);
+        assert_eq!(b.count("fallback"), 0, "{protocol}");
+        assert_eq!(b.close_stdin_and_wait(Duration::from_secs(5)).await, 0);
+    }
 }
 
 /// A wire v2 "server": reads the magic, the ClientHello and the Login, answers what `reply`

@@ -174,7 +174,23 @@ impl FrpcFile {
                 "transport.protocol = \"websocket\"".to_string(),
             ));
         }
-        if let Some(gap) = native_gap(&raw) {
+        let keys = super::frpc_keys::sort(&raw);
+        if let Some((first, rest)) = keys.unknown.split_first() {
+            let also = if rest.is_empty() { String::new() } else { format!(" (nor: {})", rest.join(", ")) };
+            return Err(ConfigError::new(
+                path.display().to_string(),
+                first.clone(),
+                format!(
+                    "frpc {} has no such key{also}; check the spelling against frp's conf/frpc_full_example.toml",
+                    super::frpc_keys::frpc_version()
+                ),
+                EXAMPLE,
+            ));
+        }
+        let mut gaps = keys.frpc_only;
+        gaps.extend(native_gap(&raw));
+        if !gaps.is_empty() {
+            let gap = describe_gaps(&gaps);
             // frpc will read this file; burrow only needs where the server is, for its events.
             let at = |path: &[&str]| path.iter().try_fold(toml::Value::Table(raw.clone()), |v, k| v.get(k).cloned());
             let text = |path: &[&str]| at(path).and_then(|v| v.as_str().map(String::from));
@@ -407,34 +423,54 @@ impl FrpcFile {
     }
 }
 
-/// The first thing in a parsed frpc file that only frpc can serve, described for the user.
-pub fn native_gap(raw: &toml::Table) -> Option<String> {
+/// The keys only frpc serves, for a message: siblings grouped (`healthCheck.{path,type}`), the
+/// first dozen groups named.
+fn describe_gaps(gaps: &[String]) -> String {
+    const SHOWN: usize = 12;
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for g in gaps {
+        let (parent, leaf) = match g.rsplit_once('.') {
+            Some((p, l)) if !g.contains(' ') => (p.to_string(), l.to_string()),
+            _ => (String::new(), g.clone()),
+        };
+        match groups.last_mut() {
+            Some((p, leaves)) if !parent.is_empty() && *p == parent => leaves.push(leaf),
+            _ => groups.push((parent, vec![leaf])),
+        }
+    }
+    let shown: Vec<String> = groups
+        .iter()
+        .take(SHOWN)
+        .map(|(p, l)| match (p.is_empty(), l.len()) {
+            (true, _) => l.join(", "),
+            (false, 1) => format!("{p}.{}", l[0]),
+            (false, _) => format!("{p}.{{{}}}", l.join(",")),
+        })
+        .collect();
+    let mut out = shown.join(", ");
+    if groups.len() > SHOWN {
+        out += &format!(" and {} more", groups.len() - SHOWN);
+    }
+    out
+}
+
+/// Values in a parsed frpc file that only frpc serves (its keys are sorted by `frpc_keys`).
+pub fn native_gap(raw: &toml::Table) -> Vec<String> {
+    let mut gaps = Vec::new();
     let table = |v: Option<&toml::Value>| v.and_then(|v| v.as_table()).cloned().unwrap_or_default();
     let transport = table(raw.get("transport"));
     if let Some(p) =
         transport.get("protocol").and_then(|v| v.as_str()).filter(|p| super::Protocol::from_name(p).is_none())
     {
-        return Some(format!("transport.protocol = \"{p}\" (the native client speaks tcp, websocket and wss)"));
+        gaps.push(format!("transport.protocol = \"{p}\" (the native client speaks tcp, websocket and wss)"));
     }
     if transport.get("proxyURL").and_then(|v| v.as_str()).is_some_and(|p| p.starts_with("ntlm:")) {
-        return Some("transport.proxyURL = \"ntlm://…\" (the native client speaks http and socks5 proxies)".into());
+        gaps.push("transport.proxyURL = \"ntlm://…\" (the native client speaks http and socks5 proxies)".into());
     }
     if let Some(m) = table(raw.get("auth")).get("method").and_then(|v| v.as_str()).filter(|m| *m != "token") {
-        return Some(format!("auth.method = \"{m}\" (the native client authenticates with a token)"));
+        gaps.push(format!("auth.method = \"{m}\" (the native client authenticates with a token)"));
     }
-    for (i, p) in raw.get("proxies").and_then(|v| v.as_array()).into_iter().flatten().enumerate() {
-        let ty = p.get("type").and_then(|v| v.as_str()).unwrap_or("tcp");
-        if ty != "http" && ty != "tcp" {
-            return Some(format!("proxies[{i}].type = \"{ty}\" (the native client serves http and tcp)"));
-        }
-        if p.get("plugin").is_some() {
-            return Some(format!("proxies[{i}].plugin (the native client has no frpc plugins)"));
-        }
-    }
-    if raw.get("visitors").is_some() {
-        return Some("visitors (the native client has no visitors)".into());
-    }
-    None
+    gaps
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -523,7 +559,23 @@ transport.useCompression = true
         for (text, want) in [
             ("serverAddr = \"h\"\ntransport.protocol = \"kcp\"\n", "transport.protocol = \"kcp\""),
             ("auth.method = \"oidc\"\n", "auth.method"),
-            ("[[proxies]]\nname=\"a\"\ntype=\"udp\"\nlocalPort=1\nremotePort=2\n", "proxies[0].type = \"udp\""),
+            ("[[proxies]]\nname=\"a\"\ntype=\"udp\"\nlocalPort=1\nremotePort=2\n", "proxies[0] (type \"udp\")"),
+            ("transport.dialServerTimeout = 5\n", "transport.dialServerTimeout"),
+            // One per family of frpc's keys the native client does not serve.
+            ("includes = [\"./confd/*.toml\"]\n", "includes"),
+            ("store.path = \"./store.json\"\n", "store.path"),
+            ("virtualNet.address = \"100.86.0.1/24\"\n", "virtualNet.address"),
+            ("featureGates.VirtualNet = true\n", "featureGates"),
+            ("natHoleStunServer = \"stun.example.com:3478\"\nudpPacketSize = 1500\n", "natHoleStunServer, udpPacketSize"),
+            ("auth.tokenSource.type = \"file\"\nauth.tokenSource.file.path = \"/t\"\n", "auth.tokenSource.file.path, auth.tokenSource.type"),
+            ("auth.oidc.clientID = \"c\"\n", "auth.oidc.clientID"),
+            ("transport.quic.keepalivePeriod = 10\n", "transport.quic.keepalivePeriod"),
+            ("transport.tls.certFile = \"c.pem\"\ntransport.tls.keyFile = \"k.pem\"\n", "transport.tls.{certFile,keyFile}"),
+            ("start = [\"web\"]\ndnsServer = \"8.8.8.8\"\n", "dnsServer, start"),
+            ("[[proxies]]\nname=\"a\"\ntype=\"tcp\"\nlocalPort=1\ntransport.proxyProtocolVersion=\"v2\"\n", "proxies[0].transport.proxyProtocolVersion"),
+            ("[[proxies]]\nname=\"a\"\ntype=\"http\"\nlocalPort=1\nsubdomain=\"s\"\nrouteByHTTPUser=\"u\"\nenabled=false\n", "proxies[0].{enabled,routeByHTTPUser}"),
+            ("[[proxies]]\nname=\"a\"\ntype=\"stcp\"\nsecretKey=\"k\"\nlocalPort=1\n", "proxies[0] (type \"stcp\")"),
+            ("[[visitors]]\nname=\"v\"\ntype=\"xtcp\"\nserverName=\"a\"\nbindPort=1\n", "visitors[0]"),
             ("[[proxies]]\nname=\"a\"\ntype=\"tcp\"\n[proxies.plugin]\ntype=\"socks5\"\n", "plugin"),
         ] {
             let f = parse(text).unwrap();
@@ -572,13 +624,13 @@ transport.useCompression = true
     #[test]
     fn strict_and_clear_errors() {
         let cases: &[(&str, &str)] = &[
-            ("serverAddr = \"h\"\nfoo = 1\n", "unknown field `foo`"),
+            ("serverAddr = \"h\"\nfoo = 1\n", "frpc.toml=foo is invalid: frpc 0.70.1 has no such key"),
             ("serverAddr = \n", "line 1"),
 
             ("[[proxies]]\nname=\"a\"\ntype=\"http\"\nlocalPort=1\n", "proxies[0].subdomain"),
             ("[[proxies]]\nname=\"a\"\ntype=\"tcp\"\n", "proxies[0].localPort"),
             ("[[proxies]]\nname=\"a\"\ntype=\"tcp\"\nlocalPort=1\n[[proxies]]\nname=\"a\"\ntype=\"tcp\"\nlocalPort=2\n", "proxies[1].name"),
-            ("[[proxies]]\nname=\"a\"\ntype=\"tcp\"\nlocalPort=1\nbogus=2\n", "unknown field `bogus`"),
+            ("[[proxies]]\nname=\"a\"\ntype=\"tcp\"\nlocalPort=1\nbogus=2\n", "proxies[0].bogus"),
 
             ("serverPort = 70000\n", "70000"),
             ("transport.tls.trustedCaFile = \"/no/such/ca.pem\"\n", "trustedCaFile"),

@@ -5,6 +5,7 @@
 //! with one [`ConfigError`] naming the variable (or file key), the bad value — masked when it is a
 //! secret — and an accepted example.
 
+pub mod frpc_keys;
 pub mod frpc_toml;
 
 use std::collections::BTreeMap;

@@ -60,6 +60,12 @@ pub fn frp_version_dir(version: &str) -> PathBuf {
     dirs.get(version).unwrap_or_else(|| panic!("frp {version} is not pinned in resources/build-frp.sh")).clone()
 }
 
+/// frp's module source at `version` (for its example files), fetched and checked against its
+/// pinned hash by the project's script.
+pub fn frp_source(version: &str) -> PathBuf {
+    PathBuf::from(run_script("build-frp.sh", &["--source", version], "frp's source").trim())
+}
+
 /// A loopback port nobody listens on, from below Linux's ephemeral range (32768–60999): a port
 /// the kernel hands out (`bind :0`) can meanwhile become the local port of some test's outgoing
 /// connection, and then frps cannot bind it. No port is handed out twice in one test binary.
