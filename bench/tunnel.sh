@@ -20,8 +20,13 @@
 # Medians over REPS runs (default 3); a markdown table on stdout, JSON in target/bench-tunnel.json.
 # Needs wrk, iperf3 and nginx (Debian: apt-get install wrk iperf3 nginx-light). Loopback only.
 #
+# PROTOCOL=wss puts nginx in front of frps terminating TLS (a self-signed certificate; the clients
+# do not verify it) and has both clients reach frps by wss through it, as behind a 443-only
+# firewall; "TLS" in the tables then means that one TLS to nginx.
+#
 # Usage: bench/tunnel.sh [seconds-per-measurement (default 5)]
 #        FRP_VERSION=0.70.1 WIRES="v1 v2" MUXES=mux REPS=1 bench/tunnel.sh    (wire v2 next to v1)
+#        FRP_VERSION=0.70.1 PROTOCOL=wss MUXES=mux bench/tunnel.sh            (wss through nginx)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR="${1:-5}"
@@ -29,7 +34,9 @@ REPS="${REPS:-3}"
 FRP_VERSION="${FRP_VERSION:-0.65.0}"
 WIRES="${WIRES:-v1}"
 MUXES="${MUXES:-mux nomux}"
-for tool in wrk iperf3 nginx python3; do
+PROTOCOL="${PROTOCOL:-tcp}"
+case "$PROTOCOL" in tcp|wss) ;; *) echo "bench: PROTOCOL is tcp or wss, not $PROTOCOL" >&2; exit 2;; esac
+for tool in wrk iperf3 nginx python3 openssl; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (Debian: apt-get install wrk iperf3 nginx-light python3)" >&2; exit 1; }
 done
 echo "bench: building burrow (release) ..." >&2
@@ -55,6 +62,39 @@ UP=$(free_port); IPERF=$(free_port); ECHO=$(free_port)
 upstream_1k "$UP"
 iperf3 -s -p "$IPERF" >/dev/null 2>&1 & pids+=($!)
 "$CONNRATE" echo "$ECHO" & pids+=($!)
+
+# wss_front PORT FRPS_PORT: nginx terminating TLS on PORT and forwarding frp's websocket to frps
+# (its pid in `front`).
+if [ "$PROTOCOL" = wss ]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=frps.bench.test \
+    -keyout "$work/front.key" -out "$work/front.crt" 2>/dev/null
+fi
+wss_front() {
+  cat >"$work/front.conf" <<NGINX
+worker_processes 1;
+pid $work/front.pid;
+error_log $work/front.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$1 ssl;
+    ssl_certificate $work/front.crt;
+    ssl_certificate_key $work/front.key;
+    location = /~!frp {
+      proxy_pass http://127.0.0.1:$2;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_buffering off;
+      proxy_read_timeout 600s;
+    }
+  }
+}
+NGINX
+  nginx -c "$work/front.conf" -g 'daemon off;' & front=$!; pids+=("$front")
+  wait_port "$1"
+}
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 sys_ticks() { awk '{print $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
@@ -114,13 +154,20 @@ log.to = "$work/frps.log"
 TOML
   "$FRP/frps" -c "$work/frps.toml" & local frps=$!
   wait_port "$BIND"; wait_port "$VHOST"
+  local server_port=$BIND front=0 reach=""
+  if [ "$PROTOCOL" = wss ]; then
+    server_port=$(free_port)
+    wss_front "$server_port" "$BIND"
+    reach='transport.protocol = "wss"'
+  fi
   # One tunnel for start-up and idle memory; the tcp tunnels added for the rest.
   cat >"$work/client1.toml" <<TOML
 serverAddr = "127.0.0.1"
-serverPort = $BIND
+serverPort = $server_port
 auth.token = "$TOKEN"
 transport.tcpMux = $tcpmux
 transport.tls.enable = true
+$reach
 $([ "$wire" = v1 ] || echo "transport.wireProtocol = \"$wire\"")
 
 [[proxies]]
@@ -266,6 +313,7 @@ PY
     kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
   fi
   kill "$frps" 2>/dev/null || true; wait "$frps" 2>/dev/null || true
+  [ "$front" = 0 ] || { kill "$front" 2>/dev/null || true; wait "$front" 2>/dev/null || true; }
   echo "bench: $mux $wire $client run $rep done" >&2
 }
 
@@ -283,7 +331,7 @@ for rep in $(seq "$REPS"); do
 done
 
 mkdir -p target
-python3 - "$results" "$(stat -c %s "$BURROW")" "$(stat -c %s "$FRP/frpc")" "$FRP_VERSION" "$WIRES" "$MUXES" <<'PY'
+python3 - "$results" "$(stat -c %s "$BURROW")" "$(stat -c %s "$FRP/frpc")" "$FRP_VERSION" "$WIRES" "$MUXES" "$PROTOCOL" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 sizes = {"burrow": int(sys.argv[2]), "frpc": int(sys.argv[3])}
@@ -304,7 +352,9 @@ for r in rows:
         metrics.append(r["metric"])
 out = {"frps": frp, "medians": {f"{m}/{w}/{c}/{k}": v for (m, w, c, k), v in med_w.items()}, "binary_bytes": sizes, "runs": rows}
 json.dump(out, open("target/bench-tunnel.json", "w"), indent=1)
-titles = [(m, t) for m, t in [("mux", "TLS + tcp_mux"), ("nomux", "TLS, tcp_mux off")] if m in muxes]
+proto = sys.argv[7]
+tls = "wss through nginx" if proto == "wss" else "TLS"
+titles = [(m, t) for m, t in [("mux", f"{tls} + tcp_mux"), ("nomux", f"{tls}, tcp_mux off")] if m in muxes]
 for mux, title in titles:
     print(f"\n### {title}, frps and frpc {frp}, wire {wires[0]}\n")
     print("| metric | burrow | frpc | no tunnel | burrow/frpc | burrow/no tunnel |")
@@ -392,4 +442,5 @@ exec >&3
 for _ in $(seq 50); do kill -0 "$tee_pid" 2>/dev/null || break; sleep 0.1; done
 section=tunnel
 [ "$FRP_VERSION $WIRES" = "0.65.0 v1" ] || section="tunnel-$FRP_VERSION-${WIRES// /-}"
+[ "$PROTOCOL" = tcp ] || section="$section-$PROTOCOL"
 results_section "$section" "$work/results.md"
