@@ -80,6 +80,13 @@ impl Failure {
     }
 }
 
+/// For this long after a session that served ended, retries come at most [`RECOVERY_CAP`] apart:
+/// a laptop back from sleep or on a new network gets its URL back in seconds, not after a 20 s
+/// wait grown while the network was gone.
+pub const RECOVERY_WINDOW: Duration = Duration::from_secs(120);
+/// The longest wait between retries inside [`RECOVERY_WINDOW`].
+pub const RECOVERY_CAP: Duration = Duration::from_secs(2);
+
 /// Capped exponential backoff with ±10% jitter: 0.5 s, 1 s, 2 s, … 20 s.
 pub fn backoff(attempt: u32) -> Duration {
     let base = 500u64.saturating_mul(1u64 << attempt.saturating_sub(1).min(16)).min(20_000);
@@ -148,6 +155,8 @@ impl Supervisor {
         let mut failures: u32 = 0;
         let mut last_error: Option<String> = None;
         let mut incompatible = 0u32;
+        // When the last session that served ended.
+        let mut served_until: Option<tokio::time::Instant> = None;
         loop {
             reporter.set_state(State::Connecting);
             let ended = tokio::select! {
@@ -188,6 +197,7 @@ impl Supervisor {
             if ended.progressed {
                 failures = 0;
                 last_error = None;
+                served_until = Some(tokio::time::Instant::now());
             }
             failures += 1;
             // Say what is wrong once per change, not once per attempt.
@@ -195,7 +205,8 @@ impl Supervisor {
                 reporter.error(failure.code, failure.message.clone(), failure.hint.clone());
                 last_error = Some(failure.message.clone());
             }
-            let delay = backoff(failures);
+            let recovering = served_until.is_some_and(|t| t.elapsed() < RECOVERY_WINDOW);
+            let delay = if recovering { backoff(failures).min(RECOVERY_CAP) } else { backoff(failures) };
             tracing::info!("{} ({}); trying again in {} ms", failure.message, self.backend_name(), delay.as_millis());
             reporter.emit(Event::Reconnecting {
                 attempt: failures,
@@ -383,6 +394,26 @@ mod tests {
         assert!(named(&events, "error").iter().all(|e| e["fatal"] == false));
         let delays: Vec<u64> = named(&events, "reconnecting").iter().map(|e| e["delay_ms"].as_u64().unwrap()).collect();
         assert!(delays[0] < 600 && delays[1] > 800 && delays[2] < 600, "{delays:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_stay_close_for_two_minutes_after_a_session_that_served() {
+        let reporter = Reporter::silent();
+        let mut script = vec![failed(true, Verdict::Retry, "lost")];
+        script.extend((0..70).map(|_| failed(false, Verdict::Retry, "down")));
+        let backend = scripted(BackendKind::Native, script);
+        let sup = Supervisor::new(backend, None, reporter.clone(), Arc::default());
+        let (_, events) = run(sup, &reporter, Duration::from_secs(1200)).await;
+        let delays: Vec<u64> = named(&events, "reconnecting").iter().map(|e| e["delay_ms"].as_u64().unwrap()).collect();
+        // Within the window: never more than RECOVERY_CAP apart, however many attempts failed.
+        let mut waited = 0;
+        let (inside, after): (Vec<u64>, Vec<u64>) = delays.iter().partition(|&&d| {
+            waited += d;
+            waited - d < RECOVERY_WINDOW.as_millis() as u64
+        });
+        assert!(inside.len() > 50 && inside.iter().all(|&d| d <= RECOVERY_CAP.as_millis() as u64), "{inside:?}");
+        // Past it, the backoff has grown as usual.
+        assert!(after.iter().all(|&d| d > 15_000), "{after:?}");
     }
 
     #[tokio::test(start_paused = true)]

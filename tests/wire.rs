@@ -164,6 +164,42 @@ async fn blackholed_server_is_detected_by_the_heartbeat_and_the_tunnel_returns()
     assert_eq!(vhost_get_ok(frps.vhost_port, &host, "/back", T).await, "hello /back");
 }
 
+/// With the default heartbeat, a path that dies silently (a laptop asleep, a new network: old
+/// connections dead, new ones hanging) is noticed during a half-minute outage, and the URL comes
+/// back on its own soon after the path does, without a `reconnect`: retries stay close together
+/// after a session that served. (How soon, beside frpc: bench/recovery.sh.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_outage_is_noticed_with_the_defaults_and_the_url_returns_on_its_own() {
+    let frps = Frps::start(FrpsOpts::default()).await;
+    let relay = fault_relay(frps.bind_port).await;
+    let up = http_upstream().await;
+    let (addr, routes) = (format!("127.0.0.1:{}", relay.port), format!("/=http://{}", up.addr));
+    let b = Burrow::spawn(&[
+        ("BURROW_SERVER_ADDR", addr.as_str()),
+        ("BURROW_SERVER_TOKEN", TOKEN),
+        ("BURROW_SUBDOMAIN", "outage"),
+        ("BURROW_ROUTES", routes.as_str()),
+    ]);
+    b.wait("tunnel_up", T).await;
+    let host = format!("outage.{SUBDOMAIN_HOST}");
+    vhost_get_ok(frps.vhost_port, &host, "/", T).await;
+
+    relay.blackhole.store(true, Ordering::SeqCst);
+    let down = b.wait("tunnel_down", Duration::from_secs(35)).await;
+    assert!(down["reason"].as_str().unwrap().contains("heartbeat"), "{down}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    relay.blackhole.store(false, Ordering::SeqCst);
+    let back = Instant::now();
+    b.wait_nth("tunnel_up", 1, Duration::from_secs(30)).await;
+    eprintln!("the tunnel was back {:?} after the path", back.elapsed());
+    assert_eq!(vhost_get_ok(frps.vhost_port, &host, "/back", T).await, "hello /back");
+    // Each retry in the outage was at most RECOVERY_CAP (2 s) after the last.
+    let delays: Vec<u64> =
+        b.events().iter().filter(|e| e["event"] == "reconnecting").map(|e| e["delay_ms"].as_u64().unwrap()).collect();
+    assert!(!delays.is_empty() && delays.iter().all(|&d| d <= 2000), "{delays:?}");
+    assert_eq!(b.count("fallback"), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_options_reach_frps() {
     let frps = Frps::start(FrpsOpts::default()).await;

@@ -7,6 +7,7 @@
 //   const burrow = new Burrow({ env: settings.toEnv() });
 //   burrow.on('tunnel', (t) => win.webContents.send('burrow:update', t));
 //   burrow.attachToApp(app);            // shutdown on before-quit
+//   burrow.watchPower(powerMonitor);    // reconnect at once after sleep or a screen unlock
 //   burrow.start();
 //
 // Dependency-free CommonJS. Secrets go to the child through its environment, never its argv
@@ -75,6 +76,7 @@ class Burrow extends EventEmitter {
     this._restarts = 0;
     this._restartTimer = null;
     this._statusWaiters = [];
+    this._reconnectTimer = null;
   }
 
   /** The child's pid, or null. */
@@ -125,6 +127,34 @@ class Burrow extends EventEmitter {
       this._send({ cmd: 'shutdown' });
       try { child.stdin.end(); } catch (_) { /* already closed */ }
     });
+  }
+
+  /**
+   * Reconnect at once when the machine wakes (`resume`), the screen unlocks, or the network comes
+   * back (`online`, from the renderer or a net check), instead of waiting for burrow's heartbeat to
+   * find the old session dead. Events within `debounceMs` make one reconnect. Returns a function
+   * that stops watching.
+   *   burrow.watchPower(powerMonitor);
+   *   ipcMain.on('burrow:online', () => burrow.networkChanged());
+   */
+  watchPower(powerMonitor, { debounceMs = 1000 } = {}) {
+    const poke = () => this.networkChanged(debounceMs);
+    const events = ['resume', 'unlock-screen'];
+    for (const e of events) powerMonitor.on(e, poke);
+    return () => {
+      for (const e of events) powerMonitor.removeListener(e, poke);
+      clearTimeout(this._reconnectTimer);
+    };
+  }
+
+  /** The network may have changed (woke up, online again): one `reconnect` per burst of calls. */
+  networkChanged(debounceMs = 1000) {
+    if (this._reconnectTimer) return;
+    this._reconnectTimer = setTimeout(() => {
+      this._reconnectTimer = null;
+      this.reconnect();
+    }, debounceMs);
+    if (this._reconnectTimer.unref) this._reconnectTimer.unref();
   }
 
   /** Shut burrow down when the app quits (before-quit waits for it). */
@@ -294,6 +324,7 @@ function registerIpc(ipcMain, burrow, webContents) {
   ipcMain.handle('burrow:start', () => burrow.start());
   ipcMain.handle('burrow:stop', () => burrow.stop());
   ipcMain.handle('burrow:status', () => burrow.status());
+  ipcMain.on('burrow:online', () => burrow.networkChanged());
   const send = (kind) => (v) => { if (!webContents.isDestroyed()) webContents.send('burrow:update', { kind, ...v }); };
   burrow.on('tunnel', send('tunnel'));
   burrow.on('status', send('status'));

@@ -12,3 +12,6 @@ contextBridge.exposeInMainWorld('burrow', {
     return () => ipcRenderer.removeListener('burrow:update', listener);
   },
 });
+
+// Back online (new Wi-Fi, cable, VPN up): burrow reconnects at once rather than after its heartbeat.
+window.addEventListener('online', () => ipcRenderer.send('burrow:online'));

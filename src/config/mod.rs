@@ -451,11 +451,13 @@ pub struct ApiConfig {
     pub project_id: String,
 }
 
-/// Default ping period. frpc 0.58+ pings only without tcp_mux; burrow always does — harmless,
-/// and the one way to notice a server that vanished without a FIN.
-pub const DEFAULT_HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
-/// Default dead-server threshold (frp's own 90 s).
-pub const DEFAULT_HEARTBEAT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+/// Default ping period. frpc 0.58+ pings only without tcp_mux; burrow always does: a path that
+/// died silently (sleep, a new network) is only noticed by a ping left unanswered, and frp's own
+/// 30 s / 90 s leave a desktop user's URL dead for up to two minutes. Six pings a minute cost
+/// frps and an idle burrow next to nothing.
+pub const DEFAULT_HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// Default dead-server threshold: no Pong for this long, checked at each ping (so 20–30 s).
+pub const DEFAULT_HEARTBEAT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Name of the tunnel burrow registers when no config file lists `[[proxies]]`.
 pub const DEFAULT_TUNNEL: &str = "web";

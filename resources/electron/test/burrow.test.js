@@ -130,6 +130,44 @@ test('start → tunnel with URL, status, stop, start, shutdown leaves no child',
   assert.ok(!logs.join('\n').includes(TOKEN), 'the token never appears in burrow output');
 });
 
+test('waking up, unlocking and coming back online reconnect at once, one reconnect per burst', async (t) => {
+  const frps = await startFrps();
+  const app = await upstream();
+  const proxy = await freePort();
+  const b = new Burrow({
+    binary: BIN,
+    env: {
+      BURROW_SERVER_ADDR: `127.0.0.1:${frps.bind}`, BURROW_SERVER_TOKEN: TOKEN, BURROW_SUBDOMAIN: 'wake',
+      BURROW_PROXY_ADDR: `127.0.0.1:${proxy}`, BURROW_ROUTES: `/=http://127.0.0.1:${app.address().port}`, BURROW_MODE: 'native',
+    },
+  });
+  t.after(async () => { await b.shutdown(); frps.stop(); app.close(); });
+  const events = [];
+  b.on('event', (e) => events.push(e));
+  const up = nextEvent(b, 'tunnel', (v) => v.state === 'up');
+  b.start();
+  await up;
+  // Electron's powerMonitor is an EventEmitter; a plain one stands in for it.
+  const power = new (require('node:events').EventEmitter)();
+  const unwatch = b.watchPower(power, { debounceMs: 200 });
+  const requested = () => events.filter((e) => e.event === 'reconnecting' && e.reason === 'reconnect requested').length;
+  const back = nextEvent(b, 'tunnel', (v) => v.state === 'up');
+  power.emit('resume');
+  power.emit('unlock-screen');
+  b.networkChanged(200); // the renderer's `online` (preload.js → ipcMain 'burrow:online')
+  await back;
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(requested(), 1, 'one burst, one reconnect');
+  const kinds = events.map((e) => e.event);
+  const at = kinds.indexOf('reconnecting');
+  assert.deepEqual([kinds[at - 1], kinds.indexOf('tunnel_up', at) > at], ['tunnel_down', true], 'down before up again');
+  assert.equal(await getOk(frps.vhost, 'wake.burrow.test', '/after-wake'), 'hello /after-wake');
+  unwatch();
+  power.emit('resume');
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(requested(), 1, 'no reconnect once unwatched');
+});
+
 test('unexpected death is restarted with backoff', async (t) => {
   const frps = await startFrps();
   const app = await upstream();
