@@ -72,6 +72,16 @@ pub async fn run(mut config: Config, reporter: Reporter) -> Outcome {
         lease = Some((api, r.id));
     }
 
+    // The http tunnels the proxy serves get their public URL checked each time they come up.
+    if let (Some(p), Some(addr)) = (&proxy, config.proxy_addr) {
+        let at_proxy = config
+            .tunnels
+            .iter()
+            .filter(|t| matches!(t.kind, crate::config::TunnelKind::Http { .. }) && t.local_addr == addr.to_string())
+            .map(|t| t.name.clone())
+            .collect();
+        crate::verify::watch(reporter.clone(), p.clone(), at_proxy, config.server.proxy.clone());
+    }
     let mut result = manage(&config, &reporter, proxy, &ctl).await;
     reporter.set_state(State::Stopping);
     // Whatever ended the run, everything else stops now (the renewal loop included).

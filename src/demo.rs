@@ -100,6 +100,7 @@ async fn run_in(frps: &Path, dir: &Path) -> Result<(), String> {
     reporter.status().set_tunnels([("web".to_string(), "http")]);
     reporter.status().set_proxy(Some(proxy.clone()));
     let mut rx = reporter.subscribe();
+    crate::verify::watch(reporter.clone(), proxy.clone(), ["web".to_string()].into(), config.server.proxy.clone());
     let client = Client::new(&config, reporter.clone(), Some(proxy)).map_err(|e| e.to_string())?;
     let mut supervisor = Supervisor::new(Box::new(client), None, reporter, Default::default());
     let shutdown = CancellationToken::new();
@@ -124,6 +125,24 @@ async fn run_in(frps: &Path, dir: &Path) -> Result<(), String> {
         }
     };
     say(&format!("     tunnel up: {url}"));
+    // The URL verified end to end by burrow itself, as `run` does for every http tunnel.
+    loop {
+        let line = tokio::select! {
+            line = rx.recv() => line.ok_or("the client stopped")?,
+            _ = &mut deadline => return Err("the URL was not verified within 15 s; see the log above".into()),
+        };
+        let ev: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        match ev["event"].as_str() {
+            Some("url_verified") => {
+                say(&format!("     url_verified: {url} reached this burrow in {} ms", ev["ms"]));
+                break;
+            }
+            Some("warning") if ev["code"] == "url_unverified" => {
+                return Err(ev["message"].as_str().unwrap_or("url_unverified").to_string())
+            }
+            _ => {}
+        }
+    }
     let host = url.trim_start_matches("http://").split(':').next().unwrap_or_default().to_string();
     let (status, body) = fetch(vhost_port, &host).await?;
     say(&format!(

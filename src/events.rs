@@ -79,6 +79,8 @@ pub enum WarningCode {
     TlsUnverified,
     /// The reverse proxy listens beyond loopback.
     ProxyNotLoopback,
+    /// A tunnel's public URL did not reach this burrow.
+    UrlUnverified,
 }
 
 /// Where a tunnel can be reached from outside.
@@ -170,6 +172,12 @@ pub enum Event {
     TunnelDown {
         name: String,
         reason: String,
+    },
+    /// The tunnel's public URL was fetched and reached this burrow.
+    UrlVerified {
+        name: String,
+        url: String,
+        ms: u64,
     },
     Reconnecting {
         attempt: u32,
@@ -666,6 +674,8 @@ mod tests {
                 kind: "http",
                 url: None,
                 state: TunnelState::Pending,
+                verified: Some(false),
+                verify_message: Some("the name x.test does not resolve".into()),
             }],
             proxy: None,
             streams: Some(crate::status::Streams { active: 3, max: 4096 }),
@@ -689,6 +699,7 @@ mod tests {
             up(PublicAddr::Url { url: Some("http://a.b".into()) }, Some("r".into())),
             up(PublicAddr::Remote { remote_addr: "h:6000".into() }, None),
             Event::TunnelDown { name: "web".into(), reason: "r".into() },
+            Event::UrlVerified { name: "web".into(), url: "http://a.b".into(), ms: 12 },
             Event::Reconnecting { attempt: 1, delay_ms: 500, reason: "r".into() },
             Event::Fallback { from: Backend::Native, to: Backend::Frpc, reason: "r".into() },
             Event::Warning { code: WarningCode::TlsUnverified, message: "m".into() },
@@ -716,6 +727,7 @@ mod tests {
                 Event::Connected { .. } => "connected",
                 Event::TunnelUp(_) => "tunnel_up",
                 Event::TunnelDown { .. } => "tunnel_down",
+                Event::UrlVerified { .. } => "url_verified",
                 Event::Reconnecting { .. } => "reconnecting",
                 Event::Fallback { .. } => "fallback",
                 Event::Warning { .. } => "warning",

@@ -25,3 +25,4 @@ pub mod proxy;
 pub mod status;
 pub mod supervise;
 pub mod transport;
+pub mod verify;

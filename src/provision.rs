@@ -186,6 +186,19 @@ impl ApiError {
     }
 }
 
+/// An HTTP client as burrow makes them: its user agent, `timeout`, through `proxy` or direct (only
+/// burrow's own reading of the proxy environment applies, not reqwest's second one).
+pub fn http_client(
+    proxy: Option<&crate::transport::proxy::ProxyUrl>,
+    timeout: Duration,
+) -> Result<reqwest::ClientBuilder, String> {
+    let builder = reqwest::Client::builder().timeout(timeout).user_agent(concat!("burrow/", env!("CARGO_PKG_VERSION")));
+    Ok(match proxy {
+        Some(p) => builder.proxy(reqwest::Proxy::all(p.with_credentials(false)).map_err(|e| format!("{p}: {e}"))?),
+        None => builder.no_proxy(),
+    })
+}
+
 /// The API client.
 pub struct Api {
     http: reqwest::Client,
@@ -197,17 +210,8 @@ impl Api {
     /// `NO_PROXY` checked against the API's host).
     pub fn new(cfg: ApiConfig, proxy: &ServerProxy) -> Result<Self, String> {
         let host = url::Url::parse(&cfg.url).ok().and_then(|u| u.host_str().map(String::from)).unwrap_or_default();
-        let builder = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("burrow/", env!("CARGO_PKG_VERSION")));
-        let builder = match proxy.for_host(&host) {
-            Some(p) => builder.proxy(
-                reqwest::Proxy::all(p.with_credentials(false))
-                    .map_err(|e| format!("cannot use the proxy {p} for the provisioning API: {e}"))?,
-            ),
-            // Only burrow's own reading of the environment applies, not reqwest's second one.
-            None => builder.no_proxy(),
-        };
+        let builder = http_client(proxy.for_host(&host), REQUEST_TIMEOUT)
+            .map_err(|e| format!("cannot use the proxy for the provisioning API: {e}"))?;
         let http = builder.build().map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
         Ok(Self { http, cfg })
     }

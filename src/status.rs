@@ -57,6 +57,11 @@ pub struct TunnelStatus {
     pub url: Option<String>,
     /// Its state.
     pub state: TunnelState,
+    /// Whether the public URL reached this burrow when last checked (`null`: not checked yet).
+    pub verified: Option<bool>,
+    /// Why it did not, or how long the check took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_message: Option<String>,
 }
 
 /// The `status` event's fields.
@@ -121,7 +126,14 @@ impl Status {
     pub fn set_tunnels(&self, tunnels: impl IntoIterator<Item = (String, &'static str)>) {
         self.lock().tunnels = tunnels
             .into_iter()
-            .map(|(name, kind)| TunnelStatus { name, kind, url: None, state: TunnelState::Pending })
+            .map(|(name, kind)| TunnelStatus {
+                name,
+                kind,
+                url: None,
+                state: TunnelState::Pending,
+                verified: None,
+                verify_message: None,
+            })
             .collect();
     }
 
@@ -157,6 +169,17 @@ impl Status {
             if url.is_some() {
                 t.url = url;
             }
+            if state == TunnelState::Up {
+                (t.verified, t.verify_message) = (None, None);
+            }
+        }
+    }
+
+    /// Records the outcome of checking a tunnel's public URL (`verify`).
+    pub fn set_verified(&self, name: &str, verified: bool, message: String) {
+        let mut g = self.lock();
+        if let Some(t) = g.tunnels.iter_mut().find(|t| t.name == name) {
+            (t.verified, t.verify_message) = (Some(verified), Some(message));
         }
     }
 

@@ -94,9 +94,12 @@ async fn demo_serves_the_public_url_and_stops_everything_on_ctrl_c() {
         .unwrap();
     let pid = child.id().unwrap();
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut verified = None;
     let fetched = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(l) = lines.next_line().await.unwrap() {
-            if l.starts_with("4/4") {
+            if l.trim_start().starts_with("url_verified:") {
+                verified = Some(l);
+            } else if l.starts_with("4/4") {
                 return l;
             }
         }
@@ -105,6 +108,11 @@ async fn demo_serves_the_public_url_and_stops_everything_on_ctrl_c() {
     .await
     .expect("demo fetched its public URL within 30 s");
     assert!(fetched.contains("HTTP 200") && fetched.contains("through burrow"), "{fetched}");
+    let verified = verified.expect("the demo verified its URL before fetching it");
+    assert!(
+        verified.contains("http://demo.burrow.localhost:") && verified.contains("reached this burrow"),
+        "{verified}"
+    );
     // The frps it started is a child of the demo.
     let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
     let frps_pid: u32 = children.split_whitespace().next().expect("frps runs as the demo's child").parse().unwrap();

@@ -19,4 +19,5 @@ mod reach;
 mod security;
 mod soak;
 mod tls_verify;
+mod verify;
 mod wire;

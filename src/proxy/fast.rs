@@ -224,6 +224,10 @@ fn plan_request(conn: &Conn, data: &[u8], out: &mut Vec<u8>) -> Plan {
     {
         return Plan::Handoff;
     }
+    // The proxy's own answers are hyper's.
+    if path.starts_with(super::VERIFY_PREFIX) {
+        return Plan::Handoff;
+    }
     let routes = conn.proxy.routes.all();
     let Ok(Some(route_idx)) = conn.proxy.routes.select_index(path) else {
         return Plan::Handoff;

@@ -27,6 +27,16 @@ impl Proxy {
         if let Some(resp) = check_head(&req, wants_json) {
             return resp;
         }
+        if let Some(nonce) = req.uri().path().strip_prefix(super::VERIFY_PREFIX) {
+            let body = self.verify_answer(nonce);
+            return Response::builder()
+                .header(http::header::CONTENT_TYPE, "text/plain")
+                .header(http::header::CACHE_CONTROL, "no-store")
+                .body(Either::Right(Full::new(Bytes::from(body))))
+                .unwrap_or_else(|_| {
+                    local_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "verify answer", false)
+                });
+        }
         let (idx, route) = match self.routes.select_index(req.uri().path()) {
             Ok(Some(i)) => (i, &self.routes.all()[i]),
             Ok(None) => {

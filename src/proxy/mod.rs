@@ -78,7 +78,13 @@ pub struct Proxy {
     response_timeout: Duration,
     /// Whether plain requests take the [`fast`] path (off: every request goes through hyper).
     fast_path: bool,
+    /// Keys this process's answers on [`VERIFY_PREFIX`], so that only this burrow can give them.
+    verify_key: [u8; 32],
 }
+
+/// Where the proxy answers for itself, never forwarded to an app: `VERIFY_PREFIX<nonce>` answers
+/// [`Proxy::verify_answer`] of the nonce, which proves a public URL reaches this burrow.
+pub const VERIFY_PREFIX: &str = "/.well-known/burrow-verify/";
 
 /// The upstream connections of one client connection, one slot per route ([`policy::Slot`]).
 type Upstreams = std::sync::Mutex<Vec<policy::Slot>>;
@@ -137,7 +143,14 @@ impl Proxy {
 
     fn build(routes: Routes, response_timeout: Duration, fast_path: bool) -> Arc<Self> {
         let stats = routes.all().iter().map(|_| RouteStats::default()).collect();
-        Arc::new(Self { routes, stats, response_timeout, fast_path })
+        Arc::new(Self { routes, stats, response_timeout, fast_path, verify_key: rand::random() })
+    }
+
+    /// What this proxy answers on [`VERIFY_PREFIX`]`nonce`: SHA-256 of its key and the nonce, hex.
+    pub fn verify_answer(&self, nonce: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new().chain_update(self.verify_key).chain_update(nonce.as_bytes()).finalize();
+        digest.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Counters per route, as JSON.

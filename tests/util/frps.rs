@@ -90,11 +90,21 @@ pub struct FrpsOpts {
     pub extra: String,
     /// frp version (one of [`FRP_VERSIONS`]); the pinned 0.65.0 when `None`.
     pub version: Option<&'static str>,
+    /// frps' `subDomainHost`: [`SUBDOMAIN_HOST`], which does not resolve, unless a test needs
+    /// URLs that do (`*.localhost` is loopback).
+    pub subdomain_host: &'static str,
 }
 
 impl Default for FrpsOpts {
     fn default() -> Self {
-        Self { tcp_mux: true, tls_force: false, token: TOKEN.into(), extra: String::new(), version: None }
+        Self {
+            tcp_mux: true,
+            tls_force: false,
+            token: TOKEN.into(),
+            extra: String::new(),
+            version: None,
+            subdomain_host: SUBDOMAIN_HOST,
+        }
     }
 }
 
@@ -122,9 +132,10 @@ impl Frps {
 
     fn write_config(&self) -> PathBuf {
         let cfg = format!(
-            "bindAddr = \"127.0.0.1\"\nbindPort = {}\nvhostHTTPPort = {}\nsubDomainHost = \"{SUBDOMAIN_HOST}\"\nauth.token = \"{}\"\ntransport.tcpMux = {}\ntransport.tls.force = {}\nlog.to = \"{}\"\nlog.level = \"debug\"\n{}\n",
+            "bindAddr = \"127.0.0.1\"\nbindPort = {}\nvhostHTTPPort = {}\nsubDomainHost = \"{}\"\nauth.token = \"{}\"\ntransport.tcpMux = {}\ntransport.tls.force = {}\nlog.to = \"{}\"\nlog.level = \"debug\"\n{}\n",
             self.bind_port,
             self.vhost_port,
+            self.opts.subdomain_host,
             self.opts.token,
             self.opts.tcp_mux,
             self.opts.tls_force,
