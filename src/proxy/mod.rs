@@ -150,7 +150,7 @@ impl Proxy {
     pub fn verify_answer(&self, nonce: &str) -> String {
         use sha2::{Digest, Sha256};
         let digest = Sha256::new().chain_update(self.verify_key).chain_update(nonce.as_bytes()).finalize();
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(digest)
     }
 
     /// Counters per route, as JSON.
