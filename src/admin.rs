@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::control::{Command, Controller};
+use crate::control::{Command, Controller, ShareRequest};
 use crate::events::Reporter;
 
 const PAGE: &str = include_str!("../resources/status.html");
@@ -66,9 +66,19 @@ fn json_resp(status: StatusCode, v: serde_json::Value) -> Response<Body> {
     full(status, "application/json", v.to_string())
 }
 
-/// Compares without an early exit, so timing does not reveal how much of a guess was right.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// `share`'s settings from the query (`ttl_s`, `read_only`), as the stdin command takes them.
+fn share_request(query: Option<&str>) -> Result<ShareRequest, String> {
+    let mut v = serde_json::Map::new();
+    for (k, val) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let parsed = serde_json::from_str(&val).unwrap_or(serde_json::Value::String(val.into_owned()));
+        v.insert(k.into_owned(), parsed);
+    }
+    ShareRequest::from_json(&serde_json::Value::Object(v))
+}
+
+/// 409: burrow cannot do that as configured.
+fn refused(message: String, hint: String) -> Response<Body> {
+    json_resp(StatusCode::CONFLICT, json!({"error": {"code": "not_possible", "message": message, "hint": hint}}))
 }
 
 impl Admin {
@@ -93,7 +103,8 @@ impl Admin {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        got.is_some_and(|t| same(t.trim().as_bytes(), self.token.as_bytes()))
+        // Constant time: timing must not reveal how much of a guess was right.
+        got.is_some_and(|t| bool::from(subtle::ConstantTimeEq::ct_eq(t.trim().as_bytes(), self.token.as_bytes())))
     }
 
     fn handle(&self, req: Request<Incoming>) -> Response<Body> {
@@ -144,8 +155,23 @@ impl Admin {
             (&Method::POST, "/api/start") => cmd(Command::Start),
             (&Method::POST, "/api/stop") => cmd(Command::Stop),
             (&Method::POST, "/api/reconnect") => cmd(Command::Reconnect),
+            (&Method::POST, "/api/share") => match share_request(req.uri().query()) {
+                Ok(r) => match self.ctl.share(r) {
+                    Ok((url, expires)) => json_resp(StatusCode::OK, json!({"url": url, "expires": expires})),
+                    Err((message, hint)) => refused(message, hint),
+                },
+                Err(e) => json_resp(StatusCode::BAD_REQUEST, json!({"error": {"code": "bad_request", "message": e}})),
+            },
+            (&Method::POST, "/api/revoke_shares") => match self.ctl.revoke_shares() {
+                Ok(generation) => json_resp(StatusCode::OK, json!({"generation": generation})),
+                Err((message, hint)) => refused(message, hint),
+            },
             (&Method::GET, "/api/events") => self.sse(),
-            (_, "/api/status" | "/api/start" | "/api/stop" | "/api/reconnect" | "/api/events") => json_resp(
+            (
+                _,
+                "/api/status" | "/api/start" | "/api/stop" | "/api/reconnect" | "/api/events" | "/api/share"
+                | "/api/revoke_shares",
+            ) => json_resp(
                 StatusCode::METHOD_NOT_ALLOWED,
                 json!({"error": {"code": "method", "message": "wrong method for this endpoint"}}),
             ),

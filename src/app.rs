@@ -29,7 +29,7 @@ pub async fn run(mut config: Config, reporter: Reporter) -> Outcome {
     let status = reporter.status();
     status.set_tunnels(config.tunnels.iter().map(|t| (t.name.clone(), t.kind.type_name())));
     status.set_proxy(proxy.clone());
-    let ctl = Controller::new(reporter.clone());
+    let ctl = Controller::new(reporter.clone(), proxy.clone());
     ctl.watch_signals();
     ctl.watch_stdin();
     let shutdown = ctl.shutdown.clone();
@@ -116,7 +116,15 @@ async fn manage(
     ctl: &Controller,
 ) -> Result<(), Fatal> {
     let frpc: MakeBackend = {
-        let (config, reporter) = (config.clone(), reporter.clone());
+        let (mut config, reporter) = (config.clone(), reporter.clone());
+        // frpc reaches the proxy over loopback: through its door, when the access policy applies.
+        if let (Some(p), Some(addr)) = (proxy.as_ref().filter(|p| p.guards_tunnels()), config.proxy_addr) {
+            let door = p.open_tunnel_door().map_err(|e| {
+                Fatal::new(ErrorCode::Internal, format!("cannot listen on loopback for frpc's tunnels: {e}"), "")
+            })?;
+            let file = config.frpc_file.as_mut().map(|(_, raw)| raw);
+            crate::frpc::config::through_door(&mut config.tunnels, file, addr, door);
+        }
         Box::new(move || {
             Box::pin(async move { Frpc::prepare(&config, reporter).await.map(|f| Box::new(f) as Box<dyn Backend>) })
         })
@@ -206,7 +214,7 @@ fn start_proxy(config: &Config, reporter: &Reporter) -> Result<Option<Arc<Proxy>
             if !addr.ip().is_loopback() {
                 reporter.warning(WarningCode::ProxyNotLoopback, format!("the reverse proxy listens on {bound}, reachable from other machines; use 127.0.0.1 unless that is intended"));
             }
-            let proxy = Proxy::with_timeout(config.routes.clone(), config.upstream_timeout);
+            let proxy = Proxy::with_access(config.routes.clone(), config.upstream_timeout, config.access.policy());
             if let Err(e) = proxy.spawn_workers(listener) {
                 return Err(Fatal::new(ErrorCode::Internal, format!("cannot start the proxy: {e}"), ""));
             }

@@ -3,14 +3,19 @@
 //! `start` and `stop` switch the tunnels (the proxy stays up), `status` answers with a `status`
 //! event, `reconnect` drops the current attempt or backoff wait and connects now — for a laptop
 //! waking from sleep — and `shutdown`, like the end of stdin or SIGINT/SIGTERM, stops burrow.
+//! `share` mints a share link for the public URL, `revoke_shares` kills all links handed out.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{ErrorCode, Reporter};
+use crate::events::{ErrorCode, Event, Reporter};
 use crate::lines::{Line, LineReader};
+use crate::proxy::access::{Mode, MAX_TTL, SHARE_PARAM};
+use crate::proxy::Proxy;
+use crate::status::TunnelState;
 
 /// The longest command line read from stdin.
 const MAX_LINE: usize = 64 * 1024;
@@ -28,11 +33,42 @@ pub enum Command {
     Shutdown,
     /// Connect again now, with the backoff reset.
     Reconnect,
+    /// Answer with a `share_link` event.
+    Share(ShareRequest),
+    /// Kill every share link handed out so far.
+    RevokeShares,
+}
+
+/// What `share` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShareRequest {
+    /// How long the link lives.
+    pub ttl: Duration,
+    /// GET and HEAD only.
+    pub read_only: bool,
+}
+
+impl ShareRequest {
+    /// Reads `ttl_s` (default one hour) and `read_only` (default false) off a command or an
+    /// admin API body.
+    pub fn from_json(v: &serde_json::Value) -> Result<Self, String> {
+        let ttl_s = match v.get("ttl_s") {
+            None | Some(serde_json::Value::Null) => 3600,
+            Some(t) => t
+                .as_u64()
+                .filter(|t| (1..=MAX_TTL.as_secs()).contains(t))
+                .ok_or(format!("\"ttl_s\" must be whole seconds from 1 to {}", MAX_TTL.as_secs()))?,
+        };
+        let read_only = match v.get("read_only") {
+            None | Some(serde_json::Value::Null) => false,
+            Some(b) => b.as_bool().ok_or("\"read_only\" must be true or false")?,
+        };
+        Ok(Self { ttl: Duration::from_secs(ttl_s), read_only })
+    }
 }
 
 /// The commands, for error messages.
-pub const COMMANDS: &str =
-    r#"{"cmd":"start"}, {"cmd":"stop"}, {"cmd":"status"}, {"cmd":"reconnect"}, {"cmd":"shutdown"}"#;
+pub const COMMANDS: &str = r#"{"cmd":"start"}, {"cmd":"stop"}, {"cmd":"status"}, {"cmd":"reconnect"}, {"cmd":"share","ttl_s":3600,"read_only":false}, {"cmd":"revoke_shares"}, {"cmd":"shutdown"}"#;
 
 /// Parses one stdin line: a JSON object with a `cmd` string.
 pub fn parse_command(line: &str) -> Result<Command, String> {
@@ -45,6 +81,8 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
         "status" => Ok(Command::Status),
         "shutdown" => Ok(Command::Shutdown),
         "reconnect" => Ok(Command::Reconnect),
+        "share" => ShareRequest::from_json(&v).map(Command::Share),
+        "revoke_shares" => Ok(Command::RevokeShares),
         other => Err(format!("unknown command {other:?}")),
     }
 }
@@ -69,17 +107,20 @@ pub struct Controller {
     /// Woken by `reconnect`.
     pub reconnect: Arc<Notify>,
     reporter: Reporter,
+    /// The reverse proxy, whose access policy the share commands drive.
+    proxy: Option<Arc<Proxy>>,
 }
 
 impl Controller {
     /// Tunnels wanted up from the start.
-    pub fn new(reporter: Reporter) -> Self {
+    pub fn new(reporter: Reporter, proxy: Option<Arc<Proxy>>) -> Self {
         Self {
             shutdown: CancellationToken::new(),
             reason: Arc::default(),
             wanted: Arc::new(watch::channel(true).0),
             reconnect: Arc::new(Notify::new()),
             reporter,
+            proxy,
         }
     }
 
@@ -111,7 +152,63 @@ impl Controller {
             Command::Status => self.reporter.emit(self.reporter.status_event()),
             Command::Shutdown => self.stop_burrow("shutdown"),
             Command::Reconnect => self.reconnect.notify_one(),
+            Command::Share(req) => {
+                if let Err((message, hint)) = self.share(req) {
+                    self.reporter.error(ErrorCode::ConfigInvalid, message, hint);
+                }
+            }
+            Command::RevokeShares => {
+                if let Err((message, hint)) = self.revoke_shares() {
+                    self.reporter.error(ErrorCode::ConfigInvalid, message, hint);
+                }
+            }
         }
+    }
+
+    fn protected_proxy(&self) -> Result<&Proxy, (String, String)> {
+        match &self.proxy {
+            Some(p) if p.access().mode() == Mode::Protected => Ok(p),
+            Some(_) => Err((
+                "share links need a protected public URL; it is open to anyone now".into(),
+                "set BURROW_PUBLIC_ACCESS=protected (and BURROW_PUBLIC_AUTH if you like) and start burrow again".into(),
+            )),
+            None => Err((
+                "share links need burrow's reverse proxy, which is off".into(),
+                "set BURROW_PROXY_ADDR (default 127.0.0.1:8080) and start burrow again".into(),
+            )),
+        }
+    }
+
+    /// Mints a share link for the first http tunnel that is up, and emits it.
+    pub fn share(&self, req: ShareRequest) -> Result<(String, String), (String, String)> {
+        let proxy = self.protected_proxy()?;
+        let snapshot = self.reporter.status().snapshot();
+        let Some(url) = snapshot
+            .tunnels
+            .iter()
+            .filter(|t| t.kind == "http" && t.state == TunnelState::Up)
+            .find_map(|t| t.url.clone())
+        else {
+            return Err((
+                "no http tunnel is up with a public URL to share".into(),
+                "wait for tunnel_up, then send share again".into(),
+            ));
+        };
+        let Ok(mut link) = url::Url::parse(&url) else {
+            return Err((format!("the public URL {url} cannot be parsed"), "report this as a bug".into()));
+        };
+        let (token, expires) = proxy.access().mint(SystemTime::now(), req.ttl, req.read_only, link.scheme() == "https");
+        link.query_pairs_mut().append_pair(SHARE_PARAM, &token);
+        let expires = humantime::format_rfc3339_seconds(expires).to_string();
+        self.reporter.emit(Event::ShareLink { url: link.to_string(), expires: expires.clone() });
+        Ok((link.to_string(), expires))
+    }
+
+    /// Moves to the next share generation, and emits it.
+    pub fn revoke_shares(&self) -> Result<u64, (String, String)> {
+        let generation = self.protected_proxy()?.access().revoke();
+        self.reporter.emit(Event::SharesRevoked { generation });
+        Ok(generation)
     }
 
     /// Reads commands from stdin until it ends; the end of stdin means the host is gone. A line
@@ -179,7 +276,16 @@ mod tests {
         assert_eq!(parse_command(r#"{"cmd":"start"}"#), Ok(Command::Start));
         assert_eq!(parse_command(r#"{"cmd":"reconnect","extra":1}"#), Ok(Command::Reconnect));
         assert_eq!(parse_command(r#" {"cmd":"shutdown"} "#), Ok(Command::Shutdown));
+        let share = |ttl, read_only| Ok(Command::Share(ShareRequest { ttl: Duration::from_secs(ttl), read_only }));
+        assert_eq!(parse_command(r#"{"cmd":"share","ttl_s":60,"read_only":true}"#), share(60, true));
+        assert_eq!(parse_command(r#"{"cmd":"share"}"#), share(3600, false));
+        assert_eq!(parse_command(r#"{"cmd":"revoke_shares"}"#), Ok(Command::RevokeShares));
         for (bad, why) in [
+            (r#"{"cmd":"share","ttl_s":0}"#, "ttl_s"),
+            (r#"{"cmd":"share","ttl_s":-5}"#, "ttl_s"),
+            (r#"{"cmd":"share","ttl_s":"1h"}"#, "ttl_s"),
+            (r#"{"cmd":"share","ttl_s":99999999999}"#, "ttl_s"),
+            (r#"{"cmd":"share","read_only":"yes"}"#, "read_only"),
             ("start", "not JSON"),
             (r#"{"command":"x"}"#, "no \"cmd\""),
             (r#"{"cmd":5}"#, "no \"cmd\""),

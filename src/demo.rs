@@ -94,6 +94,7 @@ async fn run_in(frps: &Path, dir: &Path) -> Result<(), String> {
         native_gap: None,
         reservation_id: None,
         admin_addr: None,
+        access: Default::default(),
         admin_token: None,
     };
     let reporter = Reporter::silent();

@@ -179,6 +179,16 @@ pub enum Event {
         url: String,
         ms: u64,
     },
+    /// A share link for the public URL, answering `share`.
+    ShareLink {
+        url: String,
+        /// RFC 3339.
+        expires: String,
+    },
+    /// Share links and cookies of earlier generations stopped working.
+    SharesRevoked {
+        generation: u64,
+    },
     Reconnecting {
         attempt: u32,
         delay_ms: u64,
@@ -700,6 +710,8 @@ mod tests {
             up(PublicAddr::Remote { remote_addr: "h:6000".into() }, None),
             Event::TunnelDown { name: "web".into(), reason: "r".into() },
             Event::UrlVerified { name: "web".into(), url: "http://a.b".into(), ms: 12 },
+            Event::ShareLink { url: "https://a.b/?burrow_share=t".into(), expires: "2026-12-04T05:00:00Z".into() },
+            Event::SharesRevoked { generation: 3 },
             Event::Reconnecting { attempt: 1, delay_ms: 500, reason: "r".into() },
             Event::Fallback { from: Backend::Native, to: Backend::Frpc, reason: "r".into() },
             Event::Warning { code: WarningCode::TlsUnverified, message: "m".into() },
@@ -728,6 +740,8 @@ mod tests {
                 Event::TunnelUp(_) => "tunnel_up",
                 Event::TunnelDown { .. } => "tunnel_down",
                 Event::UrlVerified { .. } => "url_verified",
+                Event::ShareLink { .. } => "share_link",
+                Event::SharesRevoked { .. } => "shares_revoked",
                 Event::Reconnecting { .. } => "reconnecting",
                 Event::Fallback { .. } => "fallback",
                 Event::Warning { .. } => "warning",

@@ -29,6 +29,10 @@ async fn bad_values_exit_2_naming_the_variable() {
         ("BURROW_TLS_SERVER_NAME", "bad name/x"),
         ("BURROW_ADMIN_ADDR", "somewhere"),
         ("BURROW_ADMIN_TOKEN", "short"),
+        ("BURROW_PUBLIC_ACCESS", "sometimes"),
+        ("BURROW_PUBLIC_AUTH", "no-colon-secret-5521"),
+        ("BURROW_SHARE_KEY", "short-secret"),
+        ("BURROW_SHARE_GENERATION", "-1"),
     ];
     for (k, v) in cases {
         let mut env: Vec<(&str, &str)> = base.iter().copied().filter(|(bk, _)| bk != k).collect();
@@ -45,13 +49,48 @@ async fn bad_values_exit_2_naming_the_variable() {
         assert_eq!(evs[0]["code"], "config_invalid");
         // The bad value is named too (contract §2), but never a secret's.
         let message = evs[0]["message"].as_str().unwrap();
-        if k.ends_with("_TOKEN") {
+        if k.ends_with("_TOKEN") || *k == "BURROW_PUBLIC_AUTH" || *k == "BURROW_SHARE_KEY" {
             assert!(!message.contains(v), "{k}'s value in {message}");
         } else {
             assert!(message.contains(v), "{k}={v} not named in {message}");
         }
         assert_eq!(evs.last().unwrap()["event"], "stopped");
         b.assert_no_secret(&["tok-secret-91"]);
+    }
+}
+
+#[tokio::test]
+async fn access_control_that_would_protect_nothing_is_refused() {
+    let base = [
+        ("BURROW_SERVER_ADDR", "127.0.0.1:7000"),
+        ("BURROW_SERVER_TOKEN", "tok-secret-91"),
+        ("BURROW_SUBDOMAIN", "app"),
+    ];
+    let dir = tempdir::TempDir::new();
+    let direct = write_file(
+        dir.path(),
+        "frpc.toml",
+        "[[proxies]]\nname = \"web\"\ntype = \"http\"\nsubdomain = \"w\"\nlocalPort = 3000\n",
+    );
+    let direct = direct.display().to_string();
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        // A password while the URL stays open to anyone.
+        (&[("BURROW_PUBLIC_AUTH", "ann:pw-secret-61")], "BURROW_PUBLIC_ACCESS=protected"),
+        // A tunnel that does not go through the proxy, which is what enforces it.
+        (
+            &[("BURROW_PUBLIC_ACCESS", "protected"), ("BURROW_CONFIG", &direct)],
+            "web goes to 127.0.0.1:3000, not through",
+        ),
+    ];
+    for (env, why) in cases {
+        let mut all: Vec<(&str, &str)> = base.to_vec();
+        all.extend_from_slice(env);
+        let mut b = Burrow::spawn(&all);
+        assert_eq!(b.wait_exit(Duration::from_secs(5)).await, 2, "{env:?}");
+        let e = &b.events()[0];
+        assert_eq!(e["code"], "config_invalid", "{e}");
+        assert!(e["message"].as_str().unwrap().contains(why), "{e}");
+        b.assert_no_secret(&["pw-secret-61"]);
     }
 }
 

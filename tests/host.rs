@@ -12,16 +12,8 @@ use tokio::net::TcpStream;
 const T: Duration = Duration::from_secs(20);
 
 async fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s)).await.unwrap();
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder().method(method).uri(path).header("host", format!("127.0.0.1:{port}"));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = tx.send_request(req.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
-    let status = resp.status().as_u16();
-    (status, String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned())
+    let (code, _, body) = http_request(port, &format!("127.0.0.1:{port}"), method, path, headers).await;
+    (code, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

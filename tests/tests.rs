@@ -5,6 +5,7 @@
 
 mod util;
 
+mod access;
 mod cli;
 mod fallback;
 mod faults;

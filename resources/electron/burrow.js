@@ -5,6 +5,7 @@
 //   const { Burrow, Settings } = require('./burrow');
 //   const settings = new Settings({ dir: app.getPath('userData'), safeStorage });
 //   const burrow = new Burrow({ env: settings.toEnv() });
+//   registerIpc(ipcMain, burrow, win.webContents, settings);  // keeps revocations across restarts
 //   burrow.on('tunnel', (t) => win.webContents.send('burrow:update', t));
 //   burrow.attachToApp(app);            // shutdown on before-quit
 //   burrow.watchPower(powerMonitor);    // reconnect at once after sleep or a screen unlock
@@ -14,6 +15,7 @@
 // (argv is visible to every user of the machine).
 
 const { spawn } = require('node:child_process');
+const crypto = require('node:crypto');
 const { EventEmitter } = require('node:events');
 const fs = require('node:fs');
 const path = require('node:path');
@@ -112,6 +114,34 @@ class Burrow extends EventEmitter {
   /** Connect again now (after the machine woke up, or the network changed). */
   reconnect() {
     this._send({ cmd: 'reconnect' });
+  }
+
+  /**
+   * A share link for the public URL (protected mode): resolves with `{ url, expires }`, rejects
+   * with burrow's error (for instance when the URL is open to anyone).
+   */
+  share({ ttlS = 3600, readOnly = false } = {}, timeoutMs = 5000) {
+    return this._ask({ cmd: 'share', ttl_s: ttlS, read_only: readOnly }, 'share_link', timeoutMs);
+  }
+
+  /** Kills every share link and cookie handed out; resolves with the new generation. */
+  revokeShares(timeoutMs = 5000) {
+    return this._ask({ cmd: 'revoke_shares' }, 'shares_revoked', timeoutMs).then((e) => e.generation);
+  }
+
+  /** Sends `cmd` and resolves with the next `answer` event, or rejects with the next error. */
+  _ask(cmd, answer, timeoutMs) {
+    return new Promise((resolve, reject) => {
+      if (!this.child) return reject(new Error('burrow is not running'));
+      const done = (f, v) => { clearTimeout(t); this.off('event', on); f(v); };
+      const on = (ev) => {
+        if (ev.event === answer) done(resolve, ev);
+        else if (ev.event === 'error') done(reject, Object.assign(new Error(ev.message), { code: ev.code, hint: ev.hint }));
+      };
+      const t = setTimeout(() => done(reject, new Error(`no ${answer} from burrow`)), timeoutMs);
+      this.on('event', on);
+      this._send(cmd);
+    });
   }
 
   /** Stops burrow (it releases the reservation and stops any frpc); resolves when it has exited. */
@@ -249,6 +279,10 @@ class Burrow extends EventEmitter {
       case 'stopped':
         this.state = 'stopped';
         break;
+      case 'share_link':
+      case 'shares_revoked':
+        this.emit(ev.event, ev);
+        break;
       default:
         break;
     }
@@ -266,10 +300,16 @@ class Burrow extends EventEmitter {
   }
 }
 
+/** The settings that are secrets: encrypted with safeStorage when it is available. */
+const SECRETS = ['apiToken', 'publicPassword', 'shareKey'];
+const PLAIN_FIELDS = ['apiUrl', 'userId', 'projectId', 'accessMode', 'publicUser', 'shareGeneration'];
+
 /**
- * The user's tunnel settings, in a JSON file under the app's userData. The API token is encrypted
- * with Electron's safeStorage when it is available; otherwise it is stored in plaintext and
- * `save()` says so (`{ warning }`), so the app can tell the user.
+ * The user's tunnel settings, in a JSON file under the app's userData: the provisioning API, and
+ * who may use the public URL (`accessMode` 'open' or 'protected', `publicUser`/`publicPassword`
+ * for basic auth, the `shareKey` that signs share links, and the `shareGeneration` burrow last
+ * revoked to). Secrets are encrypted with Electron's safeStorage when it is available; otherwise
+ * they are stored in plaintext and `save()` says so (`{ warning }`), so the app can tell the user.
  */
 class Settings {
   constructor({ dir, safeStorage = null, file = 'burrow-settings.json', fsImpl = fs } = {}) {
@@ -279,32 +319,50 @@ class Settings {
     this.fs = fsImpl;
   }
 
+  _raw() {
+    try { return JSON.parse(this.fs.readFileSync(this.path, 'utf8')); } catch (_) { return {}; }
+  }
+
   load() {
-    let raw;
-    try { raw = JSON.parse(this.fs.readFileSync(this.path, 'utf8')); } catch (_) { return {}; }
-    const out = { apiUrl: raw.apiUrl, userId: raw.userId, projectId: raw.projectId };
-    if (raw.apiTokenEncrypted && this.safeStorage) {
-      out.apiToken = this.safeStorage.decryptString(Buffer.from(raw.apiTokenEncrypted, 'base64'));
-    } else if (raw.apiTokenPlain) {
-      out.apiToken = raw.apiTokenPlain;
+    const raw = this._raw();
+    const out = {};
+    for (const k of PLAIN_FIELDS) if (raw[k] !== undefined) out[k] = raw[k];
+    for (const k of SECRETS) {
+      if (raw[`${k}Encrypted`] && this.safeStorage) {
+        out[k] = this.safeStorage.decryptString(Buffer.from(raw[`${k}Encrypted`], 'base64'));
+      } else if (raw[`${k}Plain`]) {
+        out[k] = raw[`${k}Plain`];
+      }
     }
     return out;
   }
 
-  save({ apiUrl, userId, projectId, apiToken }) {
-    const data = { apiUrl, userId, projectId };
+  /** Saves `settings` whole. Protected access gets a share key on first save, so links survive
+   *  restarts. */
+  save(settings) {
+    const s = { ...settings };
+    if (s.accessMode === 'protected' && !s.shareKey) s.shareKey = crypto.randomBytes(32).toString('hex');
+    const data = {};
+    for (const k of PLAIN_FIELDS) if (s[k] !== undefined) data[k] = s[k];
     let warning = null;
-    if (apiToken) {
-      if (this.safeStorage && this.safeStorage.isEncryptionAvailable()) {
-        data.apiTokenEncrypted = this.safeStorage.encryptString(apiToken).toString('base64');
+    const secure = this.safeStorage && this.safeStorage.isEncryptionAvailable();
+    for (const k of SECRETS) {
+      if (!s[k]) continue;
+      if (secure) {
+        data[`${k}Encrypted`] = this.safeStorage.encryptString(s[k]).toString('base64');
       } else {
-        data.apiTokenPlain = apiToken;
-        warning = 'The tunnel API token is stored without encryption: this system offers no secure storage (Electron safeStorage).';
+        data[`${k}Plain`] = s[k];
+        warning = 'The tunnel secrets are stored without encryption: this system offers no secure storage (Electron safeStorage).';
       }
     }
     this.fs.mkdirSync(path.dirname(this.path), { recursive: true });
     this.fs.writeFileSync(this.path, JSON.stringify(data, null, 2), { mode: 0o600 });
     return { warning };
+  }
+
+  /** Keeps the generation of a `shares_revoked` event, so revoked links stay dead after a restart. */
+  setShareGeneration(generation) {
+    return this.save({ ...this.load(), shareGeneration: generation });
   }
 
   /** The environment for `new Burrow({ env })`. */
@@ -315,13 +373,23 @@ class Settings {
     if (s.userId) env.BURROW_USER_ID = s.userId;
     if (s.projectId) env.BURROW_PROJECT_ID = s.projectId;
     if (s.apiToken) env.BURROW_API_TOKEN = s.apiToken;
+    if (s.accessMode === 'protected') {
+      env.BURROW_PUBLIC_ACCESS = 'protected';
+      if (s.publicUser && s.publicPassword) env.BURROW_PUBLIC_AUTH = `${s.publicUser}:${s.publicPassword}`;
+    }
+    if (s.shareKey) env.BURROW_SHARE_KEY = s.shareKey;
+    if (s.shareGeneration) env.BURROW_SHARE_GENERATION = String(s.shareGeneration);
     return env;
   }
 }
 
-/** Wires a Burrow to Electron's ipcMain for the preload bridge (preload.js). */
-function registerIpc(ipcMain, burrow, webContents) {
+/** Wires a Burrow to Electron's ipcMain for the preload bridge (preload.js); with `settings`,
+ *  a revocation's generation is kept in them. */
+function registerIpc(ipcMain, burrow, webContents, settings = null) {
   ipcMain.handle('burrow:start', () => burrow.start());
+  ipcMain.handle('burrow:share', (_e, opts) => burrow.share(opts || {}));
+  ipcMain.handle('burrow:revokeShares', () => burrow.revokeShares());
+  if (settings) burrow.on('shares_revoked', ({ generation }) => settings.setShareGeneration(generation));
   ipcMain.handle('burrow:stop', () => burrow.stop());
   ipcMain.handle('burrow:status', () => burrow.status());
   ipcMain.on('burrow:online', () => burrow.networkChanged());

@@ -6,6 +6,8 @@ contextBridge.exposeInMainWorld('burrow', {
   start: () => ipcRenderer.invoke('burrow:start'),
   stop: () => ipcRenderer.invoke('burrow:stop'),
   status: () => ipcRenderer.invoke('burrow:status'),
+  share: (opts) => ipcRenderer.invoke('burrow:share', opts),
+  revokeShares: () => ipcRenderer.invoke('burrow:revokeShares'),
   onUpdate: (cb) => {
     const listener = (_e, v) => cb(v);
     ipcRenderer.on('burrow:update', listener);

@@ -387,8 +387,101 @@ pub struct Config {
     pub reservation_id: Option<String>,
     /// `BURROW_ADMIN_ADDR`: where the admin API and status page listen; `None` disables them.
     pub admin_addr: Option<SocketAddr>,
+    /// Who may use the public URL (`BURROW_PUBLIC_ACCESS`, `BURROW_PUBLIC_AUTH`, `BURROW_SHARE_*`).
+    pub access: AccessConfig,
     /// `BURROW_ADMIN_TOKEN`; `None`: a random one is made and given in `admin_ready`.
     pub admin_token: Option<Secret>,
+}
+
+/// Access control on the public URL, as configured.
+#[derive(Debug, Clone, Default)]
+pub struct AccessConfig {
+    /// `BURROW_PUBLIC_ACCESS`.
+    pub mode: crate::proxy::access::Mode,
+    /// `BURROW_PUBLIC_AUTH`: `user:password`.
+    pub basic: Option<Secret>,
+    /// `BURROW_SHARE_KEY`; `None`: a random key per process.
+    pub share_key: Option<Secret>,
+    /// `BURROW_SHARE_GENERATION`.
+    pub share_generation: u64,
+}
+
+impl AccessConfig {
+    /// The proxy's policy.
+    pub fn policy(&self) -> crate::proxy::Access {
+        crate::proxy::Access::new(
+            self.mode,
+            self.basic.as_ref().map(Secret::expose),
+            self.share_key.as_ref().map(|k| k.expose().as_bytes()),
+            self.share_generation,
+        )
+    }
+}
+
+/// Reads the access-control variables.
+fn access_config(env: &Env) -> Result<AccessConfig, ConfigError> {
+    use crate::proxy::access::Mode;
+    let mode = match get(env, "BURROW_PUBLIC_ACCESS").map(|v| (v, v.trim().to_ascii_lowercase())) {
+        None => Mode::Open,
+        Some((_, m)) if m == "open" => Mode::Open,
+        Some((_, m)) if m == "protected" => Mode::Protected,
+        Some((v, _)) => {
+            return Err(ConfigError::new(
+                "BURROW_PUBLIC_ACCESS",
+                v,
+                "expected open or protected",
+                "BURROW_PUBLIC_ACCESS=protected",
+            ))
+        }
+    };
+    let basic = match get(env, "BURROW_PUBLIC_AUTH") {
+        None => None,
+        Some(v) => {
+            let ok = v.split_once(':').is_some_and(|(u, p)| !u.is_empty() && !p.is_empty())
+                && !v.chars().any(char::is_control);
+            if !ok {
+                return Err(ConfigError::new(
+                    "BURROW_PUBLIC_AUTH",
+                    "***",
+                    "expected user:password, both non-empty, without control characters",
+                    "BURROW_PUBLIC_AUTH=ann:$(openssl rand -hex 12)",
+                ));
+            }
+            if mode == Mode::Open {
+                return Err(ConfigError::new(
+                    "BURROW_PUBLIC_AUTH",
+                    "***",
+                    "it protects nothing while BURROW_PUBLIC_ACCESS is open (the default); set BURROW_PUBLIC_ACCESS=protected, or unset BURROW_PUBLIC_AUTH",
+                    "BURROW_PUBLIC_ACCESS=protected",
+                ));
+            }
+            Some(Secret::new(v))
+        }
+    };
+    let share_key = match get(env, "BURROW_SHARE_KEY") {
+        None => None,
+        Some(k) if k.len() >= 16 => Some(Secret::new(k)),
+        Some(_) => {
+            return Err(ConfigError::new(
+                "BURROW_SHARE_KEY",
+                "***",
+                "the share key must be at least 16 characters; a short key lets anyone forge share links",
+                "BURROW_SHARE_KEY=$(openssl rand -hex 32)",
+            ))
+        }
+    };
+    let share_generation = match get(env, "BURROW_SHARE_GENERATION") {
+        None => 0,
+        Some(v) => v.trim().parse::<u64>().map_err(|_| {
+            ConfigError::new(
+                "BURROW_SHARE_GENERATION",
+                v,
+                "expected a whole number from 0 (the generation the last shares_revoked event gave)",
+                "BURROW_SHARE_GENERATION=0",
+            )
+        })?,
+    };
+    Ok(AccessConfig { mode, basic, share_key, share_generation })
 }
 
 /// Work streams served at once by default: with the 1,024 frps may have waiting and the control
@@ -868,6 +961,22 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
     // With reserved tunnels frpc gets burrow's model (the reservation's server and tunnels),
     // never the file's.
     let frpc_file = if api.is_some() { None } else { file.map(|f| (file_path.clone().unwrap_or_default(), f.raw)) };
+    let access = access_config(env)?;
+    if access.mode == crate::proxy::access::Mode::Protected {
+        // Only the proxy enforces it: a tunnel that bypasses it would be open.
+        let at_proxy = |t: &TunnelConfig| proxy_addr.is_some_and(|a| t.local_addr == a.to_string());
+        if let Some(t) = tunnels.iter().find(|t| !at_proxy(t)).filter(|_| api.is_none()) {
+            return Err(ConfigError::new(
+                "BURROW_PUBLIC_ACCESS",
+                "protected",
+                format!(
+                    "tunnel {} goes to {}, not through burrow's proxy, which is what enforces it; point the tunnel at BURROW_PROXY_ADDR, or leave BURROW_PUBLIC_ACCESS open",
+                    t.name, t.local_addr
+                ),
+                "BURROW_PUBLIC_ACCESS=open",
+            ));
+        }
+    }
     Ok(Config {
         server,
         tunnels,
@@ -883,6 +992,7 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
         native_gap,
         reservation_id: None,
         admin_addr,
+        access,
         admin_token,
     })
 }

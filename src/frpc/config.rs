@@ -6,6 +6,7 @@
 //! was killed outright, by the next burrow that starts frpc.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
@@ -201,6 +202,25 @@ pub fn toml_from_file(raw: &Table, server: &ServerConfig, admin: &Admin) -> Stri
     t.insert("webServer".into(), admin_table(admin));
     t.insert("log".into(), log_table());
     toml::to_string(&t).unwrap_or_default()
+}
+
+/// Sends frpc's tunnels to burrow's proxy in at `door` instead of its loopback listener `proxy`,
+/// so that the proxy's access policy sees them as the public's: the tunnels of burrow's model,
+/// and the `proxies` of a file frpc runs.
+pub fn through_door(tunnels: &mut [TunnelConfig], file: Option<&mut Table>, proxy: SocketAddr, door: SocketAddr) {
+    for t in tunnels.iter_mut().filter(|t| t.local_addr == proxy.to_string()) {
+        t.local_addr = door.to_string();
+    }
+    let Some(Value::Array(proxies)) = file.and_then(|f| f.get_mut("proxies")) else { return };
+    for p in proxies.iter_mut().filter_map(Value::as_table_mut) {
+        let ip = p.get("localIP").and_then(Value::as_str).unwrap_or("127.0.0.1");
+        let same_ip = ip.parse::<std::net::IpAddr>().ok() == Some(proxy.ip())
+            || (ip.eq_ignore_ascii_case("localhost") && proxy.ip().is_loopback());
+        if same_ip && p.get("localPort").and_then(Value::as_integer) == Some(proxy.port().into()) {
+            p.insert("localIP".into(), door.ip().to_string().into());
+            p.insert("localPort".into(), Value::Integer(door.port().into()));
+        }
+    }
 }
 
 /// `transport.wireProtocol`, written only when it is not frp's default v1 (frpc before 0.69
@@ -407,6 +427,25 @@ mod tests {
         assert_eq!(back["loginFailExit"].as_bool(), Some(false));
         // burrow's own parser reads it too: the file is valid frpc TOML of the subset.
         assert!(crate::config::FrpcFile::parse(Path::new("x.toml"), &text).is_ok());
+    }
+
+    #[test]
+    fn tunnels_to_the_proxy_go_through_its_door_and_others_stay() {
+        let (proxy, door): (SocketAddr, SocketAddr) =
+            ("127.0.0.1:8080".parse().unwrap(), "127.0.0.1:41000".parse().unwrap());
+        let mut tunnels = vec![
+            crate::config::default_tunnel(Some("a".into()), proxy),
+            crate::config::default_tunnel(Some("b".into()), "127.0.0.1:9000".parse().unwrap()),
+        ];
+        let mut raw: Table = toml::from_str("[[proxies]]\nname = \"a\"\ntype = \"http\"\nlocalPort = 8080\n[[proxies]]\nname = \"b\"\ntype = \"http\"\nlocalIP = \"localhost\"\nlocalPort = 8080\n[[proxies]]\nname = \"c\"\ntype = \"tcp\"\nlocalIP = \"10.0.0.1\"\nlocalPort = 8080\n").unwrap();
+        through_door(&mut tunnels, Some(&mut raw), proxy, door);
+        assert_eq!(
+            [tunnels[0].local_addr.as_str(), tunnels[1].local_addr.as_str()],
+            ["127.0.0.1:41000", "127.0.0.1:9000"]
+        );
+        let ports: Vec<i64> =
+            raw["proxies"].as_array().unwrap().iter().map(|p| p["localPort"].as_integer().unwrap()).collect();
+        assert_eq!(ports, [41000, 41000, 8080]);
     }
 
     #[test]

@@ -28,6 +28,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use super::access::{without_share_cookie, Mode, Verdict};
 use super::framing::{step_chunk, Chunk};
 use super::policy::{
     accepts_json, bodiless, connect_tcp, error_page, kind, still_open, upstream_failed, Forwarded, Kind, Upstream,
@@ -234,6 +235,8 @@ fn plan_request(conn: &Conn, data: &[u8], out: &mut Vec<u8>) -> Plan {
     };
     let route = &routes[route_idx];
 
+    let gated = conn.tunnel && conn.proxy.access.applies(route);
+    let mut authorization = None;
     let (mut host, mut hosts, mut length, mut lengths) = (None, 0, None, 0);
     let (mut close, mut json, mut xff, mut xfp, mut xfh) = (false, None, None, false, false);
     for h in req.headers.iter() {
@@ -254,8 +257,20 @@ fn plan_request(conn: &Conn, data: &[u8], out: &mut Vec<u8>) -> Plan {
             Kind::XForwardedProto => xfp = true,
             Kind::XForwardedHost => xfh = true,
             Kind::Accept => json = json.or(Some(accepts_json(h.value))),
+            Kind::Authorization => authorization = authorization.or(Some(h.value)),
             Kind::TransferEncoding | Kind::Decline => return Plan::Handoff,
-            Kind::Hop | Kind::Other => {}
+            Kind::Hop | Kind::Cookie | Kind::Other => {}
+        }
+    }
+    // The access policy's refusals and redirects are hyper's to answer.
+    let (mut strip_auth, mut strip_cookie) = (false, false);
+    if gated {
+        let cookies = req.headers.iter().filter(|h| matches!(kind(h.name), Kind::Cookie)).map(|h| h.value);
+        match conn.proxy.access.check(route, method, target, authorization, cookies, std::time::SystemTime::now()) {
+            Verdict::Pass { strip_auth: s } => {
+                (strip_auth, strip_cookie) = (s, conn.proxy.access.mode() == Mode::Protected);
+            }
+            _ => return Plan::Handoff,
         }
     }
     let (Some(host), 1) = (host, hosts) else { return Plan::Handoff };
@@ -278,6 +293,12 @@ fn plan_request(conn: &Conn, data: &[u8], out: &mut Vec<u8>) -> Plan {
         match kind(h.name) {
             Kind::Host if route.rewrite_host => line(out, b"Host", route.authority().as_bytes()),
             Kind::Connection | Kind::Hop => {}
+            Kind::Authorization if strip_auth => {}
+            Kind::Cookie if strip_cookie => {
+                if let Some(kept) = without_share_cookie(h.value) {
+                    line(out, h.name.as_bytes(), &kept);
+                }
+            }
             Kind::XForwardedFor | Kind::XForwardedProto | Kind::XForwardedHost if fwd.replace => {}
             _ => line(out, h.name.as_bytes(), h.value),
         }
@@ -1207,6 +1228,58 @@ mod tests {
                 assert_eq!(fast.2[i], hyper.2[i], "what the client saw of response {i} ({origin:?})");
             }
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn both_engines_apply_one_access_policy_to_tunnel_requests() {
+        use super::super::access::{Access, Mode};
+        use base64::Engine;
+        let (port, mut seen) = upstream(false).await;
+        let routes =
+            || Routes::parse(&format!("/admin=http://127.0.0.1:{port};public=no,/=http://127.0.0.1:{port}")).unwrap();
+        let key = b"a key for both engines";
+        let access = || Access::new(Mode::Protected, Some("ann:pw"), Some(key), 0);
+        let now = std::time::SystemTime::now();
+        let share = access().mint(now, Duration::from_secs(600), false, false).0;
+        let basic = base64::engine::general_purpose::STANDARD.encode("ann:pw");
+        let requests = [
+            format!("GET /a HTTP/1.1\r\nHost: h\r\nAuthorization: Basic {basic}\r\nCookie: a=1; burrow_share={share}\r\n\r\n"),
+            format!("POST /b HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer app-token\r\nCookie: burrow_share={share}\r\nContent-Length: 2\r\n\r\nhi"),
+            "GET /c HTTP/1.1\r\nHost: h\r\nCookie: burrow_share=forged\r\n\r\n".to_string(),
+            format!("GET /d?x=1&burrow_share={share} HTTP/1.1\r\nHost: h\r\n\r\n"),
+            format!("GET /admin/x HTTP/1.1\r\nHost: h\r\nAuthorization: Basic {basic}\r\n\r\n"),
+            format!("GET /e HTTP/1.1\r\nHost: h\r\nAuthorization: Basic {basic}\r\n\r\n"),
+        ];
+        let mut views = Vec::new();
+        for fast in [true, false] {
+            let proxy = Proxy::build(routes(), Duration::from_secs(5), fast, access());
+            let mut c = client(proxy, Origin::Tunnel);
+            c.write_all(requests.concat().as_bytes()).await.unwrap();
+            let answers = answers(&mut c, &[false; 6]).await;
+            let heads: Vec<String> = std::iter::from_fn(|| seen.try_recv().ok()).map(|h| normalised(&h)).collect();
+            views.push((heads, answers));
+        }
+        assert_eq!(views[0], views[1], "the fast path and hyper disagree");
+        let (heads, answers) = &views[0];
+        let codes: Vec<&str> = answers.iter().map(|a| &a[..3]).collect();
+        assert_eq!(codes, ["200", "200", "401", "303", "404", "200"], "{answers:#?}");
+        assert_eq!(heads.len(), 3, "{heads:#?}");
+        assert!(heads[0].starts_with("GET /a ") && heads[0].contains("| cookie: a=1 |"), "{}", heads[0]);
+        assert!(heads[1].contains("authorization: Bearer app-token") && !heads[1].contains("cookie"), "{}", heads[1]);
+        assert!(heads.iter().all(|h| !h.contains(&share) && !h.contains(&basic)), "{heads:#?}");
+        assert!(answers[2].contains("www-authenticate: Basic realm=\"burrow\""), "{}", answers[2]);
+        assert!(
+            answers[3].contains("location: /d?x=1") && answers[3].contains("HttpOnly; SameSite=Lax"),
+            "{}",
+            answers[3]
+        );
+        assert!(answers[4].contains("no route serves /admin/x"), "{}", answers[4]);
+
+        // The local user reaches every route, credentials untouched.
+        let mut c = client(Proxy::build(routes(), Duration::from_secs(5), true, access()), local());
+        c.write_all(requests[4].as_bytes()).await.unwrap();
+        assert!(responses(&mut c, 1).await[0].starts_with("200"));
+        assert!(seen.try_recv().unwrap().contains(&basic));
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -2,6 +2,7 @@
 //! upgrades and WebSockets, streamed bodies, framing checks and refusals. Its policy (headers,
 //! error pages, upstream failures, the connection pool) is [`super::policy`]'s.
 
+use std::borrow::Cow;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
@@ -17,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::access::{without_share_cookie, Mode, Verdict};
 use super::policy::*;
 use super::stats::{Counters, CountingBody, Direction, Progress};
 use super::{Conn, Proxy, ReqBody, RespBody, Route, Upstreams, MAX_HEAD, MAX_URI, UPSTREAM_BUF};
@@ -51,6 +53,22 @@ impl Proxy {
                 return local_error(StatusCode::BAD_REQUEST, "bad_path", &format!("{e}; request refused"), wants_json)
             }
         };
+        let mut strip_auth = false;
+        if conn.tunnel && self.access.applies(route) {
+            let h = req.headers();
+            let verdict = self.access.check(
+                route,
+                req.method().as_str(),
+                req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                h.get(header::AUTHORIZATION).map(HeaderValue::as_bytes),
+                h.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes),
+                std::time::SystemTime::now(),
+            );
+            match verdict {
+                Verdict::Pass { strip_auth: s } => strip_auth = s,
+                refused => return self.refusal(refused, req.uri().path(), wants_json),
+            }
+        }
         let stats = self.stats[idx].local().clone();
         stats.requests.fetch_add(1, Relaxed);
 
@@ -85,6 +103,12 @@ impl Proxy {
             parts.headers.insert(header::UPGRADE, v);
         }
         forwarded_headers(&mut parts.headers, conn.client_ip.as_ref());
+        if conn.tunnel && self.access.mode() == Mode::Protected {
+            if strip_auth {
+                parts.headers.remove(header::AUTHORIZATION);
+            }
+            strip_share_cookie(&mut parts.headers);
+        }
         if route.rewrite_host {
             if let Ok(v) = HeaderValue::from_str(&route.authority()) {
                 parts.headers.insert(header::HOST, v);
@@ -299,6 +323,63 @@ impl AsyncWrite for KeepReading {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+impl Proxy {
+    /// The answer to a tunnel request the access policy refuses.
+    fn refusal(&self, verdict: Verdict, path: &str, json: bool) -> Response<RespBody> {
+        let status = match &verdict {
+            Verdict::Pass { .. } | Verdict::NotPublic => StatusCode::NOT_FOUND,
+            Verdict::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Verdict::ReadOnly => StatusCode::FORBIDDEN,
+            Verdict::Redirect { .. } => StatusCode::SEE_OTHER,
+        };
+        let mut resp = match &verdict {
+            // As for a path no route serves: the public learns nothing of the route.
+            Verdict::Pass { .. } | Verdict::NotPublic => {
+                local_error(status, "no_route", &format!("no route serves {path}"), json)
+            }
+            Verdict::Unauthorized(why) => local_error(status, "unauthorized", why, json),
+            Verdict::ReadOnly => {
+                local_error(status, "read_only", "this share link is read-only: only GET and HEAD are allowed", json)
+            }
+            Verdict::Redirect { .. } => local_error(status, "share_link", "the share link is now a cookie", json),
+        };
+        let h = resp.headers_mut();
+        match verdict {
+            Verdict::Unauthorized(_) if self.access.asks_basic() => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"burrow\", charset=\"UTF-8\""),
+                );
+            }
+            Verdict::Redirect { location, cookie } => {
+                if let (Ok(l), Ok(c)) = (HeaderValue::from_str(&location), HeaderValue::from_str(&cookie)) {
+                    h.insert(header::LOCATION, l);
+                    h.insert(header::SET_COOKIE, c);
+                    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+                }
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+/// Drops burrow's share cookie from the `Cookie` headers, keeping the app's cookies.
+fn strip_share_cookie(h: &mut HeaderMap) {
+    let values: Vec<HeaderValue> = h.get_all(header::COOKIE).iter().cloned().collect();
+    if values.iter().all(|v| matches!(without_share_cookie(v.as_bytes()), Some(Cow::Borrowed(_)))) {
+        return;
+    }
+    h.remove(header::COOKIE);
+    for v in values {
+        if let Some(kept) = without_share_cookie(v.as_bytes()) {
+            if let Ok(v) = HeaderValue::from_bytes(&kept) {
+                h.append(header::COOKIE, v);
+            }
+        }
     }
 }
 

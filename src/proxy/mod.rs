@@ -16,6 +16,7 @@
 //! Plain requests are forwarded as bytes by the [`fast`] path; a connection moves to hyper at the
 //! first request that is not plain, and hyper serves the rest of it.
 
+pub mod access;
 #[doc(hidden)]
 pub mod fast;
 pub mod framing;
@@ -37,6 +38,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+pub use access::Access;
 use policy::client_ip;
 pub use routes::{Route, Routes};
 use stats::{CountingBody, RouteStats};
@@ -80,6 +82,8 @@ pub struct Proxy {
     fast_path: bool,
     /// Keys this process's answers on [`VERIFY_PREFIX`], so that only this burrow can give them.
     verify_key: [u8; 32],
+    /// Who may use the public URL.
+    access: Access,
 }
 
 /// Where the proxy answers for itself, never forwarded to an app: `VERIFY_PREFIX<nonce>` answers
@@ -95,6 +99,8 @@ type Upstreams = std::sync::Mutex<Vec<policy::Slot>>;
 struct Conn {
     proxy: Arc<Proxy>,
     client_ip: Option<HeaderValue>,
+    /// A tunnel work stream: the [`access`] policy applies.
+    tunnel: bool,
     upstreams: Upstreams,
     /// Only this connection's task may poll its sleeps (see [`timer`]): hyper's header-read
     /// timeout and `handle`'s response timeout, never an upgrade's task.
@@ -108,6 +114,7 @@ impl Conn {
             upstreams: std::sync::Mutex::new(proxy.routes.all().iter().map(|_| policy::Slot::Empty).collect()),
             proxy,
             client_ip: client_ip(origin),
+            tunnel: matches!(origin, Origin::Tunnel),
             timer: ConnTimer::default(),
             stop,
         }
@@ -132,18 +139,28 @@ impl Proxy {
 
     /// A proxy whose upstreams may take `response_timeout` to answer.
     pub fn with_timeout(routes: Routes, response_timeout: Duration) -> Arc<Self> {
-        Self::build(routes, response_timeout, true)
+        Self::build(routes, response_timeout, true, Access::default())
+    }
+
+    /// A proxy whose tunnel requests pass `access`.
+    pub fn with_access(routes: Routes, response_timeout: Duration, access: Access) -> Arc<Self> {
+        Self::build(routes, response_timeout, true, access)
     }
 
     /// A proxy that serves every request through hyper, as the reference the [`fast`] path is
     /// tested against.
     pub fn hyper_only(routes: Routes, response_timeout: Duration) -> Arc<Self> {
-        Self::build(routes, response_timeout, false)
+        Self::build(routes, response_timeout, false, Access::default())
     }
 
-    fn build(routes: Routes, response_timeout: Duration, fast_path: bool) -> Arc<Self> {
+    fn build(routes: Routes, response_timeout: Duration, fast_path: bool, access: Access) -> Arc<Self> {
         let stats = routes.all().iter().map(|_| RouteStats::default()).collect();
-        Arc::new(Self { routes, stats, response_timeout, fast_path, verify_key: rand::random() })
+        Arc::new(Self { routes, stats, response_timeout, fast_path, verify_key: rand::random(), access })
+    }
+
+    /// The access policy, for share links and their revocation.
+    pub fn access(&self) -> &Access {
+        &self.access
     }
 
     /// What this proxy answers on [`VERIFY_PREFIX`]`nonce`: SHA-256 of its key and the nonce, hex.

@@ -35,6 +35,9 @@ pub(super) enum Kind {
     XForwardedProto,
     XForwardedHost,
     Accept,
+    /// Looked at by the access policy on tunnel requests.
+    Authorization,
+    Cookie,
     TransferEncoding,
     /// `Upgrade` or `Expect`: the request is for hyper.
     Decline,
@@ -48,11 +51,13 @@ pub(super) fn kind(name: &str) -> Kind {
         2 if is("te") => Kind::Hop,
         4 if is("host") => Kind::Host,
         6 if is("accept") => Kind::Accept,
+        6 if is("cookie") => Kind::Cookie,
         6 if is("expect") => Kind::Decline,
         7 if is("upgrade") => Kind::Decline,
         7 if is("trailer") => Kind::Hop,
         10 if is("connection") => Kind::Connection,
         10 if is("keep-alive") => Kind::Hop,
+        13 if is("authorization") => Kind::Authorization,
         14 if is("content-length") => Kind::ContentLength,
         15 if is("x-forwarded-for") => Kind::XForwardedFor,
         16 if is("x-forwarded-host") => Kind::XForwardedHost,

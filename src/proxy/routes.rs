@@ -24,6 +24,8 @@ pub struct Route {
     pub name: String,
     /// Send the upstream's `host:port` as `Host` instead of the client's.
     pub rewrite_host: bool,
+    /// Served to tunnel requests (`;public=no`: only to loopback ones, 404 to the rest).
+    pub public: bool,
 }
 
 impl Route {
@@ -87,7 +89,7 @@ impl fmt::Display for PathError {
 }
 
 impl Routes {
-    /// Parses `prefix=http://host:port[;host=upstream][;name=label]`, comma-separated.
+    /// Parses `prefix=http://host:port[;host=upstream][;name=label][;public=no]`, comma-separated.
     pub fn parse(spec: &str) -> Result<Routes, RouteError> {
         let default_names = spec.trim() == DEFAULT_ROUTES;
         let mut routes = Vec::new();
@@ -127,8 +129,14 @@ impl Routes {
             if host.is_empty() {
                 return Err(err("the upstream needs a host"));
             }
-            let mut route =
-                Route { name: format!("route {prefix}"), prefix, host: host.to_string(), port, rewrite_host: false };
+            let mut route = Route {
+                name: format!("route {prefix}"),
+                prefix,
+                host: host.to_string(),
+                port,
+                rewrite_host: false,
+                public: true,
+            };
             if default_names {
                 route.name = match route.prefix.as_str() {
                     "/api/alt" => "backend",
@@ -142,7 +150,13 @@ impl Routes {
                     Some(("host", "upstream")) => route.rewrite_host = true,
                     Some(("host", "preserve")) => route.rewrite_host = false,
                     Some(("name", n)) if !n.trim().is_empty() => route.name = n.trim().to_string(),
-                    _ => return Err(err("options are ;host=upstream, ;host=preserve and ;name=label")),
+                    Some(("public", "no")) => route.public = false,
+                    Some(("public", "yes")) => route.public = true,
+                    _ => {
+                        return Err(err(
+                            "options are ;host=upstream, ;host=preserve, ;name=label, ;public=no and ;public=yes",
+                        ))
+                    }
                 }
             }
             if routes.iter().any(|r: &Route| r.prefix == route.prefix) {
@@ -354,6 +368,7 @@ mod tests {
             "/a=http://h:1/path",
             "/a=http://:1",
             "/a=http://h:1;bogus",
+            "/a=http://h:1;public=maybe",
             "/a=http://h:1,/a=http://h:2",
             "",
         ] {
@@ -366,7 +381,10 @@ mod tests {
             ("/x", "::1", 9000, true, "docs")
         );
         assert_eq!(route.authority(), "[::1]:9000");
+        assert!(route.public);
         // No "/" route: unmatched paths have no upstream.
         assert_eq!(port_for(&r, "/y"), None);
+        let r = Routes::parse("/admin=http://h:1;public=no,/=http://h:2").unwrap();
+        assert_eq!(r.all().iter().map(|r| r.public).collect::<Vec<_>>(), [false, true]);
     }
 }

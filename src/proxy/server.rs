@@ -64,6 +64,38 @@ impl Proxy {
         Ok(())
     }
 
+    /// Whether tunnel requests meet the access policy anywhere: then a tunnel client that
+    /// connects over loopback (frpc) must come in through [`Self::open_tunnel_door`].
+    pub fn guards_tunnels(&self) -> bool {
+        self.routes.all().iter().any(|r| self.access.applies(r))
+    }
+
+    /// A second loopback listener, on a free port, whose connections are served as tunnel work
+    /// streams: frpc's connections come from loopback, and the access policy must still see them
+    /// as the public's. Served on the current runtime until burrow exits.
+    pub fn open_tunnel_door(self: &Arc<Self>) -> std::io::Result<SocketAddr> {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
+        let addr = listener.local_addr()?;
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(this.clone().serve_connection(stream, Origin::Tunnel, CancellationToken::new()));
+                    }
+                    Err(e) => {
+                        tracing::warn!("proxy accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+        Ok(addr)
+    }
+
     /// Serves the listener until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         self.accept_loop(listener, Vec::new()).await

@@ -144,9 +144,16 @@ impl Drop for Burrow {
         let mut secrets: Vec<String> = self
             .env
             .iter()
-            .filter(|(k, v)| (k.ends_with("_TOKEN") || k.ends_with("_PASSWORD")) && v.len() >= 6)
+            .filter(|(k, v)| {
+                let secret = ["_TOKEN", "_PASSWORD", "_AUTH", "_KEY"].iter().any(|s| k.ends_with(s));
+                secret && v.len() >= 6
+            })
             .map(|(_, v)| v.clone())
             .collect();
+        // And the password of `user:password` on its own.
+        if let Some((_, auth)) = self.env.iter().find(|(k, _)| k == "BURROW_PUBLIC_AUTH") {
+            secrets.extend(auth.split_once(':').map(|(_, p)| p.to_string()).filter(|p| p.len() >= 6));
+        }
         if let Some((_, cfg)) = self.env.iter().find(|(k, _)| k == "BURROW_CONFIG") {
             let text = std::fs::read_to_string(cfg).unwrap_or_default();
             for l in text.lines().filter(|l| l.contains("token") || l.contains("assword")) {

@@ -290,6 +290,26 @@ impl VhostClient {
     }
 }
 
+/// One request on a fresh connection to `port` with `host` as its Host: status, headers, body.
+pub async fn http_request(
+    port: u16,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, hyper::HeaderMap, String) {
+    let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s)).await.unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder().method(method).uri(path).header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = tx.send_request(req.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+    (status, headers, String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned())
+}
+
 /// GET through frps on a fresh connection.
 pub async fn vhost_get(vhost_port: u16, host: &str, path: &str) -> (u16, String) {
     VhostClient::connect(vhost_port, host).await.get(path).await

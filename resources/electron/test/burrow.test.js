@@ -195,6 +195,44 @@ test('unexpected death is restarted with backoff', async (t) => {
   await b.shutdown();
 });
 
+test('share links: copy a link, open it, revoke, and the generation is kept for the next start', async (t) => {
+  const frps = await startFrps();
+  const app = await upstream();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'burrow-share-'));
+  t.after(() => { frps.stop(); app.close(); fs.rmSync(dir, { recursive: true, force: true }); });
+  const settings = new Settings({ dir, safeStorage: { isEncryptionAvailable: () => false } });
+  settings.save({ accessMode: 'protected', publicUser: 'ann', publicPassword: 'pw-node-share-91' });
+  const proxy = await freePort();
+  const b = new Burrow({
+    binary: BIN,
+    env: {
+      ...settings.toEnv(), BURROW_SERVER_ADDR: `127.0.0.1:${frps.bind}`, BURROW_SERVER_TOKEN: TOKEN, BURROW_SUBDOMAIN: 'share',
+      BURROW_PROXY_ADDR: `127.0.0.1:${proxy}`, BURROW_ROUTES: `/=http://127.0.0.1:${app.address().port}`, BURROW_MODE: 'native',
+    },
+  });
+  // registerIpc's wiring, with a stand-in for ipcMain: the handlers are what the renderer calls.
+  const handlers = {};
+  const ipcMain = { handle: (n, f) => { handlers[n] = f; }, on: () => {} };
+  require('../burrow.js').registerIpc(ipcMain, b, { isDestroyed: () => false, send: () => {} }, settings);
+  const up = nextEvent(b, 'tunnel', (v) => v.state === 'up');
+  b.start();
+  await up;
+  const host = 'share.burrow.test';
+  assert.equal((await get(frps.vhost, host, '/')).status, 401, 'protected without credentials');
+
+  const link = await handlers['burrow:share'](null, { ttlS: 3600 });
+  assert.ok(Date.parse(link.expires) - Date.now() > 3500e3, link.expires);
+  const u = new URL(link.url);
+  const first = await get(frps.vhost, host, u.pathname + u.search);
+  assert.equal(first.status, 303);
+
+  assert.equal(await handlers['burrow:revokeShares'](), 1);
+  assert.equal((await get(frps.vhost, host, u.pathname + u.search)).status, 401, 'a revoked link opens nothing');
+  assert.equal(settings.load().shareGeneration, 1);
+  assert.equal(settings.toEnv().BURROW_SHARE_GENERATION, '1');
+  await b.shutdown();
+});
+
 test('settings round trip: the API token is encrypted when safeStorage is available', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'burrow-settings-'));
   try {
@@ -216,6 +254,21 @@ test('settings round trip: the API token is encrypted when safeStorage is availa
     const plain = new Settings({ dir, file: 'plain.json', safeStorage: { isEncryptionAvailable: () => false } });
     assert.match(plain.save({ apiUrl: 'https://a', userId: 'u', projectId: 'p', apiToken: 't0k3n' }).warning, /without encryption/);
     assert.equal(plain.load().apiToken, 't0k3n');
+
+    // Access control: the password and the share key are secrets too; a protected URL gets a share
+    // key of its own on first save, and a revocation's generation is kept.
+    const a = new Settings({ dir, file: 'access.json', safeStorage });
+    a.save({ accessMode: 'protected', publicUser: 'ann', publicPassword: 'pw-secret-on-disk' });
+    const key = a.load().shareKey;
+    assert.match(key, /^[0-9a-f]{64}$/);
+    const disk = fs.readFileSync(a.path, 'utf8');
+    assert.ok(!disk.includes('pw-secret-on-disk') && !disk.includes(key), 'no secret in clear on disk');
+    a.setShareGeneration(3);
+    assert.deepEqual(a.toEnv(), {
+      BURROW_PUBLIC_ACCESS: 'protected', BURROW_PUBLIC_AUTH: 'ann:pw-secret-on-disk', BURROW_SHARE_KEY: key, BURROW_SHARE_GENERATION: '3',
+    });
+    a.save({ ...a.load(), accessMode: 'open' });
+    assert.equal(a.toEnv().BURROW_PUBLIC_AUTH, undefined, 'an open URL sends no password');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
