@@ -73,7 +73,33 @@ async fn access_control_that_would_protect_nothing_is_refused() {
         "[[proxies]]\nname = \"web\"\ntype = \"http\"\nsubdomain = \"w\"\nlocalPort = 3000\n",
     );
     let direct = direct.display().to_string();
+    let raw_tcp = write_file(
+        dir.path(),
+        "tcp.toml",
+        "[[proxies]]\nname = \"raw\"\ntype = \"tcp\"\nremotePort = 6000\nlocalIP = \"localhost\"\nlocalPort = 18480\n",
+    );
+    let raw_tcp = raw_tcp.display().to_string();
+    let health = write_file(dir.path(), "health.toml", "[[proxies]]\nname = \"web\"\ntype = \"http\"\nsubdomain = \"w\"\nlocalPort = 18480\nhealthCheck.type = \"http\"\nhealthCheck.path = \"/\"\n");
+    let health = health.display().to_string();
     let cases: &[(&[(&str, &str)], &str)] = &[
+        // Raw TCP into the proxy arrives as a local client: it would bypass ;public=no.
+        (
+            &[
+                ("BURROW_CONFIG", &raw_tcp),
+                ("BURROW_PROXY_ADDR", "127.0.0.1:18480"),
+                ("BURROW_ROUTES", "/admin=http://127.0.0.1:9;public=no,/=http://127.0.0.1:9"),
+            ],
+            "raw reaches burrow's proxy as tcp",
+        ),
+        // frpc's http health checks would be refused, and frpc would take the tunnel down.
+        (
+            &[
+                ("BURROW_CONFIG", &health),
+                ("BURROW_PROXY_ADDR", "127.0.0.1:18480"),
+                ("BURROW_PUBLIC_ACCESS", "protected"),
+            ],
+            "healthCheck.type = \"http\"",
+        ),
         // A password while the URL stays open to anyone.
         (&[("BURROW_PUBLIC_AUTH", "ann:pw-secret-61")], "BURROW_PUBLIC_ACCESS=protected"),
         // A tunnel that does not go through the proxy, which is what enforces it.

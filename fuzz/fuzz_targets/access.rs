@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use burrow::proxy::access::{without_share_cookie, Access, Mode, Verdict};
+use burrow::proxy::access::{without_share_cookie, Access, Asked, Mode, Verdict};
 use burrow::proxy::Routes;
 use libfuzzer_sys::fuzz_target;
 
@@ -17,8 +17,8 @@ fuzz_target!(|data: &[u8]| {
     let cookie = parts.next();
     let routes = Routes::parse("/=http://127.0.0.1:1").expect("the route parses");
     let access = Access::new(Mode::Protected, Some("ann:a password the fuzzer will not guess"), None, 0);
-    let verdict =
-        access.check(&routes.all()[0], method, target, authorization, cookie.into_iter(), SystemTime::now());
+    let asked = Asked { method, target, upgrade: target.len() % 2 == 0, authorization };
+    let verdict = access.check(&routes.all()[0], asked, cookie.into_iter(), SystemTime::now());
     assert!(!matches!(verdict, Verdict::Pass { .. } | Verdict::Redirect { .. } | Verdict::ReadOnly), "{verdict:?}");
     if let Some(c) = cookie {
         if let Some(kept) = without_share_cookie(c) {

@@ -120,7 +120,7 @@ impl Client {
                 config: t.clone(),
                 in_process: proxy.is_some()
                     && matches!(t.kind, crate::config::TunnelKind::Http { .. })
-                    && config.proxy_addr.is_some_and(|a| t.local_addr.parse::<std::net::SocketAddr>().ok() == Some(a)),
+                    && config.proxy_addr.is_some_and(|a| t.reaches_proxy(a)),
             })
             .collect();
         for t in &tunnels {

@@ -10,7 +10,7 @@ pub mod frpc_toml;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 pub use burrow_proto::Wire;
@@ -356,6 +356,24 @@ pub struct TunnelConfig {
     pub public_url: Option<String>,
 }
 
+/// Whether a local target `host:port` reaches the proxy listening on `proxy`: the same port, and
+/// the same address, `localhost` or a loopback one for a proxy on loopback or on every address.
+pub fn reaches_proxy(host: &str, port: u16, proxy: SocketAddr) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    port == proxy.port()
+        && (host.parse::<IpAddr>().ok() == Some(proxy.ip())
+            || (loopback && (proxy.ip().is_loopback() || proxy.ip().is_unspecified())))
+}
+
+impl TunnelConfig {
+    /// Whether this tunnel's local target is the proxy on `proxy`.
+    pub fn reaches_proxy(&self, proxy: SocketAddr) -> bool {
+        let (host, port) = self.local_addr.rsplit_once(':').unwrap_or((&self.local_addr, ""));
+        port.parse().is_ok_and(|port| reaches_proxy(host, port, proxy))
+    }
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -416,6 +434,53 @@ impl AccessConfig {
             self.share_generation,
         )
     }
+}
+
+/// Access control is the proxy's: a tunnel that reaches it other than as an http tunnel (raw TCP
+/// arrives as a loopback client), or, when protected, a tunnel that bypasses it, would be open;
+/// and frpc's http health checks would be refused.
+fn check_guarded_tunnels(
+    tunnels: &[TunnelConfig],
+    proxy: Option<SocketAddr>,
+    mode: crate::proxy::access::Mode,
+    file: Option<&toml::Table>,
+) -> Result<(), ConfigError> {
+    let fix = |problem: String| {
+        ConfigError::new(
+            "BURROW_PUBLIC_ACCESS",
+            format!("{mode:?}").to_lowercase(),
+            problem,
+            "an http tunnel whose localIP/localPort is BURROW_PROXY_ADDR (127.0.0.1:8080)",
+        )
+    };
+    for t in tunnels {
+        let at_proxy = proxy.is_some_and(|a| t.reaches_proxy(a));
+        let http = matches!(t.kind, TunnelKind::Http { .. });
+        if at_proxy && !http {
+            return Err(fix(format!(
+                "tunnel {} reaches burrow's proxy as {}, which arrives as a local client and bypasses access control (and ;public=no); make it an http tunnel",
+                t.name,
+                t.kind.type_name()
+            )));
+        }
+        if mode == crate::proxy::access::Mode::Protected && !at_proxy {
+            return Err(fix(format!(
+                "tunnel {} goes to {}, not through burrow's proxy, which is what enforces it; point the tunnel at BURROW_PROXY_ADDR",
+                t.name, t.local_addr
+            )));
+        }
+    }
+    let proxies = file.and_then(|f| f.get("proxies")).and_then(toml::Value::as_array);
+    for p in proxies.into_iter().flatten().filter_map(toml::Value::as_table) {
+        let health = p.get("healthCheck").and_then(|h| h.get("type")).and_then(toml::Value::as_str);
+        if mode == crate::proxy::access::Mode::Protected && health == Some("http") {
+            let name = p.get("name").and_then(toml::Value::as_str).unwrap_or("?");
+            return Err(fix(format!(
+                "proxy {name} has healthCheck.type = \"http\", whose checks a protected URL would refuse (401); use healthCheck.type = \"tcp\""
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the access-control variables.
@@ -962,20 +1027,9 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
     // never the file's.
     let frpc_file = if api.is_some() { None } else { file.map(|f| (file_path.clone().unwrap_or_default(), f.raw)) };
     let access = access_config(env)?;
-    if access.mode == crate::proxy::access::Mode::Protected {
-        // Only the proxy enforces it: a tunnel that bypasses it would be open.
-        let at_proxy = |t: &TunnelConfig| proxy_addr.is_some_and(|a| t.local_addr == a.to_string());
-        if let Some(t) = tunnels.iter().find(|t| !at_proxy(t)).filter(|_| api.is_none()) {
-            return Err(ConfigError::new(
-                "BURROW_PUBLIC_ACCESS",
-                "protected",
-                format!(
-                    "tunnel {} goes to {}, not through burrow's proxy, which is what enforces it; point the tunnel at BURROW_PROXY_ADDR, or leave BURROW_PUBLIC_ACCESS open",
-                    t.name, t.local_addr
-                ),
-                "BURROW_PUBLIC_ACCESS=open",
-            ));
-        }
+    let guarded = access.mode == crate::proxy::access::Mode::Protected || routes.all().iter().any(|r| !r.public);
+    if guarded && api.is_none() {
+        check_guarded_tunnels(&tunnels, proxy_addr, access.mode, frpc_file.as_ref().map(|(_, raw)| raw))?;
     }
     Ok(Config {
         server,
@@ -1055,6 +1109,19 @@ fn validate_subdomain(name: &str, v: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_reaches_the_proxy_by_any_of_its_loopback_names() {
+        let on_loopback: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let everywhere: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        for host in ["127.0.0.1", "localhost", "LocalHost", "127.0.0.2", "[::1]", "::1"] {
+            assert!(reaches_proxy(host, 8080, on_loopback), "{host}");
+            assert!(reaches_proxy(host, 8080, everywhere), "{host}");
+        }
+        assert!(!reaches_proxy("127.0.0.1", 8081, on_loopback));
+        assert!(!reaches_proxy("10.0.0.5", 8080, on_loopback));
+        assert!(reaches_proxy("0.0.0.0", 8080, everywhere));
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Env {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

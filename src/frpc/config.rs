@@ -55,6 +55,7 @@ impl PrivateDir {
         // Made under a name sweeps pass over, locked, then renamed into place: a sweep never sees
         // it unlocked.
         let building = path.with_extension("new");
+        #[cfg_attr(not(unix), allow(unused_mut))]
         let mut b = std::fs::DirBuilder::new();
         #[cfg(unix)]
         {
@@ -208,15 +209,14 @@ pub fn toml_from_file(raw: &Table, server: &ServerConfig, admin: &Admin) -> Stri
 /// so that the proxy's access policy sees them as the public's: the tunnels of burrow's model,
 /// and the `proxies` of a file frpc runs.
 pub fn through_door(tunnels: &mut [TunnelConfig], file: Option<&mut Table>, proxy: SocketAddr, door: SocketAddr) {
-    for t in tunnels.iter_mut().filter(|t| t.local_addr == proxy.to_string()) {
+    for t in tunnels.iter_mut().filter(|t| t.reaches_proxy(proxy)) {
         t.local_addr = door.to_string();
     }
     let Some(Value::Array(proxies)) = file.and_then(|f| f.get_mut("proxies")) else { return };
     for p in proxies.iter_mut().filter_map(Value::as_table_mut) {
         let ip = p.get("localIP").and_then(Value::as_str).unwrap_or("127.0.0.1");
-        let same_ip = ip.parse::<std::net::IpAddr>().ok() == Some(proxy.ip())
-            || (ip.eq_ignore_ascii_case("localhost") && proxy.ip().is_loopback());
-        if same_ip && p.get("localPort").and_then(Value::as_integer) == Some(proxy.port().into()) {
+        let port = p.get("localPort").and_then(Value::as_integer).and_then(|n| u16::try_from(n).ok());
+        if port.is_some_and(|port| crate::config::reaches_proxy(ip, port, proxy)) {
             p.insert("localIP".into(), door.ip().to_string().into());
             p.insert("localPort".into(), Value::Integer(door.port().into()));
         }

@@ -82,6 +82,19 @@ pub enum TokenError {
     Revoked,
 }
 
+/// What the policy looks at in a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// Path and query (origin form).
+    pub target: &'a str,
+    /// An `Upgrade` (WebSocket): two-way, so never read-only.
+    pub upgrade: bool,
+    /// The first `Authorization` value.
+    pub authorization: Option<&'a [u8]>,
+}
+
 /// What happens to a tunnel request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -145,8 +158,8 @@ impl Access {
 
     /// A token for a link that lives `ttl` from `now`; `secure` when the URL is https.
     pub fn mint(&self, now: SystemTime, ttl: Duration, read_only: bool, secure: bool) -> (String, SystemTime) {
-        let expires = now + ttl.min(MAX_TTL);
-        let secs = expires.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        // Whole seconds, rounded up: a link never lives less than it was asked to.
+        let secs = (now + ttl.min(MAX_TTL)).duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs_f64().ceil() as u64);
         let flags = if read_only { READ_ONLY } else { 0 } | if secure { SECURE } else { 0 };
         let mut t = Vec::with_capacity(TOKEN_BYTES);
         t.push(VERSION);
@@ -198,17 +211,16 @@ impl Access {
         bool::from(Sha256::digest(&decoded).as_slice().ct_eq(expected))
     }
 
-    /// Decides on a tunnel request for `route` (where [`Self::applies`]): its method, its target
-    /// (path and query), its `Authorization` and the values of its `Cookie` headers.
+    /// Decides on a tunnel request for `route` (where [`Self::applies`]), given the values of its
+    /// `Cookie` headers.
     pub fn check<'a>(
         &self,
         route: &Route,
-        method: &str,
-        target: &str,
-        authorization: Option<&[u8]>,
+        asked: Asked<'_>,
         cookies: impl Iterator<Item = &'a [u8]>,
         now: SystemTime,
     ) -> Verdict {
+        let Asked { method, target, upgrade, authorization } = asked;
         if !route.public {
             return Verdict::NotPublic;
         }
@@ -219,7 +231,9 @@ impl Access {
         if let Some((token, rest)) = query.and_then(take_param) {
             return match self.verify(token.as_bytes(), now) {
                 Ok(g) => {
-                    let location = if rest.is_empty() { path.to_string() } else { format!("{path}?{rest}") };
+                    // One leading slash: `//host` would send the visitor to another site.
+                    let path = format!("/{}", path.trim_start_matches('/'));
+                    let location = if rest.is_empty() { path } else { format!("{path}?{rest}") };
                     let max_age = g.expires.saturating_sub(now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
                     let secure = if g.secure { "; Secure" } else { "" };
                     let cookie =
@@ -238,7 +252,9 @@ impl Access {
         for value in cookies {
             for token in share_cookies(value) {
                 match self.verify(token, now) {
-                    Ok(g) if g.read_only && method != "GET" && method != "HEAD" => return Verdict::ReadOnly,
+                    Ok(g) if g.read_only && (upgrade || (method != "GET" && method != "HEAD")) => {
+                        return Verdict::ReadOnly
+                    }
                     Ok(_) => return Verdict::Pass { strip_auth: basic },
                     Err(e) => refused = Some(e),
                 }
@@ -311,7 +327,8 @@ mod tests {
 
     fn check(a: &Access, method: &str, target: &str, auth: Option<&str>, cookie: Option<&str>) -> Verdict {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        a.check(&route(true), method, target, auth.map(str::as_bytes), cookie.map(str::as_bytes).into_iter(), now)
+        let asked = Asked { method, target, upgrade: false, authorization: auth.map(str::as_bytes) };
+        a.check(&route(true), asked, cookie.map(str::as_bytes).into_iter(), now)
     }
 
     fn token(a: &Access, ttl: u64, read_only: bool) -> String {
@@ -323,7 +340,8 @@ mod tests {
         let a = Access::default();
         assert!(!a.applies(&route(true)) && a.applies(&route(false)));
         let now = SystemTime::now();
-        assert_eq!(a.check(&route(false), "GET", "/", None, std::iter::empty(), now), Verdict::NotPublic);
+        let asked = Asked { method: "GET", target: "/", upgrade: false, authorization: None };
+        assert_eq!(a.check(&route(false), asked, std::iter::empty(), now), Verdict::NotPublic);
         assert_eq!(
             check(&a, "POST", "/x?burrow_share=zz", Some("Basic !!"), None),
             Verdict::Pass { strip_auth: false }
@@ -367,6 +385,13 @@ mod tests {
             panic!("no redirect")
         };
         assert_eq!(location, "/");
+        // Never a location on another site.
+        let Verdict::Redirect { location, .. } =
+            check(&a, "GET", &format!("//evil.example?burrow_share={t}"), None, None)
+        else {
+            panic!("no redirect")
+        };
+        assert_eq!(location, "/evil.example");
         let jar = format!("theme=dark; burrow_share={t}; sid=1");
         assert_eq!(check(&a, "POST", "/", None, Some(&jar)), Verdict::Pass { strip_auth: false });
         assert_eq!(without_share_cookie(jar.as_bytes()).as_deref(), Some(&b"theme=dark; sid=1"[..]));
@@ -384,6 +409,10 @@ mod tests {
         for m in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
             assert_eq!(check(&a, m, "/", None, Some(&jar)), Verdict::ReadOnly);
         }
+        // A WebSocket talks both ways: not for a read-only link.
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let ws = Asked { method: "GET", target: "/ws", upgrade: true, authorization: None };
+        assert_eq!(a.check(&route(true), ws, std::iter::once(jar.as_bytes()), now), Verdict::ReadOnly);
     }
 
     #[test]

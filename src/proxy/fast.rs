@@ -28,7 +28,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::access::{without_share_cookie, Mode, Verdict};
+use super::access::{without_share_cookie, Asked, Mode, Verdict};
 use super::framing::{step_chunk, Chunk};
 use super::policy::{
     accepts_json, bodiless, connect_tcp, error_page, kind, still_open, upstream_failed, Forwarded, Kind, Upstream,
@@ -266,7 +266,9 @@ fn plan_request(conn: &Conn, data: &[u8], out: &mut Vec<u8>) -> Plan {
     let (mut strip_auth, mut strip_cookie) = (false, false);
     if gated {
         let cookies = req.headers.iter().filter(|h| matches!(kind(h.name), Kind::Cookie)).map(|h| h.value);
-        match conn.proxy.access.check(route, method, target, authorization, cookies, std::time::SystemTime::now()) {
+        // Upgrades never get here: they are hyper's.
+        let asked = Asked { method, target, upgrade: false, authorization };
+        match conn.proxy.access.check(route, asked, cookies, std::time::SystemTime::now()) {
             Verdict::Pass { strip_auth: s } => {
                 (strip_auth, strip_cookie) = (s, conn.proxy.access.mode() == Mode::Protected);
             }
@@ -1275,11 +1277,15 @@ mod tests {
         );
         assert!(answers[4].contains("no route serves /admin/x"), "{}", answers[4]);
 
-        // The local user reaches every route, credentials untouched.
-        let mut c = client(Proxy::build(routes(), Duration::from_secs(5), true, access()), local());
+        // The local user reaches every route, credentials untouched; another machine does not.
+        let on_loopback = Origin::Local("127.0.0.1:4567".parse().unwrap());
+        let mut c = client(Proxy::build(routes(), Duration::from_secs(5), true, access()), on_loopback);
         c.write_all(requests[4].as_bytes()).await.unwrap();
         assert!(responses(&mut c, 1).await[0].starts_with("200"));
         assert!(seen.try_recv().unwrap().contains(&basic));
+        let mut c = client(Proxy::build(routes(), Duration::from_secs(5), true, access()), local());
+        c.write_all(requests[4].as_bytes()).await.unwrap();
+        assert!(responses(&mut c, 1).await[0].starts_with("404"));
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::access::{without_share_cookie, Mode, Verdict};
+use super::access::{without_share_cookie, Asked, Mode, Verdict};
 use super::policy::*;
 use super::stats::{Counters, CountingBody, Direction, Progress};
 use super::{Conn, Proxy, ReqBody, RespBody, Route, Upstreams, MAX_HEAD, MAX_URI, UPSTREAM_BUF};
@@ -56,14 +56,19 @@ impl Proxy {
         let mut strip_auth = false;
         if conn.tunnel && self.access.applies(route) {
             let h = req.headers();
-            let verdict = self.access.check(
-                route,
-                req.method().as_str(),
-                req.uri().path_and_query().map_or("/", |p| p.as_str()),
-                h.get(header::AUTHORIZATION).map(HeaderValue::as_bytes),
-                h.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes),
-                std::time::SystemTime::now(),
-            );
+            // Origin form, whatever form the request came in.
+            let target = match req.uri().query() {
+                Some(q) => format!("{}?{q}", req.uri().path()),
+                None => req.uri().path().to_string(),
+            };
+            let asked = Asked {
+                method: req.method().as_str(),
+                target: &target,
+                upgrade: is_upgrade(h),
+                authorization: h.get(header::AUTHORIZATION).map(HeaderValue::as_bytes),
+            };
+            let cookies = h.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes);
+            let verdict = self.access.check(route, asked, cookies, std::time::SystemTime::now());
             match verdict {
                 Verdict::Pass { strip_auth: s } => strip_auth = s,
                 refused => return self.refusal(refused, req.uri().path(), wants_json),

@@ -99,7 +99,7 @@ type Upstreams = std::sync::Mutex<Vec<policy::Slot>>;
 struct Conn {
     proxy: Arc<Proxy>,
     client_ip: Option<HeaderValue>,
-    /// A tunnel work stream: the [`access`] policy applies.
+    /// A tunnel work stream or a client from another machine: the [`access`] policy applies.
     tunnel: bool,
     upstreams: Upstreams,
     /// Only this connection's task may poll its sleeps (see [`timer`]): hyper's header-read
@@ -114,7 +114,12 @@ impl Conn {
             upstreams: std::sync::Mutex::new(proxy.routes.all().iter().map(|_| policy::Slot::Empty).collect()),
             proxy,
             client_ip: client_ip(origin),
-            tunnel: matches!(origin, Origin::Tunnel),
+            // A client from another machine (a proxy listening beyond loopback) is not the local
+            // user: the policy applies to it as to the tunnel's.
+            tunnel: match origin {
+                Origin::Tunnel => true,
+                Origin::Local(peer) => !peer.ip().is_loopback(),
+            },
             timer: ConnTimer::default(),
             stop,
         }
