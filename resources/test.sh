@@ -5,7 +5,8 @@
 #   resources/test.sh            FUZZ_SECS=20 by default (per fuzz target); FUZZ_SECS=0 skips fuzzing
 #
 # Installs Debian's chromium (the status-page browser test), tinyproxy and dante-server (real
-# proxies to frps; danted's password test also makes a system user) when missing, as root;
+# proxies to frps; danted's password test also makes a system user), wine64 and mingw-w64 (the
+# Windows build's smoke suite) when missing, as root;
 # fetches the pinned frps/frpc (resources/fetch-frp.sh) and builds the other frp versions of the
 # matrix from Go source (resources/build-frp.sh), the bundled frpc among them
 # (resources/fetch-frpc.sh); `npm ci` for the Electron tests; cargo-fuzz when missing.
@@ -22,12 +23,15 @@ step "frps/frpc 0.52–0.70 from Go source, pinned (resources/build-frp.sh, cach
 bash resources/build-frp.sh >"$frp_log" 2>&1 &
 frp_build=$!
 
-step "Debian packages: chromium (the status-page browser test), tinyproxy, dante-server and nginx (real proxies to frps)"
+step "Debian packages: chromium (the status-page browser test), tinyproxy, dante-server and nginx (real proxies to frps), wine64 and mingw-w64 (the Windows build)"
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ -x /usr/bin/tinyproxy ] || missing+=(tinyproxy)
 [ -x /usr/sbin/danted ] || missing+=(dante-server)
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
+# The Windows build and its smoke suite under Wine (resources/windows-smoke.sh).
+[ -x /usr/lib/wine/wine64 ] || missing+=(wine64)
+command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || missing+=(mingw-w64)
 if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || die "missing Debian packages: ${missing[*]}; install them (sudo apt-get install ${missing[*]}) and run again"
   apt-get update -qq
@@ -61,6 +65,9 @@ step "Rust tests (unit, proto, and the integration binary against real peers)"
 cargo test --workspace
 printf '\nburrow against every frps (tests/matrix.rs):\n'
 cat target/frp-matrix.md
+
+step "Windows smoke suite: burrow.exe and frpc.exe under Wine against a Linux frps (resources/windows-smoke.sh)"
+bash resources/windows-smoke.sh
 
 step "Electron module tests (node:test, real burrow and frps, headless chromium)"
 (cd resources/electron && npm test)

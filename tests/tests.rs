@@ -21,4 +21,5 @@ mod security;
 mod soak;
 mod tls_verify;
 mod verify;
+mod windows;
 mod wire;

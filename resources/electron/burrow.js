@@ -198,12 +198,20 @@ class Burrow extends EventEmitter {
     });
   }
 
-  /** SIGKILL to burrow and, on POSIX, its whole process group (burrow leads it: see _spawn), so an
-   *  frpc it started goes too even where the OS has no parent-death signal (macOS). */
+  /** The last resort after stdin's end and `shutdown` went unanswered: SIGKILL to burrow and, on
+   *  POSIX, its whole process group (burrow leads it: see _spawn), so an frpc it started goes too
+   *  even where the OS has no parent-death signal (macOS); on Windows `taskkill /T /F`, the tree
+   *  kill Windows offers (burrow's job object also ends frpc with it). */
   _killTree(child) {
     try {
-      if (process.platform !== 'win32' && child.pid) process.kill(-child.pid, 'SIGKILL');
-      else child.kill('SIGKILL');
+      if (process.platform === 'win32' && child.pid) {
+        spawn('taskkill', ['/pid', String(child.pid), '/T', '/F'], { windowsHide: true, stdio: 'ignore' })
+          .on('error', () => child.kill('SIGKILL'));
+      } else if (child.pid) {
+        process.kill(-child.pid, 'SIGKILL');
+      } else {
+        child.kill('SIGKILL');
+      }
     } catch (_) { /* already gone */ }
   }
 

@@ -14,6 +14,8 @@
 //! * Windows: nothing yet ties frpc to burrow; a hard kill of burrow can leave frpc running.
 
 pub mod config;
+#[cfg(windows)]
+mod job;
 pub mod locate;
 
 use std::collections::{HashMap, HashSet};
@@ -147,8 +149,8 @@ impl Frpc {
         for k in ["BURROW_API_TOKEN", "BURROW_SERVER_TOKEN", "BURROW_ADMIN_TOKEN"] {
             cmd.env_remove(k);
         }
-        // The crate's one `unsafe`: std offers no safe way to run code between fork and exec,
-        // and without PR_SET_PDEATHSIG a SIGKILLed burrow would leave frpc running.
+        // `unsafe` (as in `job` on Windows): std offers no safe way to run code between fork and
+        // exec, and without PR_SET_PDEATHSIG a SIGKILLed burrow would leave frpc running.
         #[cfg(target_os = "linux")]
         #[allow(unsafe_code)]
         {
@@ -166,7 +168,15 @@ impl Frpc {
                 });
             }
         }
-        cmd.spawn()
+        let child = cmd.spawn()?;
+        #[cfg(windows)]
+        if let Some(handle) = child.raw_handle() {
+            // Without it a hard kill of burrow would leave frpc running: refuse to run it so.
+            if let Err(e) = job::adopt(handle) {
+                return Err(std::io::Error::other(format!("cannot tie frpc's life to burrow's (job object): {e}")));
+            }
+        }
+        Ok(child)
     }
 
     /// Runs one frpc process until it exits, fails, or `stop` is cancelled.
