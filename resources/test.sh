@@ -6,7 +6,8 @@
 #
 # Installs Debian's chromium (the status-page browser test), tinyproxy and dante-server (real
 # proxies to frps; danted's password test also makes a system user), wine64 and mingw-w64 (the
-# Windows build's smoke suite) when missing, as root;
+# Windows build's smoke suite), gcc-aarch64-linux-gnu and qemu-user-static (linux-arm64 under
+# emulation) when missing, as root;
 # fetches the pinned frps/frpc (resources/fetch-frp.sh) and builds the other frp versions of the
 # matrix from Go source (resources/build-frp.sh), the bundled frpc among them
 # (resources/fetch-frpc.sh); `npm ci` for the Electron tests; cargo-fuzz when missing.
@@ -23,7 +24,7 @@ step "frps/frpc 0.52–0.70 from Go source, pinned (resources/build-frp.sh, cach
 bash resources/build-frp.sh >"$frp_log" 2>&1 &
 frp_build=$!
 
-step "Debian packages: chromium (the status-page browser test), tinyproxy, dante-server and nginx (real proxies to frps), wine64 and mingw-w64 (the Windows build)"
+step "Debian packages: chromium (the status-page browser test), tinyproxy, dante-server and nginx (real proxies to frps), wine64 and mingw-w64 (the Windows build), gcc-aarch64-linux-gnu and qemu-user-static (linux-arm64)"
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ -x /usr/bin/tinyproxy ] || missing+=(tinyproxy)
@@ -32,6 +33,9 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # The Windows build and its smoke suite under Wine (resources/windows-smoke.sh).
 [ -x /usr/lib/wine/wine64 ] || missing+=(wine64)
 command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || missing+=(mingw-w64)
+# The linux-arm64 build under emulation (resources/arm64-smoke.sh).
+command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || missing+=(gcc-aarch64-linux-gnu)
+[ -x /usr/bin/qemu-aarch64-static ] || missing+=(qemu-user-static)
 if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || die "missing Debian packages: ${missing[*]}; install them (sudo apt-get install ${missing[*]}) and run again"
   apt-get update -qq
@@ -68,6 +72,9 @@ cat target/frp-matrix.md
 
 step "Windows smoke suite: burrow.exe and frpc.exe under Wine against a Linux frps (resources/windows-smoke.sh)"
 bash resources/windows-smoke.sh
+
+step "linux-arm64 under qemu-user: burrow version and a native tunnel (resources/arm64-smoke.sh)"
+bash resources/arm64-smoke.sh
 
 step "Electron module tests (node:test, real burrow and frps, headless chromium)"
 (cd resources/electron && npm test)

@@ -209,13 +209,7 @@ async fn frpc_tunnels_meet_the_same_policy() {
 async fn share_links_of_an_open_url_are_refused_with_what_to_do() {
     let frps = Frps::start(FrpsOpts::default()).await;
     let up = http_upstream().await;
-    let mut env = vec![
-        ("BURROW_SERVER_ADDR".to_string(), frps.addr()),
-        ("BURROW_SERVER_TOKEN".into(), TOKEN.into()),
-        ("BURROW_SUBDOMAIN".into(), "openurl".into()),
-        ("BURROW_MODE".into(), "native".into()),
-    ];
-    env.extend(route_all_to(up.addr));
+    let env = tunnel_env(&frps, "openurl", "native", up.addr);
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut b = Burrow::spawn(&pairs);
     b.wait("tunnel_up", T).await;

@@ -11,13 +11,7 @@ const T: Duration = Duration::from_secs(20);
 async fn a_public_url_that_reaches_this_burrow_is_verified_and_the_app_never_sees_the_check() {
     let frps = Frps::start(FrpsOpts { subdomain_host: "burrow.localhost", ..Default::default() }).await;
     let up = http_upstream().await;
-    let mut env = vec![
-        ("BURROW_SERVER_ADDR".to_string(), frps.addr()),
-        ("BURROW_SERVER_TOKEN".into(), TOKEN.into()),
-        ("BURROW_SUBDOMAIN".into(), "checked".into()),
-        ("BURROW_MODE".into(), "native".into()),
-    ];
-    env.extend(route_all_to(up.addr));
+    let env = tunnel_env(&frps, "checked", "native", up.addr);
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut b = Burrow::spawn(&pairs);
     let tunnel = b.wait("tunnel_up", T).await;

@@ -127,17 +127,6 @@ fn wine_processes(name: &str) -> Vec<u32> {
     found
 }
 
-fn env_for(frps: &Frps, sub: &str, mode: &str, app: std::net::SocketAddr) -> Vec<(String, String)> {
-    let mut env = vec![
-        ("BURROW_SERVER_ADDR".to_string(), frps.addr()),
-        ("BURROW_SERVER_TOKEN".into(), TOKEN.into()),
-        ("BURROW_SUBDOMAIN".into(), sub.into()),
-        ("BURROW_MODE".into(), mode.into()),
-    ];
-    env.extend(route_all_to(app));
-    env
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Wine and the Windows build: resources/windows-smoke.sh"]
 async fn windows_version_and_check() {
@@ -159,7 +148,7 @@ async fn windows_native_tunnel_serves_and_stops_on_shutdown_and_on_stdin_eof() {
     let frps = Frps::start(FrpsOpts::default()).await;
     let up = http_upstream().await;
     for (sub, stop) in [("winnative", "shutdown"), ("wineof", "eof")] {
-        let env = env_for(&frps, sub, "native", up.addr);
+        let env = tunnel_env(&frps, sub, "native", up.addr);
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let mut b = spawn(&pairs);
         let tunnel = b.wait("tunnel_up", T).await;
@@ -182,7 +171,7 @@ async fn windows_native_tunnel_serves_and_stops_on_shutdown_and_on_stdin_eof() {
 async fn windows_frpc_mode_serves_and_frpc_dies_with_a_hard_killed_burrow() {
     let frps = Frps::start(FrpsOpts::default()).await;
     let up = http_upstream().await;
-    let env = env_for(&frps, "winfrpc", "frpc", up.addr);
+    let env = tunnel_env(&frps, "winfrpc", "frpc", up.addr);
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let before = wine_processes("frpc.exe");
     let mut b = spawn(&pairs);

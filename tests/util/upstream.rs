@@ -189,6 +189,19 @@ impl Pattern {
     }
 }
 
+/// Environment for one http tunnel `sub` through `frps` in `mode`, its proxy sending everything to
+/// `upstream`.
+pub fn tunnel_env(frps: &Frps, sub: &str, mode: &str, upstream: std::net::SocketAddr) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("BURROW_SERVER_ADDR".to_string(), frps.addr()),
+        ("BURROW_SERVER_TOKEN".into(), TOKEN.into()),
+        ("BURROW_SUBDOMAIN".into(), sub.into()),
+        ("BURROW_MODE".into(), mode.into()),
+    ];
+    env.extend(route_all_to(upstream));
+    env
+}
+
 /// Environment that sends everything the in-process proxy gets to `upstream`.
 pub fn route_all_to(upstream: std::net::SocketAddr) -> Vec<(String, String)> {
     vec![
