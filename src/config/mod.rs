@@ -1027,8 +1027,7 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
     // never the file's.
     let frpc_file = if api.is_some() { None } else { file.map(|f| (file_path.clone().unwrap_or_default(), f.raw)) };
     let access = access_config(env)?;
-    let guarded = access.mode == crate::proxy::access::Mode::Protected || routes.all().iter().any(|r| !r.public);
-    if guarded && api.is_none() {
+    if crate::proxy::access::guards(access.mode, &routes) && api.is_none() {
         check_guarded_tunnels(&tunnels, proxy_addr, access.mode, frpc_file.as_ref().map(|(_, raw)| raw))?;
     }
     Ok(Config {

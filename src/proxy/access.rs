@@ -45,6 +45,12 @@ pub enum Mode {
     Protected,
 }
 
+/// Whether tunnel requests for any of `routes` meet the policy: protected, or a route closed to
+/// the public.
+pub fn guards(mode: Mode, routes: &super::Routes) -> bool {
+    mode == Mode::Protected || routes.all().iter().any(|r| !r.public)
+}
+
 /// The access policy.
 pub struct Access {
     mode: Mode,

@@ -262,7 +262,17 @@ fn plan_request(conn: &Conn, data: &[u8], out: &mut Vec<u8>) -> Plan {
             Kind::Hop | Kind::Cookie | Kind::Other => {}
         }
     }
-    // The access policy's refusals and redirects are hyper's to answer.
+    let (Some(host), 1) = (host, hosts) else { return Plan::Handoff };
+    let body = match (length.map(decimal), lengths) {
+        (None, _) => 0,
+        (Some(Some(n)), 1) if n <= BODY_MAX as u64 => n as usize,
+        _ => return Plan::Handoff,
+    };
+    if data.len() < head_len + body {
+        return Plan::Body(head_len + body, json.unwrap_or(false));
+    }
+    // The access policy's refusals and redirects are hyper's to answer (decided once the whole
+    // request is here, not again for each read of a body).
     let (mut strip_auth, mut strip_cookie) = (false, false);
     if gated {
         let cookies = req.headers.iter().filter(|h| matches!(kind(h.name), Kind::Cookie)).map(|h| h.value);
@@ -274,15 +284,6 @@ fn plan_request(conn: &Conn, data: &[u8], out: &mut Vec<u8>) -> Plan {
             }
             _ => return Plan::Handoff,
         }
-    }
-    let (Some(host), 1) = (host, hosts) else { return Plan::Handoff };
-    let body = match (length.map(decimal), lengths) {
-        (None, _) => 0,
-        (Some(Some(n)), 1) if n <= BODY_MAX as u64 => n as usize,
-        _ => return Plan::Handoff,
-    };
-    if data.len() < head_len + body {
-        return Plan::Body(head_len + body, json.unwrap_or(false));
     }
 
     out.reserve(head_len + body + 128);

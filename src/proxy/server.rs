@@ -67,7 +67,7 @@ impl Proxy {
     /// Whether tunnel requests meet the access policy anywhere: then a tunnel client that
     /// connects over loopback (frpc) must come in through [`Self::open_tunnel_door`].
     pub fn guards_tunnels(&self) -> bool {
-        self.routes.all().iter().any(|r| self.access.applies(r))
+        super::access::guards(self.access.mode(), &self.routes)
     }
 
     /// A second loopback listener, on a free port, whose connections are served as tunnel work
