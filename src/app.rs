@@ -26,6 +26,12 @@ pub async fn run(mut config: Config, reporter: Reporter) -> Outcome {
         Ok(p) => p,
         Err(f) => return Outcome::Fatal(f),
     };
+    for name in &config.access.unprotected {
+        reporter.warning(
+            WarningCode::TcpUnprotected,
+            format!("tunnel {name} is not http: burrow's proxy asks for credentials on the HTTP inside it, but frps names none of its visitors (guessing limits are shared) and share links are bound to no host name; make it an http tunnel"),
+        );
+    }
     let status = reporter.status();
     status.set_tunnels(config.tunnels.iter().map(|t| (t.name.clone(), t.kind.type_name())));
     status.set_proxy(proxy.clone());
@@ -77,7 +83,7 @@ pub async fn run(mut config: Config, reporter: Reporter) -> Outcome {
         let at_proxy = config
             .tunnels
             .iter()
-            .filter(|t| matches!(t.kind, crate::config::TunnelKind::Http { .. }) && t.local_addr == addr.to_string())
+            .filter(|t| matches!(t.kind, crate::config::TunnelKind::Http { .. }) && t.reaches_proxy(addr))
             .map(|t| t.name.clone())
             .collect();
         crate::verify::watch(reporter.clone(), p.clone(), at_proxy, config.server.proxy.clone());

@@ -197,7 +197,9 @@ impl Controller {
         let Ok(mut link) = url::Url::parse(&url) else {
             return Err((format!("the public URL {url} cannot be parsed"), "report this as a bug".into()));
         };
-        let (token, expires) = proxy.access().mint(SystemTime::now(), req.ttl, req.read_only, link.scheme() == "https");
+        let site = crate::proxy::access::url_site(&link);
+        let (token, expires) =
+            proxy.access().mint(SystemTime::now(), req.ttl, req.read_only, link.scheme() == "https", &site);
         link.query_pairs_mut().append_pair(SHARE_PARAM, &token);
         let expires = humantime::format_rfc3339_seconds(expires).to_string();
         self.reporter.emit(Event::ShareLink { url: link.to_string(), expires: expires.clone() });

@@ -81,6 +81,10 @@ pub enum WarningCode {
     ProxyNotLoopback,
     /// A tunnel's public URL did not reach this burrow.
     UrlUnverified,
+    /// A tcp tunnel in a protected configuration: the policy sees only the HTTP inside it.
+    TcpUnprotected,
+    /// Protected mode on an `http://` URL: the share cookie reaches every service on that host.
+    ShareOverHttp,
 }
 
 /// Where a tunnel can be reached from outside.
@@ -719,6 +723,22 @@ mod tests {
             Event::Status(snapshot),
             Event::Stopped { reason: "shutdown".into() },
         ]
+    }
+
+    #[test]
+    fn every_warning_code_is_in_the_published_schema() {
+        use WarningCode::*;
+        let schema: Value = serde_json::from_str(include_str!("../resources/events.schema.json")).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        for code in [TlsUnverified, ProxyNotLoopback, UrlUnverified, TcpUnprotected, ShareOverHttp] {
+            // Exhaustive on purpose: a new code does not compile until it is listed above.
+            match code {
+                TlsUnverified | ProxyNotLoopback | UrlUnverified | TcpUnprotected | ShareOverHttp => {}
+            }
+            let line = stamped(&Event::Warning { code, message: "m".into() });
+            let errors: Vec<String> = validator.iter_errors(&line).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{line}: {errors:?}");
+        }
     }
 
     #[test]

@@ -15,6 +15,8 @@ use crate::proxy::{Proxy, VERIFY_PREFIX};
 
 /// How long one verification may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of an answer that is read: this burrow's is 64 bytes.
+const MAX_ANSWER: usize = 4096;
 
 /// Verifies the URL of every `tunnel_up` of the tunnels in `names` (those served by `proxy`).
 pub fn watch(reporter: Reporter, proxy: Arc<Proxy>, names: HashSet<String>, via: ServerProxy) {
@@ -22,6 +24,8 @@ pub fn watch(reporter: Reporter, proxy: Arc<Proxy>, names: HashSet<String>, via:
         return;
     }
     let mut events = reporter.subscribe();
+    let protected = proxy.access().mode() == crate::proxy::access::Mode::Protected;
+    let mut warned = false;
     tokio::spawn(async move {
         while let Some(line) = events.recv().await {
             let Ok(ev) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
@@ -32,6 +36,13 @@ pub fn watch(reporter: Reporter, proxy: Arc<Proxy>, names: HashSet<String>, via:
             };
             if !names.contains(name) {
                 continue;
+            }
+            if protected && !warned && share_over_http(url) {
+                warned = true;
+                reporter.warning(
+                    WarningCode::ShareOverHttp,
+                    format!("the protected URL {url} is plain http: browsers send its share cookie to every port of that host, other people's tunnels on the same frps included, and anyone on the path can read it; serve it over https"),
+                );
             }
             let (reporter, proxy, name, url, via) =
                 (reporter.clone(), proxy.clone(), name.to_string(), url.to_string(), via.clone());
@@ -56,6 +67,14 @@ pub fn watch(reporter: Reporter, proxy: Arc<Proxy>, names: HashSet<String>, via:
     });
 }
 
+/// Whether a protected URL's share cookie could reach other services: http, and not `*.localhost`.
+fn share_over_http(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| {
+        let host = u.host_str().unwrap_or_default().to_ascii_lowercase();
+        u.scheme() == "http" && host != "localhost" && !host.ends_with(".localhost")
+    })
+}
+
 /// Fetches the verification path under `url`; `Err` says what failed, in words.
 async fn check(proxy: &Proxy, url: &str, via: &ServerProxy) -> Result<(), String> {
     let base = reqwest::Url::parse(url).map_err(|e| format!("it is not a URL ({e})"))?;
@@ -72,13 +91,23 @@ async fn check(proxy: &Proxy, url: &str, via: &ServerProxy) -> Result<(), String
         client = client.resolve(&host, SocketAddr::from(([127, 0, 0, 1], port)));
     }
     let client = client.build().map_err(|e| format!("cannot make an HTTP client ({e})"))?;
-    let resp = client.get(target).send().await.map_err(|e| describe(&e, &host, port))?;
+    let mut resp = client.get(target).send().await.map_err(|e| describe(&e, &host, port))?;
     let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
-    if status.is_success() && body == proxy.verify_answer(&nonce) {
+    let someone_else = || {
+        format!("something other than this burrow answered ({status}); check that the URL's DNS and the frps in front of it lead here")
+    };
+    // Read as far as this burrow's answer could go: whatever answers may send anything.
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e, &host, port))? {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_ANSWER {
+            return Err(someone_else());
+        }
+    }
+    if status.is_success() && body == proxy.verify_answer(&nonce, &crate::proxy::access::url_site(&base)).as_bytes() {
         Ok(())
     } else {
-        Err(format!("something other than this burrow answered ({status}); check that the URL's DNS and the frps in front of it lead here"))
+        Err(someone_else())
     }
 }
 

@@ -118,9 +118,9 @@ impl Client {
             .map(|t| Tunnel {
                 wire_name: if server.user.is_empty() { t.name.clone() } else { format!("{}.{}", server.user, t.name) },
                 config: t.clone(),
-                in_process: proxy.is_some()
-                    && matches!(t.kind, crate::config::TunnelKind::Http { .. })
-                    && config.proxy_addr.is_some_and(|a| t.reaches_proxy(a)),
+                // Any tunnel to the proxy's address is served in-process as tunnel traffic: the
+                // proxy's loopback listener would take it for the local user's.
+                in_process: proxy.is_some() && config.proxy_addr.is_some_and(|a| t.reaches_proxy(a)),
             })
             .collect();
         for t in &tunnels {

@@ -5,18 +5,20 @@
 //! with one [`ConfigError`] naming the variable (or file key), the bad value — masked when it is a
 //! secret — and an accepted example.
 
+mod access;
 pub mod frpc_keys;
 pub mod frpc_toml;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use burrow_proto::Wire;
 
 pub use crate::transport::proxy::ProxyUrl;
 
+pub use access::{reaches_proxy, AccessConfig};
 pub use frpc_toml::FrpcFile;
 
 /// A secret string: never printed by `Debug` or `Display`.
@@ -356,16 +358,6 @@ pub struct TunnelConfig {
     pub public_url: Option<String>,
 }
 
-/// Whether a local target `host:port` reaches the proxy listening on `proxy`: the same port, and
-/// the same address, `localhost` or a loopback one for a proxy on loopback or on every address.
-pub fn reaches_proxy(host: &str, port: u16, proxy: SocketAddr) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    port == proxy.port()
-        && (host.parse::<IpAddr>().ok() == Some(proxy.ip())
-            || (loopback && (proxy.ip().is_loopback() || proxy.ip().is_unspecified())))
-}
-
 impl TunnelConfig {
     /// Whether this tunnel's local target is the proxy on `proxy`.
     pub fn reaches_proxy(&self, proxy: SocketAddr) -> bool {
@@ -409,144 +401,6 @@ pub struct Config {
     pub access: AccessConfig,
     /// `BURROW_ADMIN_TOKEN`; `None`: a random one is made and given in `admin_ready`.
     pub admin_token: Option<Secret>,
-}
-
-/// Access control on the public URL, as configured.
-#[derive(Debug, Clone, Default)]
-pub struct AccessConfig {
-    /// `BURROW_PUBLIC_ACCESS`.
-    pub mode: crate::proxy::access::Mode,
-    /// `BURROW_PUBLIC_AUTH`: `user:password`.
-    pub basic: Option<Secret>,
-    /// `BURROW_SHARE_KEY`; `None`: a random key per process.
-    pub share_key: Option<Secret>,
-    /// `BURROW_SHARE_GENERATION`.
-    pub share_generation: u64,
-}
-
-impl AccessConfig {
-    /// The proxy's policy.
-    pub fn policy(&self) -> crate::proxy::Access {
-        crate::proxy::Access::new(
-            self.mode,
-            self.basic.as_ref().map(Secret::expose),
-            self.share_key.as_ref().map(|k| k.expose().as_bytes()),
-            self.share_generation,
-        )
-    }
-}
-
-/// Access control is the proxy's: a tunnel that reaches it other than as an http tunnel (raw TCP
-/// arrives as a loopback client), or, when protected, a tunnel that bypasses it, would be open;
-/// and frpc's http health checks would be refused.
-fn check_guarded_tunnels(
-    tunnels: &[TunnelConfig],
-    proxy: Option<SocketAddr>,
-    mode: crate::proxy::access::Mode,
-    file: Option<&toml::Table>,
-) -> Result<(), ConfigError> {
-    let fix = |problem: String| {
-        ConfigError::new(
-            "BURROW_PUBLIC_ACCESS",
-            format!("{mode:?}").to_lowercase(),
-            problem,
-            "an http tunnel whose localIP/localPort is BURROW_PROXY_ADDR (127.0.0.1:8080)",
-        )
-    };
-    for t in tunnels {
-        let at_proxy = proxy.is_some_and(|a| t.reaches_proxy(a));
-        let http = matches!(t.kind, TunnelKind::Http { .. });
-        if at_proxy && !http {
-            return Err(fix(format!(
-                "tunnel {} reaches burrow's proxy as {}, which arrives as a local client and bypasses access control (and ;public=no); make it an http tunnel",
-                t.name,
-                t.kind.type_name()
-            )));
-        }
-        if mode == crate::proxy::access::Mode::Protected && !at_proxy {
-            return Err(fix(format!(
-                "tunnel {} goes to {}, not through burrow's proxy, which is what enforces it; point the tunnel at BURROW_PROXY_ADDR",
-                t.name, t.local_addr
-            )));
-        }
-    }
-    let proxies = file.and_then(|f| f.get("proxies")).and_then(toml::Value::as_array);
-    for p in proxies.into_iter().flatten().filter_map(toml::Value::as_table) {
-        let health = p.get("healthCheck").and_then(|h| h.get("type")).and_then(toml::Value::as_str);
-        if mode == crate::proxy::access::Mode::Protected && health == Some("http") {
-            let name = p.get("name").and_then(toml::Value::as_str).unwrap_or("?");
-            return Err(fix(format!(
-                "proxy {name} has healthCheck.type = \"http\", whose checks a protected URL would refuse (401); use healthCheck.type = \"tcp\""
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Reads the access-control variables.
-fn access_config(env: &Env) -> Result<AccessConfig, ConfigError> {
-    use crate::proxy::access::Mode;
-    let mode = match get(env, "BURROW_PUBLIC_ACCESS").map(|v| (v, v.trim().to_ascii_lowercase())) {
-        None => Mode::Open,
-        Some((_, m)) if m == "open" => Mode::Open,
-        Some((_, m)) if m == "protected" => Mode::Protected,
-        Some((v, _)) => {
-            return Err(ConfigError::new(
-                "BURROW_PUBLIC_ACCESS",
-                v,
-                "expected open or protected",
-                "BURROW_PUBLIC_ACCESS=protected",
-            ))
-        }
-    };
-    let basic = match get(env, "BURROW_PUBLIC_AUTH") {
-        None => None,
-        Some(v) => {
-            let ok = v.split_once(':').is_some_and(|(u, p)| !u.is_empty() && !p.is_empty())
-                && !v.chars().any(char::is_control);
-            if !ok {
-                return Err(ConfigError::new(
-                    "BURROW_PUBLIC_AUTH",
-                    "***",
-                    "expected user:password, both non-empty, without control characters",
-                    "BURROW_PUBLIC_AUTH=ann:$(openssl rand -hex 12)",
-                ));
-            }
-            if mode == Mode::Open {
-                return Err(ConfigError::new(
-                    "BURROW_PUBLIC_AUTH",
-                    "***",
-                    "it protects nothing while BURROW_PUBLIC_ACCESS is open (the default); set BURROW_PUBLIC_ACCESS=protected, or unset BURROW_PUBLIC_AUTH",
-                    "BURROW_PUBLIC_ACCESS=protected",
-                ));
-            }
-            Some(Secret::new(v))
-        }
-    };
-    let share_key = match get(env, "BURROW_SHARE_KEY") {
-        None => None,
-        Some(k) if k.len() >= 16 => Some(Secret::new(k)),
-        Some(_) => {
-            return Err(ConfigError::new(
-                "BURROW_SHARE_KEY",
-                "***",
-                "the share key must be at least 16 characters; a short key lets anyone forge share links",
-                "BURROW_SHARE_KEY=$(openssl rand -hex 32)",
-            ))
-        }
-    };
-    let share_generation = match get(env, "BURROW_SHARE_GENERATION") {
-        None => 0,
-        Some(v) => v.trim().parse::<u64>().map_err(|_| {
-            ConfigError::new(
-                "BURROW_SHARE_GENERATION",
-                v,
-                "expected a whole number from 0 (the generation the last shares_revoked event gave)",
-                "BURROW_SHARE_GENERATION=0",
-            )
-        })?,
-    };
-    Ok(AccessConfig { mode, basic, share_key, share_generation })
 }
 
 /// Work streams served at once by default: with the 1,024 frps may have waiting and the control
@@ -1026,9 +880,10 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
     // With reserved tunnels frpc gets burrow's model (the reservation's server and tunnels),
     // never the file's.
     let frpc_file = if api.is_some() { None } else { file.map(|f| (file_path.clone().unwrap_or_default(), f.raw)) };
-    let access = access_config(env)?;
-    if crate::proxy::access::guards(access.mode, &routes) && api.is_none() {
-        check_guarded_tunnels(&tunnels, proxy_addr, access.mode, frpc_file.as_ref().map(|(_, raw)| raw))?;
+    let mut access = access::access_config(env)?;
+    if api.is_none() {
+        let file = frpc_file.as_ref().map(|(_, raw)| raw);
+        access.unprotected = access::check_guarded_tunnels(&tunnels, file, proxy_addr, access.mode)?;
     }
     Ok(Config {
         server,
@@ -1108,19 +963,6 @@ fn validate_subdomain(name: &str, v: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_target_reaches_the_proxy_by_any_of_its_loopback_names() {
-        let on_loopback: SocketAddr = "127.0.0.1:8080".parse().unwrap();
-        let everywhere: SocketAddr = "0.0.0.0:8080".parse().unwrap();
-        for host in ["127.0.0.1", "localhost", "LocalHost", "127.0.0.2", "[::1]", "::1"] {
-            assert!(reaches_proxy(host, 8080, on_loopback), "{host}");
-            assert!(reaches_proxy(host, 8080, everywhere), "{host}");
-        }
-        assert!(!reaches_proxy("127.0.0.1", 8081, on_loopback));
-        assert!(!reaches_proxy("10.0.0.5", 8080, on_loopback));
-        assert!(reaches_proxy("0.0.0.0", 8080, everywhere));
-    }
 
     fn env(pairs: &[(&str, &str)]) -> Env {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

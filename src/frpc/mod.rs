@@ -145,9 +145,13 @@ impl Frpc {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        // frpc needs none of burrow's secrets in its environment: its token is in its config.
-        for k in ["BURROW_API_TOKEN", "BURROW_SERVER_TOKEN", "BURROW_ADMIN_TOKEN"] {
-            cmd.env_remove(k);
+        // frpc gets all it needs from its private config file: none of burrow's settings (secrets
+        // among them, readable in /proc/<pid>/environ) and no proxy variable, since burrow chose
+        // the proxy and wrote it there.
+        for (k, _) in std::env::vars_os() {
+            if k.to_str().is_some_and(kept_from_frpc) {
+                cmd.env_remove(&k);
+            }
         }
         // `unsafe` (as in `job` on Windows): std offers no safe way to run code between fork and
         // exec, and without PR_SET_PDEATHSIG a SIGKILLed burrow would leave frpc running.
@@ -398,4 +402,10 @@ fn transport_name(cfg: &Config) -> String {
         }
     }
     cfg.server.transport_name()
+}
+
+/// Whether an environment variable stays out of frpc's environment.
+fn kept_from_frpc(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    upper.starts_with("BURROW_") || matches!(upper.as_str(), "ALL_PROXY" | "HTTP_PROXY" | "HTTPS_PROXY" | "NO_PROXY")
 }

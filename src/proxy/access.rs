@@ -17,13 +17,11 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::Route;
-
 /// The query parameter of a share link and the name of its cookie.
 pub const SHARE_PARAM: &str = "burrow_share";
-/// A token's format version.
-const VERSION: u8 = 1;
-/// version, flags, generation, expiry, then the MAC.
+/// A token's format version: 2 binds it to the public host it was minted for.
+const VERSION: u8 = 2;
+/// version, flags, generation, expiry, then the MAC (over these and the host).
 const SIGNED: usize = 1 + 1 + 8 + 8;
 const TOKEN_BYTES: usize = SIGNED + 32;
 /// Longer than any token this burrow makes: refused before it is decoded.
@@ -34,6 +32,15 @@ pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 const READ_ONLY: u8 = 1;
 /// Minted for an https URL: its cookie is `Secure`.
 const SECURE: u8 = 2;
+
+/// Failed basic-auth attempts one client address may make in a minute; past it, 429.
+pub const FAILURES_PER_ADDRESS: usize = 10;
+/// Failed attempts in a minute from everyone together; past it, each failure waits [`SLOW_FAILURE`].
+pub const FAILURES_IN_ALL: usize = 100;
+/// How long a failure waits for its 401 once [`FAILURES_IN_ALL`] is reached.
+pub const SLOW_FAILURE: Duration = Duration::from_secs(1);
+/// Client addresses whose failures are remembered one by one; more share one count.
+const TRACKED_ADDRESSES: usize = 4096;
 
 /// Whether the public URL needs credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,6 +58,29 @@ pub fn guards(mode: Mode, routes: &super::Routes) -> bool {
     mode == Mode::Protected || routes.all().iter().any(|r| !r.public)
 }
 
+/// The site a host (a URL's, or a request's `Host`) names, as tokens and the verify digest are
+/// bound to it: lower case, without a root label's dot and without the default ports.
+pub fn site(authority: &str) -> String {
+    let a = authority.trim().to_ascii_lowercase();
+    let (host, port) = match a.rsplit_once(':') {
+        Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => (h, Some(p)),
+        _ => (a.as_str(), None),
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    match port {
+        Some("80" | "443") | None => host.to_string(),
+        Some(p) => format!("{host}:{p}"),
+    }
+}
+
+/// [`site`] of a public URL, as a visitor's `Host` names it.
+pub fn url_site(url: &url::Url) -> String {
+    match url.port() {
+        Some(p) => site(&format!("{}:{p}", url.host_str().unwrap_or_default())),
+        None => site(url.host_str().unwrap_or_default()),
+    }
+}
+
 /// The access policy.
 pub struct Access {
     mode: Mode,
@@ -58,6 +88,7 @@ pub struct Access {
     basic: Option<[u8; 32]>,
     key: Vec<u8>,
     generation: AtomicU64,
+    throttle: Throttle,
 }
 
 impl Default for Access {
@@ -77,8 +108,8 @@ struct Grant {
 /// Why a token is refused; each says what the visitor can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    /// Not a token this burrow makes: bad encoding, length, version or signature.
-    #[error("the share link is not valid; ask for a new one")]
+    /// Not a token this burrow made for this host: bad encoding, length, version or signature.
+    #[error("the share link is not valid here; ask for a new one")]
     Invalid,
     /// Past its expiry.
     #[error("the share link has expired; ask for a new one")]
@@ -88,20 +119,38 @@ pub enum TokenError {
     Revoked,
 }
 
-/// What the policy looks at in a request.
+impl TokenError {
+    /// The refusal's reason, as the request log names it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            TokenError::Invalid => "invalid link",
+            TokenError::Expired => "expired link",
+            TokenError::Revoked => "revoked link",
+        }
+    }
+}
+
+/// What the policy looks at in a tunnel request.
 #[derive(Debug, Clone, Copy)]
 pub struct Asked<'a> {
     /// The method.
     pub method: &'a str,
     /// Path and query (origin form).
     pub target: &'a str,
-    /// An `Upgrade` (WebSocket): two-way, so never read-only.
+    /// The public host asked for (`Host`, or an absolute target's authority), as [`site`] reads it.
+    pub host: &'a str,
+    /// A WebSocket upgrade: two-way, so never read-only.
     pub upgrade: bool,
+    /// The request has a body (`Content-Length` above 0, or `Transfer-Encoding`).
+    pub body: bool,
     /// The first `Authorization` value.
     pub authorization: Option<&'a [u8]>,
+    /// Who is asking, for the guessing limits: the address frps appended last to
+    /// `X-Forwarded-For`.
+    pub client: &'a str,
 }
 
-/// What happens to a tunnel request.
+/// What happens to a tunnel request in protected mode.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Forwarded, without the share cookie and, when `strip_auth`, without `Authorization`.
@@ -109,11 +158,18 @@ pub enum Verdict {
         /// The request's `Authorization` is burrow's basic auth, not the app's.
         strip_auth: bool,
     },
-    /// 404, as for a path no route serves.
-    NotPublic,
     /// 401.
-    Unauthorized(Cow<'static, str>),
-    /// 403: a read-only link used for something other than GET or HEAD.
+    Unauthorized {
+        /// What the visitor is told.
+        message: Cow<'static, str>,
+        /// The request log's word for it.
+        reason: &'static str,
+        /// Too many failures from everyone: the answer waits [`SLOW_FAILURE`].
+        slow: bool,
+    },
+    /// 429: this address guessed too often; try again in this many seconds.
+    Throttled(u64),
+    /// 403: a read-only link used for something other than GET or HEAD without a body.
     ReadOnly,
     /// A share link's first use: 303 to `location` (the same URL without the token), setting
     /// the cookie.
@@ -134,6 +190,7 @@ impl Access {
             basic: basic.map(|b| Sha256::digest(b.as_bytes()).into()),
             key: key.map_or_else(|| rand::random::<[u8; 32]>().to_vec(), <[u8]>::to_vec),
             generation: AtomicU64::new(generation),
+            throttle: Throttle::default(),
         }
     }
 
@@ -157,13 +214,16 @@ impl Access {
         self.generation.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Whether a tunnel request for `route` needs [`Self::check`]; most need nothing.
-    pub fn applies(&self, route: &Route) -> bool {
-        !route.public || self.mode == Mode::Protected
-    }
-
-    /// A token for a link that lives `ttl` from `now`; `secure` when the URL is https.
-    pub fn mint(&self, now: SystemTime, ttl: Duration, read_only: bool, secure: bool) -> (String, SystemTime) {
+    /// A token for a link to `host` (the public URL's authority) that lives `ttl` from `now`;
+    /// `secure` when the URL is https.
+    pub fn mint(
+        &self,
+        now: SystemTime,
+        ttl: Duration,
+        read_only: bool,
+        secure: bool,
+        host: &str,
+    ) -> (String, SystemTime) {
         // Whole seconds, rounded up: a link never lives less than it was asked to.
         let secs = (now + ttl.min(MAX_TTL)).duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs_f64().ceil() as u64);
         let flags = if read_only { READ_ONLY } else { 0 } | if secure { SECURE } else { 0 };
@@ -172,18 +232,20 @@ impl Access {
         t.push(flags);
         t.extend_from_slice(&self.generation().to_be_bytes());
         t.extend_from_slice(&secs.to_be_bytes());
-        let mac = self.mac(&t);
+        let mac = self.mac(&t, host);
         t.extend_from_slice(&mac);
         (URL_SAFE_NO_PAD.encode(t), UNIX_EPOCH + Duration::from_secs(secs))
     }
 
-    fn mac(&self, signed: &[u8]) -> [u8; 32] {
+    fn mac(&self, signed: &[u8], host: &str) -> [u8; 32] {
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
         m.update(signed);
+        m.update(b"\0");
+        m.update(site(host).as_bytes());
         m.finalize().into_bytes().into()
     }
 
-    fn verify(&self, token: &[u8], now: SystemTime) -> Result<Grant, TokenError> {
+    fn verify(&self, token: &[u8], now: SystemTime, host: &str) -> Result<Grant, TokenError> {
         if token.len() > MAX_TOKEN_CHARS {
             return Err(TokenError::Invalid);
         }
@@ -192,7 +254,7 @@ impl Access {
             return Err(TokenError::Invalid);
         }
         let (signed, mac) = t.split_at(SIGNED);
-        if !bool::from(self.mac(signed).ct_eq(mac)) {
+        if !bool::from(self.mac(signed, host).ct_eq(mac)) {
             return Err(TokenError::Invalid);
         }
         let u64_at = |i: usize| u64::from_be_bytes(signed[i..i + 8].try_into().unwrap_or_default());
@@ -217,25 +279,16 @@ impl Access {
         bool::from(Sha256::digest(&decoded).as_slice().ct_eq(expected))
     }
 
-    /// Decides on a tunnel request for `route` (where [`Self::applies`]), given the values of its
-    /// `Cookie` headers.
-    pub fn check<'a>(
-        &self,
-        route: &Route,
-        asked: Asked<'_>,
-        cookies: impl Iterator<Item = &'a [u8]>,
-        now: SystemTime,
-    ) -> Verdict {
-        let Asked { method, target, upgrade, authorization } = asked;
-        if !route.public {
-            return Verdict::NotPublic;
-        }
+    /// Decides on a tunnel request in protected mode, given the values of its `Cookie` headers.
+    /// The same answer for every path: a visitor without credentials learns nothing of the routes.
+    pub fn check<'a>(&self, asked: Asked<'_>, cookies: impl Iterator<Item = &'a [u8]>, now: SystemTime) -> Verdict {
+        let Asked { method, target, host, upgrade, body, authorization, client } = asked;
         if self.mode == Mode::Open {
             return Verdict::Pass { strip_auth: false };
         }
         let (path, query) = target.split_once('?').map_or((target, None), |(p, q)| (p, Some(q)));
         if let Some((token, rest)) = query.and_then(take_param) {
-            return match self.verify(token.as_bytes(), now) {
+            return match self.verify(token.as_bytes(), now, host) {
                 Ok(g) => {
                     // One leading slash: `//host` would send the visitor to another site.
                     let path = format!("/{}", path.trim_start_matches('/'));
@@ -246,31 +299,119 @@ impl Access {
                         format!("{SHARE_PARAM}={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}");
                     Verdict::Redirect { location, cookie }
                 }
-                Err(e) => Verdict::Unauthorized(e.to_string().into()),
+                Err(e) => Verdict::Unauthorized { message: e.to_string().into(), reason: e.reason(), slow: false },
             };
         }
         // Any basic credentials are burrow's when it asks for them: never the app's.
         let basic = self.basic.is_some() && authorization.and_then(basic_credentials).is_some();
-        if basic && authorization.is_some_and(|a| self.basic_ok(a)) {
-            return Verdict::Pass { strip_auth: true };
+        if basic {
+            if let Some(retry) = self.throttle.blocked(client, now) {
+                return Verdict::Throttled(retry);
+            }
+            if authorization.is_some_and(|a| self.basic_ok(a)) {
+                return Verdict::Pass { strip_auth: true };
+            }
         }
         let mut refused = None;
         for value in cookies {
             for token in share_cookies(value) {
-                match self.verify(token, now) {
-                    Ok(g) if g.read_only && (upgrade || (method != "GET" && method != "HEAD")) => {
+                match self.verify(token, now, host) {
+                    Ok(g) if g.read_only && (upgrade || body || (method != "GET" && method != "HEAD")) => {
                         return Verdict::ReadOnly
                     }
+                    // A valid link lets in a visitor whose browser also sends stale basic auth.
                     Ok(_) => return Verdict::Pass { strip_auth: basic },
                     Err(e) => refused = Some(e),
                 }
             }
         }
-        Verdict::Unauthorized(match (refused, basic) {
-            (Some(e), _) => e.to_string().into(),
-            (None, true) => "wrong user name or password".into(),
-            (None, false) => "this URL is protected: sign in, or open a share link from its owner".into(),
-        })
+        match (refused, basic) {
+            (_, true) => Verdict::Unauthorized {
+                message: "wrong user name or password".into(),
+                reason: "wrong credentials",
+                slow: self.throttle.failed(client, now),
+            },
+            (Some(e), false) => {
+                Verdict::Unauthorized { message: e.to_string().into(), reason: e.reason(), slow: false }
+            }
+            (None, false) => Verdict::Unauthorized {
+                message: "this URL is protected: sign in, or open a share link from its owner".into(),
+                reason: "no credentials",
+                slow: false,
+            },
+        }
+    }
+}
+
+/// Failed basic-auth attempts in the last minute: per client address, and in all.
+#[derive(Default)]
+struct Throttle(std::sync::Mutex<Failures>);
+
+#[derive(Default)]
+struct Failures {
+    /// Milliseconds since the epoch of each address's failures within the last minute.
+    by_address: std::collections::HashMap<String, std::collections::VecDeque<u64>>,
+    all: std::collections::VecDeque<u64>,
+}
+
+const MINUTE_MS: u64 = 60_000;
+
+fn millis(now: SystemTime) -> u64 {
+    now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Failures {
+    fn forget_before(&mut self, cutoff: u64) {
+        let expire = |q: &mut std::collections::VecDeque<u64>| {
+            while q.front().is_some_and(|&t| t <= cutoff) {
+                q.pop_front();
+            }
+        };
+        expire(&mut self.all);
+        if self.by_address.len() >= TRACKED_ADDRESSES {
+            self.by_address.retain(|_, q| {
+                expire(q);
+                !q.is_empty()
+            });
+        }
+    }
+
+    /// The count an address's failures go to: its own, or once too many are tracked, a shared one.
+    fn key<'a>(&self, client: &'a str) -> &'a str {
+        if self.by_address.contains_key(client) || self.by_address.len() < TRACKED_ADDRESSES {
+            client
+        } else {
+            "*"
+        }
+    }
+}
+
+impl Throttle {
+    /// Seconds until `client` may guess again, when it has used up its failures.
+    fn blocked(&self, client: &str, now: SystemTime) -> Option<u64> {
+        let now = millis(now);
+        let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let key = f.key(client);
+        let q = f.by_address.get_mut(key)?;
+        while q.front().is_some_and(|&t| t + MINUTE_MS <= now) {
+            q.pop_front();
+        }
+        (q.len() >= FAILURES_PER_ADDRESS).then(|| q.front().map_or(1, |&t| (t + MINUTE_MS - now).div_ceil(1000)))
+    }
+
+    /// Counts a failure of `client`; whether failures from everyone are past their limit.
+    fn failed(&self, client: &str, now: SystemTime) -> bool {
+        let now = millis(now);
+        let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f.forget_before(now.saturating_sub(MINUTE_MS));
+        let key = f.key(client).to_string();
+        f.by_address.entry(key).or_default().push_back(now);
+        let slow = f.all.len() >= FAILURES_IN_ALL;
+        // Only the count matters past the limit: the queue stays bounded.
+        if !slow {
+            f.all.push_back(now);
+        }
+        slow
     }
 }
 
@@ -321,33 +462,43 @@ pub fn without_share_cookie(value: &[u8]) -> Option<Cow<'_, [u8]>> {
 mod tests {
     use super::*;
 
-    fn route(public: bool) -> Route {
-        let mut r = super::super::Routes::parse("/=http://127.0.0.1:1").unwrap().all()[0].clone();
-        r.public = public;
-        r
-    }
+    const HOST: &str = "app.example.com:8080";
 
     fn protected() -> Access {
         Access::new(Mode::Protected, Some("ann:s3cret pass"), Some(b"key of at least sixteen"), 4)
     }
 
+    fn at() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_000_000)
+    }
+
+    fn asked<'a>(method: &'a str, target: &'a str, auth: Option<&'a str>) -> Asked<'a> {
+        Asked {
+            method,
+            target,
+            host: HOST,
+            upgrade: false,
+            body: false,
+            authorization: auth.map(str::as_bytes),
+            client: "203.0.113.7",
+        }
+    }
+
     fn check(a: &Access, method: &str, target: &str, auth: Option<&str>, cookie: Option<&str>) -> Verdict {
-        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let asked = Asked { method, target, upgrade: false, authorization: auth.map(str::as_bytes) };
-        a.check(&route(true), asked, cookie.map(str::as_bytes).into_iter(), now)
+        a.check(asked(method, target, auth), cookie.map(str::as_bytes).into_iter(), at())
     }
 
     fn token(a: &Access, ttl: u64, read_only: bool) -> String {
-        a.mint(UNIX_EPOCH + Duration::from_secs(1_000_000), Duration::from_secs(ttl), read_only, true).0
+        a.mint(at(), Duration::from_secs(ttl), read_only, true, HOST).0
+    }
+
+    fn unauthorized(reason: &str) -> impl Fn(&Verdict) -> bool + '_ {
+        move |v| matches!(v, Verdict::Unauthorized { reason: r, .. } if *r == reason)
     }
 
     #[test]
-    fn open_mode_passes_everything_but_closed_routes() {
+    fn open_mode_passes_everything() {
         let a = Access::default();
-        assert!(!a.applies(&route(true)) && a.applies(&route(false)));
-        let now = SystemTime::now();
-        let asked = Asked { method: "GET", target: "/", upgrade: false, authorization: None };
-        assert_eq!(a.check(&route(false), asked, std::iter::empty(), now), Verdict::NotPublic);
         assert_eq!(
             check(&a, "POST", "/x?burrow_share=zz", Some("Basic !!"), None),
             Verdict::Pass { strip_auth: false }
@@ -364,16 +515,52 @@ mod tests {
         for bad in [
             "Basic !!!not base64",
             "Basic ",
-            "Basic",
             &format!("Basic {}", STANDARD.encode("ann s3cret pass")),
             &format!("Basic {}", STANDARD.encode("ann:s3cret pas")),
             &format!("Basic {}", STANDARD.encode("ann:s3cret passs")),
             &format!("Basic {}", "A".repeat(100_000)),
         ] {
-            assert!(matches!(check(&a, "GET", "/", Some(bad), None), Verdict::Unauthorized(_)), "{bad:.40}");
+            assert!(unauthorized("wrong credentials")(&check(&a, "GET", "/", Some(bad), None)), "{bad:.40}");
         }
-        assert!(matches!(check(&a, "GET", "/", Some("Bearer abc"), None), Verdict::Unauthorized(_)));
-        assert!(matches!(check(&a, "GET", "/", None, None), Verdict::Unauthorized(_)));
+        assert!(unauthorized("no credentials")(&check(&a, "GET", "/", Some("Bearer abc"), None)));
+        assert!(unauthorized("no credentials")(&check(&a, "GET", "/", Some("Basic"), None)));
+        assert!(unauthorized("no credentials")(&check(&a, "GET", "/", None, None)));
+    }
+
+    #[test]
+    fn guessing_is_throttled_per_address_and_slowed_for_everyone() {
+        let a = protected();
+        let wrong = format!("Basic {}", STANDARD.encode("ann:guess"));
+        let right = format!("Basic {}", STANDARD.encode("ann:s3cret pass"));
+        let from = |client: &str, auth: &str, t: SystemTime| {
+            a.check(Asked { client, ..asked("GET", "/", Some(auth)) }, std::iter::empty(), t)
+        };
+        for i in 0..FAILURES_PER_ADDRESS {
+            assert!(unauthorized("wrong credentials")(&from("198.51.100.1", &wrong, at())), "{i}");
+        }
+        // Refused before the password is even looked at, the right one included.
+        assert_eq!(from("198.51.100.1", &right, at()), Verdict::Throttled(60));
+        assert_eq!(from("198.51.100.1", &wrong, at() + Duration::from_secs(45)), Verdict::Throttled(15));
+        assert_eq!(from("198.51.100.1", &right, at() + Duration::from_secs(60)), Verdict::Pass { strip_auth: true });
+        // Others are not held back by one address's guesses...
+        assert_eq!(from("198.51.100.2", &right, at()), Verdict::Pass { strip_auth: true });
+        // ...until everyone together has failed too often: then each failure waits.
+        let mut slow = 0;
+        for i in 0..FAILURES_IN_ALL {
+            let client = format!("192.0.2.{}", i / 5);
+            if let Verdict::Unauthorized { slow: true, .. } = from(&client, &wrong, at() + Duration::from_secs(61)) {
+                slow += 1;
+            }
+        }
+        assert_eq!(slow, 0);
+        assert!(matches!(
+            from("192.0.2.250", &wrong, at() + Duration::from_secs(62)),
+            Verdict::Unauthorized { slow: true, .. }
+        ));
+        assert!(matches!(
+            from("192.0.2.250", &wrong, at() + Duration::from_secs(130)),
+            Verdict::Unauthorized { slow: false, .. }
+        ));
     }
 
     #[test]
@@ -406,19 +593,40 @@ mod tests {
     }
 
     #[test]
-    fn read_only_links_allow_get_and_head() {
+    fn a_link_opens_only_the_host_it_was_minted_for() {
+        let a = protected();
+        let t = token(&a, 60, false);
+        let jar = format!("burrow_share={t}");
+        for same in ["APP.example.com:8080", "app.example.com.:8080"] {
+            let v = a.check(Asked { host: same, ..asked("GET", "/", None) }, std::iter::once(jar.as_bytes()), at());
+            assert_eq!(v, Verdict::Pass { strip_auth: false }, "{same}");
+        }
+        for other in ["other.example.com:8080", "app.example.com:9090", "app.example.com", ""] {
+            let v = a.check(Asked { host: other, ..asked("GET", "/", None) }, std::iter::once(jar.as_bytes()), at());
+            assert!(unauthorized("invalid link")(&v), "{other}: {v:?}");
+            let q = format!("/?burrow_share={t}");
+            let v = a.check(Asked { host: other, ..asked("GET", &q, None) }, std::iter::empty(), at());
+            assert!(unauthorized("invalid link")(&v), "{other}: {v:?}");
+        }
+        assert_eq!(site("App.Example.com:443"), "app.example.com");
+        assert_eq!(site("[::1]:8080"), "[::1]:8080");
+        assert_eq!(url_site(&url::Url::parse("https://x.example:8443/a").unwrap()), "x.example:8443");
+    }
+
+    #[test]
+    fn read_only_links_allow_get_and_head_without_a_body() {
         let a = protected();
         let jar = format!("burrow_share={}", token(&a, 60, true));
+        let with = |asked: Asked<'_>| a.check(asked, std::iter::once(jar.as_bytes()), at());
         for m in ["GET", "HEAD"] {
-            assert_eq!(check(&a, m, "/", None, Some(&jar)), Verdict::Pass { strip_auth: false });
+            assert_eq!(with(asked(m, "/", None)), Verdict::Pass { strip_auth: false });
+            assert_eq!(with(Asked { body: true, ..asked(m, "/", None) }), Verdict::ReadOnly);
         }
         for m in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
-            assert_eq!(check(&a, m, "/", None, Some(&jar)), Verdict::ReadOnly);
+            assert_eq!(with(asked(m, "/", None)), Verdict::ReadOnly);
         }
         // A WebSocket talks both ways: not for a read-only link.
-        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let ws = Asked { method: "GET", target: "/ws", upgrade: true, authorization: None };
-        assert_eq!(a.check(&route(true), ws, std::iter::once(jar.as_bytes()), now), Verdict::ReadOnly);
+        assert_eq!(with(Asked { upgrade: true, ..asked("GET", "/ws", None) }), Verdict::ReadOnly);
     }
 
     #[test]
@@ -426,9 +634,11 @@ mod tests {
         let a = protected();
         let t = token(&a, 60, false);
         let other = Access::new(Mode::Protected, None, Some(b"another key entirely"), 4);
-        let expired = a.mint(UNIX_EPOCH + Duration::from_secs(1_000_000 - 61), Duration::from_secs(60), false, false).0;
+        let expired = a.mint(at() - Duration::from_secs(61), Duration::from_secs(60), false, false, HOST).0;
         let mut flipped = URL_SAFE_NO_PAD.decode(&t).unwrap();
         flipped[1] |= READ_ONLY;
+        let mut v1 = URL_SAFE_NO_PAD.decode(&t).unwrap();
+        v1[0] = 1;
         let cases = [
             (token(&other, 60, false), TokenError::Invalid),
             (expired, TokenError::Expired),
@@ -436,16 +646,21 @@ mod tests {
             (t[..10].to_string(), TokenError::Invalid),
             (format!("{t}{}", "A".repeat(5000)), TokenError::Invalid),
             (URL_SAFE_NO_PAD.encode(flipped), TokenError::Invalid),
+            (URL_SAFE_NO_PAD.encode(v1), TokenError::Invalid),
             ("%%%%".into(), TokenError::Invalid),
             (String::new(), TokenError::Invalid),
         ];
         for (bad, why) in &cases {
-            let msg = Verdict::Unauthorized(why.to_string().into());
+            let msg = Verdict::Unauthorized { message: why.to_string().into(), reason: why.reason(), slow: false };
             assert_eq!(check(&a, "GET", &format!("/?burrow_share={bad}"), None, None), msg, "{bad:.40}");
             assert_eq!(check(&a, "GET", "/", None, Some(&format!("burrow_share={bad}"))), msg, "{bad:.40}");
         }
         assert_eq!(a.revoke(), 5);
-        let revoked = Verdict::Unauthorized(TokenError::Revoked.to_string().into());
+        let revoked = Verdict::Unauthorized {
+            message: TokenError::Revoked.to_string().into(),
+            reason: "revoked link",
+            slow: false,
+        };
         assert_eq!(check(&a, "GET", "/", None, Some(&format!("burrow_share={t}"))), revoked);
         // A restart with the next generation persisted keeps it dead; a new link works.
         let restarted = Access::new(Mode::Protected, None, Some(b"key of at least sixteen"), 5);
@@ -457,7 +672,7 @@ mod tests {
     #[test]
     fn tokens_stay_short_and_never_outlive_the_cap() {
         let a = protected();
-        let (t, expires) = a.mint(UNIX_EPOCH, Duration::from_secs(u64::MAX / 4), false, false);
+        let (t, expires) = a.mint(UNIX_EPOCH, Duration::from_secs(u64::MAX / 4), false, false, HOST);
         assert!(t.len() <= MAX_TOKEN_CHARS && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_eq!(expires, UNIX_EPOCH + MAX_TTL);
     }

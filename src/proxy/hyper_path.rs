@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::access::{without_share_cookie, Asked, Mode, Verdict};
+use super::policy::decide::{Answer, Decision, View};
 use super::policy::*;
 use super::stats::{Counters, CountingBody, Direction, Progress};
 use super::{Conn, Proxy, ReqBody, RespBody, Route, Upstreams, MAX_HEAD, MAX_URI, UPSTREAM_BUF};
@@ -29,55 +29,45 @@ impl Proxy {
         if let Some(resp) = check_head(&req, wants_json) {
             return resp;
         }
-        if let Some(nonce) = req.uri().path().strip_prefix(super::VERIFY_PREFIX) {
-            let body = self.verify_answer(nonce);
-            return Response::builder()
-                .header(http::header::CONTENT_TYPE, "text/plain")
-                .header(http::header::CACHE_CONTROL, "no-store")
-                .body(Either::Right(Full::new(Bytes::from(body))))
-                .unwrap_or_else(|_| {
-                    local_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "verify answer", false)
-                });
-        }
-        let (idx, route) = match self.routes.select_index(req.uri().path()) {
-            Ok(Some(i)) => (i, &self.routes.all()[i]),
-            Ok(None) => {
-                return local_error(
-                    StatusCode::NOT_FOUND,
-                    "no_route",
-                    &format!("no route serves {}", req.uri().path()),
-                    wants_json,
-                )
-            }
-            Err(e) => {
-                return local_error(StatusCode::BAD_REQUEST, "bad_path", &format!("{e}; request refused"), wants_json)
-            }
-        };
-        let mut strip_auth = false;
-        if conn.tunnel && self.access.applies(route) {
+        let decision = {
             let h = req.headers();
             // Origin form, whatever form the request came in.
-            let target = match req.uri().query() {
-                Some(q) => format!("{}?{q}", req.uri().path()),
-                None => req.uri().path().to_string(),
+            let target: Cow<'_, str> = match (req.uri().path_and_query(), req.uri().scheme().is_some()) {
+                (Some(pq), false) => Cow::Borrowed(pq.as_str()),
+                (Some(pq), true) => Cow::Owned(pq.as_str().to_string()),
+                (None, _) => Cow::Borrowed("/"),
             };
-            let asked = Asked {
+            let host = match req.uri().authority() {
+                Some(a) => a.as_str().as_bytes(),
+                None => h.get(header::HOST).map_or(&b""[..], HeaderValue::as_bytes),
+            };
+            let length = h.get(header::CONTENT_LENGTH).map(HeaderValue::as_bytes);
+            let view = View {
                 method: req.method().as_str(),
                 target: &target,
-                upgrade: is_upgrade(h),
+                host,
                 authorization: h.get(header::AUTHORIZATION).map(HeaderValue::as_bytes),
+                forwarded_for: h.get_all(X_FORWARDED_FOR).iter().next_back().map(HeaderValue::as_bytes),
+                body: h.contains_key(header::TRANSFER_ENCODING) || length.is_some_and(|l| l.iter().any(|&d| d != b'0')),
+                upgrade: is_upgrade(h).then(|| h.get(header::UPGRADE).map_or(&b""[..], HeaderValue::as_bytes)),
             };
             let cookies = h.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes);
-            let verdict = self.access.check(route, asked, cookies, std::time::SystemTime::now());
-            match verdict {
-                Verdict::Pass { strip_auth: s } => strip_auth = s,
-                refused => return self.refusal(refused, req.uri().path(), wants_json),
+            self.decide(conn, &view, cookies, std::time::SystemTime::now())
+        };
+        let (idx, edits) = match decision {
+            Decision::Forward { route, edits } => (route, edits),
+            Decision::Answer(a) => {
+                if let Some(d) = a.delay {
+                    conn.timer.sleep_for(d).await;
+                }
+                return answer(&a, wants_json);
             }
-        }
+        };
+        let route = &self.routes.all()[idx];
         let stats = self.stats[idx].local().clone();
         stats.requests.fetch_add(1, Relaxed);
 
-        let upgrade = is_upgrade(req.headers());
+        let upgrade = edits.upgrade;
         let head = req.method() == http::Method::HEAD;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
@@ -108,12 +98,7 @@ impl Proxy {
             parts.headers.insert(header::UPGRADE, v);
         }
         forwarded_headers(&mut parts.headers, conn.client_ip.as_ref());
-        if conn.tunnel && self.access.mode() == Mode::Protected {
-            if strip_auth {
-                parts.headers.remove(header::AUTHORIZATION);
-            }
-            strip_share_cookie(&mut parts.headers);
-        }
+        edits.apply(&mut parts.headers);
         if route.rewrite_host {
             if let Ok(v) = HeaderValue::from_str(&route.authority()) {
                 parts.headers.insert(header::HOST, v);
@@ -331,61 +316,18 @@ impl AsyncWrite for KeepReading {
     }
 }
 
-impl Proxy {
-    /// The answer to a tunnel request the access policy refuses.
-    fn refusal(&self, verdict: Verdict, path: &str, json: bool) -> Response<RespBody> {
-        let status = match &verdict {
-            Verdict::Pass { .. } | Verdict::NotPublic => StatusCode::NOT_FOUND,
-            Verdict::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Verdict::ReadOnly => StatusCode::FORBIDDEN,
-            Verdict::Redirect { .. } => StatusCode::SEE_OTHER,
-        };
-        let mut resp = match &verdict {
-            // As for a path no route serves: the public learns nothing of the route.
-            Verdict::Pass { .. } | Verdict::NotPublic => {
-                local_error(status, "no_route", &format!("no route serves {path}"), json)
-            }
-            Verdict::Unauthorized(why) => local_error(status, "unauthorized", why, json),
-            Verdict::ReadOnly => {
-                local_error(status, "read_only", "this share link is read-only: only GET and HEAD are allowed", json)
-            }
-            Verdict::Redirect { .. } => local_error(status, "share_link", "the share link is now a cookie", json),
-        };
-        let h = resp.headers_mut();
-        match verdict {
-            Verdict::Unauthorized(_) if self.access.asks_basic() => {
-                h.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Basic realm=\"burrow\", charset=\"UTF-8\""),
-                );
-            }
-            Verdict::Redirect { location, cookie } => {
-                if let (Ok(l), Ok(c)) = (HeaderValue::from_str(&location), HeaderValue::from_str(&cookie)) {
-                    h.insert(header::LOCATION, l);
-                    h.insert(header::SET_COOKIE, c);
-                    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-                }
-            }
-            _ => {}
-        }
-        resp
+/// The proxy's own answer, as the pipeline decided it.
+pub(super) fn answer(a: &Answer, json: bool) -> Response<RespBody> {
+    let (ctype, body) = a.body(json);
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *resp.status_mut() = a.status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for (k, v) in &a.headers {
+        h.append(k.clone(), v.clone());
     }
-}
-
-/// Drops burrow's share cookie from the `Cookie` headers, keeping the app's cookies.
-fn strip_share_cookie(h: &mut HeaderMap) {
-    let values: Vec<HeaderValue> = h.get_all(header::COOKIE).iter().cloned().collect();
-    if values.iter().all(|v| matches!(without_share_cookie(v.as_bytes()), Some(Cow::Borrowed(_)))) {
-        return;
-    }
-    h.remove(header::COOKIE);
-    for v in values {
-        if let Some(kept) = without_share_cookie(v.as_bytes()) {
-            if let Ok(v) = HeaderValue::from_bytes(&kept) {
-                h.append(header::COOKIE, v);
-            }
-        }
-    }
+    resp
 }
 
 /// Refuses request heads over the limits: 414 for the target, 431 for the whole head.

@@ -20,6 +20,8 @@ pub mod access;
 #[doc(hidden)]
 pub mod fast;
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzz;
 mod hyper_path;
 mod policy;
 pub mod routes;
@@ -168,11 +170,17 @@ impl Proxy {
         &self.access
     }
 
-    /// What this proxy answers on [`VERIFY_PREFIX`]`nonce`: SHA-256 of its key and the nonce, hex.
-    pub fn verify_answer(&self, nonce: &str) -> String {
-        use sha2::{Digest, Sha256};
-        let digest = Sha256::new().chain_update(self.verify_key).chain_update(nonce.as_bytes()).finalize();
-        hex::encode(digest)
+    /// What this proxy answers on [`VERIFY_PREFIX`]`nonce` asked for `host`: an HMAC of both
+    /// under this process's key, hex. Bound to the host, the answer for one URL says nothing
+    /// that links another URL to this machine.
+    pub fn verify_answer(&self, nonce: &str, host: &str) -> String {
+        use hmac::{Hmac, Mac};
+        let mut m =
+            <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.verify_key).expect("HMAC takes keys of any length");
+        m.update(nonce.as_bytes());
+        m.update(b"\0");
+        m.update(access::site(host).as_bytes());
+        hex::encode(m.finalize().into_bytes())
     }
 
     /// Counters per route, as JSON.

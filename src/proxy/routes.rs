@@ -192,6 +192,73 @@ impl Routes {
     }
 }
 
+impl Routes {
+    /// Whether `path`, read as leniently as some upstream may read it, falls under a route closed
+    /// to the public (`;public=no`): percent-encodings decoded (twice), case folded, `;parameters`
+    /// dropped and whitespace and trailing dots trimmed in every segment. Such a path is hidden
+    /// even when the strict routing above sends it to a public route with the same upstream.
+    pub fn hides(&self, path: &str) -> bool {
+        if self.0.iter().all(|r| r.public) {
+            return false;
+        }
+        let lenient = lenient_form(path);
+        let folded = |r: &Route| {
+            let p = r.prefix.as_bytes();
+            r.prefix == "/"
+                || (lenient.len() >= p.len()
+                    && lenient.as_bytes()[..p.len()].eq_ignore_ascii_case(p)
+                    && matches!(lenient.as_bytes().get(p.len()), None | Some(b'/')))
+        };
+        self.0.iter().find(|r| folded(r)).is_some_and(|r| !r.public)
+    }
+}
+
+/// [`Routes::hides`]'s reading of a path: what the most lenient upstream could take it for.
+fn lenient_form(path: &str) -> String {
+    let mut bytes = path.as_bytes().to_vec();
+    // Twice: `%2541` is `%41` to one decoder and `A` to the next.
+    for _ in 0..2 {
+        if !bytes.contains(&b'%') {
+            break;
+        }
+        bytes = percent_decode(&bytes);
+    }
+    let text = String::from_utf8_lossy(&bytes).replace('\\', "/");
+    let mut out = String::with_capacity(text.len());
+    for seg in text.split('/') {
+        let seg = seg.split(';').next().unwrap_or_default();
+        let seg = seg.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+        let seg = seg.trim_end_matches(|c: char| c == '.' || c.is_whitespace());
+        if !seg.is_empty() {
+            out.push('/');
+            out.push_str(seg);
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// Every `%XX` decoded.
+fn percent_decode(b: &[u8]) -> Vec<u8> {
+    let hex = |x: u8| (x as char).to_digit(16);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
 /// Whether the path has nothing to refuse, decode or merge — no `%`, `\\`, NUL, `//`, or segment
 /// starting with `.` — so that it is its own routing form. One pass, for the common case: the
 /// full policy below searches the path several times.

@@ -16,6 +16,8 @@ use serde_json::json;
 use tokio::net::TcpStream;
 
 use super::stats::Counters;
+
+pub(super) mod decide;
 use super::{Origin, ReqBody, Route, CONNECT_TIMEOUT};
 
 /// A kept-alive connection to an upstream, with what has been read from it.
@@ -38,6 +40,9 @@ pub(super) enum Kind {
     /// Looked at by the access policy on tunnel requests.
     Authorization,
     Cookie,
+    /// A method override or `HTTP2-Settings` ([`decide::TUNNEL_DROPPED`]): dropped from tunnel
+    /// requests.
+    TunnelDropped,
     TransferEncoding,
     /// `Upgrade` or `Expect`: the request is for hyper.
     Decline,
@@ -58,6 +63,10 @@ pub(super) fn kind(name: &str) -> Kind {
         10 if is("connection") => Kind::Connection,
         10 if is("keep-alive") => Kind::Hop,
         13 if is("authorization") => Kind::Authorization,
+        13 if is("x-http-method") => Kind::TunnelDropped,
+        14 if is("http2-settings") => Kind::TunnelDropped,
+        17 if is("x-method-override") => Kind::TunnelDropped,
+        22 if is("x-http-method-override") => Kind::TunnelDropped,
         14 if is("content-length") => Kind::ContentLength,
         15 if is("x-forwarded-for") => Kind::XForwardedFor,
         16 if is("x-forwarded-host") => Kind::XForwardedHost,
