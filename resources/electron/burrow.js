@@ -309,14 +309,20 @@ class Burrow extends EventEmitter {
 }
 
 /** The settings that are secrets: encrypted with safeStorage when it is available. */
-const SECRETS = ['apiToken', 'publicPassword', 'shareKey'];
-const PLAIN_FIELDS = ['apiUrl', 'userId', 'projectId', 'accessMode', 'publicUser', 'shareGeneration'];
+const SECRETS = ['apiToken', 'publicPassword', 'shareMaster'];
+const PLAIN_FIELDS = ['apiUrl', 'userId', 'projectId', 'accessMode', 'publicUser', 'shareGenerations'];
+
+/** The share key of one project: an HMAC of its id under the install's master secret, so no two
+ *  projects (nor two installs) can open each other's links. */
+function shareKeyFor(master, projectId) {
+  return crypto.createHmac('sha256', master).update(`burrow share key\0${projectId || 'default'}`).digest('hex');
+}
 
 /**
  * The user's tunnel settings, in a JSON file under the app's userData: the provisioning API, and
  * who may use the public URL (`accessMode` 'open' or 'protected', `publicUser`/`publicPassword`
- * for basic auth, the `shareKey` that signs share links, and the `shareGeneration` burrow last
- * revoked to). Secrets are encrypted with Electron's safeStorage when it is available; otherwise
+ * for basic auth, the install's `shareMaster` secret from which each project's share key is
+ * derived, and per project the `shareGenerations` burrow last revoked to). Secrets are encrypted with Electron's safeStorage when it is available; otherwise
  * they are stored in plaintext and `save()` says so (`{ warning }`), so the app can tell the user.
  */
 class Settings {
@@ -335,11 +341,14 @@ class Settings {
     const raw = this._raw();
     const out = {};
     for (const k of PLAIN_FIELDS) if (raw[k] !== undefined) out[k] = raw[k];
+    // Before per-project keys the one `shareKey` was every project's: it becomes the master.
+    const stored = (k) => raw[`${k}Encrypted`] || raw[`${k}Plain`] ? k : k === 'shareMaster' ? 'shareKey' : k;
     for (const k of SECRETS) {
-      if (raw[`${k}Encrypted`] && this.safeStorage) {
-        out[k] = this.safeStorage.decryptString(Buffer.from(raw[`${k}Encrypted`], 'base64'));
-      } else if (raw[`${k}Plain`]) {
-        out[k] = raw[`${k}Plain`];
+      const from = stored(k);
+      if (raw[`${from}Encrypted`] && this.safeStorage) {
+        out[k] = this.safeStorage.decryptString(Buffer.from(raw[`${from}Encrypted`], 'base64'));
+      } else if (raw[`${from}Plain`]) {
+        out[k] = raw[`${from}Plain`];
       }
     }
     return out;
@@ -349,7 +358,7 @@ class Settings {
    *  restarts. */
   save(settings) {
     const s = { ...settings };
-    if (s.accessMode === 'protected' && !s.shareKey) s.shareKey = crypto.randomBytes(32).toString('hex');
+    if (s.accessMode === 'protected' && !s.shareMaster) s.shareMaster = crypto.randomBytes(32).toString('hex');
     const data = {};
     for (const k of PLAIN_FIELDS) if (s[k] !== undefined) data[k] = s[k];
     let warning = null;
@@ -368,25 +377,36 @@ class Settings {
     return { warning };
   }
 
-  /** Keeps the generation of a `shares_revoked` event, so revoked links stay dead after a restart. */
-  setShareGeneration(generation) {
-    return this.save({ ...this.load(), shareGeneration: generation });
+  /** Keeps the generation of a `shares_revoked` event for the project (the stored `projectId`
+   *  unless given), so revoked links stay dead after a restart. */
+  setShareGeneration(generation, projectId) {
+    const s = this.load();
+    const id = projectId || s.projectId || 'default';
+    return this.save({ ...s, shareGenerations: { ...(s.shareGenerations || {}), [id]: generation } });
   }
 
-  /** The environment for `new Burrow({ env })`. */
-  toEnv() {
+  /** The share key for a project: what `toEnv` passes as BURROW_SHARE_KEY. */
+  shareKey(projectId) {
     const s = this.load();
+    return s.shareMaster ? shareKeyFor(s.shareMaster, projectId || s.projectId) : undefined;
+  }
+
+  /** The environment for `new Burrow({ env })`, for the stored project or `projectId`. */
+  toEnv({ projectId } = {}) {
+    const s = this.load();
+    const id = projectId || s.projectId;
     const env = {};
     if (s.apiUrl) env.BURROW_API_URL = s.apiUrl;
     if (s.userId) env.BURROW_USER_ID = s.userId;
-    if (s.projectId) env.BURROW_PROJECT_ID = s.projectId;
+    if (id) env.BURROW_PROJECT_ID = id;
     if (s.apiToken) env.BURROW_API_TOKEN = s.apiToken;
     if (s.accessMode === 'protected') {
       env.BURROW_PUBLIC_ACCESS = 'protected';
       if (s.publicUser && s.publicPassword) env.BURROW_PUBLIC_AUTH = `${s.publicUser}:${s.publicPassword}`;
     }
-    if (s.shareKey) env.BURROW_SHARE_KEY = s.shareKey;
-    if (s.shareGeneration) env.BURROW_SHARE_GENERATION = String(s.shareGeneration);
+    if (s.shareMaster) env.BURROW_SHARE_KEY = shareKeyFor(s.shareMaster, id);
+    const generation = (s.shareGenerations || {})[id || 'default'];
+    if (generation) env.BURROW_SHARE_GENERATION = String(generation);
     return env;
   }
 }

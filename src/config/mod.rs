@@ -620,14 +620,6 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
     }
     let env_mode = get(env, "BURROW_MODE").map(|v| Mode::parse("BURROW_MODE", v)).transpose()?;
     let mode = flags.mode.or(env_mode).unwrap_or(Mode::Auto);
-    if let (Mode::Native, Some(gap)) = (mode, &native_gap) {
-        return Err(ConfigError::new(
-            "BURROW_MODE",
-            "native",
-            format!("the config file needs frpc: {gap}"),
-            "BURROW_MODE=auto (falls back to the bundled frpc)",
-        ));
-    }
     let api = match get(env, "BURROW_API_URL") {
         None => None,
         Some(url) => {
@@ -884,6 +876,15 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
     if api.is_none() {
         let file = frpc_file.as_ref().map(|(_, raw)| raw);
         access.unprotected = access::check_guarded_tunnels(&tunnels, file, proxy_addr, access.mode)?;
+    }
+    // After the access check: a file that would leave a protected URL open says so in every mode.
+    if let (Mode::Native, Some(gap)) = (mode, &native_gap) {
+        return Err(ConfigError::new(
+            "BURROW_MODE",
+            "native",
+            format!("the config file needs frpc: {gap}"),
+            "BURROW_MODE=auto (falls back to the bundled frpc)",
+        ));
     }
     Ok(Config {
         server,

@@ -216,6 +216,11 @@ impl Frps {
         format!("{out}{}", self.log())
     }
 
+    /// frps' `subDomainHost`.
+    pub fn subdomain_host(&self) -> &'static str {
+        self.opts.subdomain_host
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.bind_port)
     }
@@ -298,6 +303,18 @@ pub async fn http_request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, hyper::HeaderMap, String) {
+    http_send(port, host, method, path, headers, "").await
+}
+
+/// [`http_request`] with a body (sent with its `Content-Length` when not empty).
+pub async fn http_send(
+    port: u16,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, hyper::HeaderMap, String) {
     let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s)).await.unwrap();
     tokio::spawn(conn);
@@ -305,7 +322,7 @@ pub async fn http_request(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = tx.send_request(req.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let resp = tx.send_request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap()).await.unwrap();
     let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
     (status, headers, String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned())
 }

@@ -212,7 +212,8 @@ pub fn route_all_to(upstream: std::net::SocketAddr) -> Vec<(String, String)> {
 
 /// A local app server like the desktop app's: an HTTP echo (`{name, method, uri, headers}` as JSON),
 /// `/sse` (5 server-sent events 200 ms apart), `POST /upload` (answers `{bytes, sha256}`),
-/// `/download?n=N` (N pattern bytes, streamed), and WebSocket echo on any path (close codes echoed).
+/// `/download?n=N` (N pattern bytes, streamed), and WebSocket echo on any path (close codes echoed;
+/// on `.../headers` the upgrade request's headers first).
 pub async fn app_upstream(name: &'static str) -> SocketAddr {
     use futures_util::{SinkExt, StreamExt};
     use http_body_util::{combinators::BoxBody, StreamBody};
@@ -235,11 +236,21 @@ pub async fn app_upstream(name: &'static str) -> SocketAddr {
                         let path = req.uri().path().to_string();
                         if req.headers().contains_key("sec-websocket-key") {
                             let key = req.headers()["sec-websocket-key"].as_bytes().to_vec();
+                            // `.../headers`: the upgrade request's headers come first, as JSON.
+                            let seen: serde_json::Map<String, Value> = req
+                                .headers()
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), Value::String(v.to_str().unwrap_or("").into())))
+                                .collect();
+                            let first = path.ends_with("/headers").then(|| Value::Object(seen).to_string());
                             let up = hyper::upgrade::on(&mut req);
                             tokio::spawn(async move {
                                 let io = hyper_util::rt::TokioIo::new(up.await.unwrap());
                                 let mut ws =
                                     tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                                if let Some(first) = first {
+                                    ws.send(Message::Text(first)).await.unwrap();
+                                }
                                 while let Some(Ok(m)) = ws.next().await {
                                     match m {
                                         Message::Text(t) => {

@@ -217,7 +217,8 @@ test('share links: copy a link, open it, revoke, and the generation is kept for 
   const up = nextEvent(b, 'tunnel', (v) => v.state === 'up');
   b.start();
   await up;
-  const host = 'share.burrow.test';
+  // With the port, as a browser names it: links are bound to it.
+  const host = `share.burrow.test:${frps.vhost}`;
   assert.equal((await get(frps.vhost, host, '/')).status, 401, 'protected without credentials');
 
   const link = await handlers['burrow:share'](null, { ttlS: 3600 });
@@ -228,9 +229,47 @@ test('share links: copy a link, open it, revoke, and the generation is kept for 
 
   assert.equal(await handlers['burrow:revokeShares'](), 1);
   assert.equal((await get(frps.vhost, host, u.pathname + u.search)).status, 401, 'a revoked link opens nothing');
-  assert.equal(settings.load().shareGeneration, 1);
+  assert.deepEqual(settings.load().shareGenerations, { default: 1 });
   assert.equal(settings.toEnv().BURROW_SHARE_GENERATION, '1');
   await b.shutdown();
+});
+
+test('each project has its own share key: one project\'s link never opens another\'s URL', async (t) => {
+  const frps = await startFrps();
+  const app = await upstream();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'burrow-projects-'));
+  t.after(() => { frps.stop(); app.close(); fs.rmSync(dir, { recursive: true, force: true }); });
+  const settings = new Settings({ dir, safeStorage: { isEncryptionAvailable: () => false } });
+  settings.save({ accessMode: 'protected', publicUser: 'ann', publicPassword: 'pw-node-projects-7', projectId: 'alpha' });
+  const [a, b] = [settings.toEnv(), settings.toEnv({ projectId: 'beta' })];
+  assert.notEqual(a.BURROW_SHARE_KEY, b.BURROW_SHARE_KEY);
+  assert.equal(a.BURROW_SHARE_KEY, settings.toEnv().BURROW_SHARE_KEY, 'stable for a project');
+  assert.match(a.BURROW_SHARE_KEY, /^[0-9a-f]{64}$/);
+  assert.ok(!Object.values(a).includes(settings.load().shareMaster), 'the master secret never leaves the settings');
+  // Both projects on the same public host, one after the other (a reservation may hand it out again).
+  const run = async (env) => {
+    const proxy = await freePort();
+    const bur = new Burrow({
+      binary: BIN,
+      env: {
+        ...env, BURROW_SERVER_ADDR: `127.0.0.1:${frps.bind}`, BURROW_SERVER_TOKEN: TOKEN, BURROW_SUBDOMAIN: 'samehost',
+        BURROW_PROXY_ADDR: `127.0.0.1:${proxy}`, BURROW_ROUTES: `/=http://127.0.0.1:${app.address().port}`, BURROW_MODE: 'native',
+      },
+    });
+    const up = nextEvent(bur, 'tunnel', (v) => v.state === 'up');
+    bur.start();
+    await up;
+    return bur;
+  };
+  const host = `samehost.burrow.test:${frps.vhost}`;
+  const first = await run(a);
+  const link = new URL((await first.share({ ttlS: 600 })).url);
+  assert.equal((await get(frps.vhost, host, link.pathname + link.search)).status, 303, 'the link opens its own project');
+  await first.shutdown();
+  const second = await run(b);
+  const other = await get(frps.vhost, host, link.pathname + link.search);
+  assert.equal(other.status, 401, 'project alpha\'s link opened project beta');
+  await second.shutdown();
 });
 
 test('settings round trip: the API token is encrypted when safeStorage is available', () => {
@@ -259,10 +298,12 @@ test('settings round trip: the API token is encrypted when safeStorage is availa
     // key of its own on first save, and a revocation's generation is kept.
     const a = new Settings({ dir, file: 'access.json', safeStorage });
     a.save({ accessMode: 'protected', publicUser: 'ann', publicPassword: 'pw-secret-on-disk' });
-    const key = a.load().shareKey;
+    const master = a.load().shareMaster;
+    const key = a.shareKey();
+    assert.match(master, /^[0-9a-f]{64}$/);
     assert.match(key, /^[0-9a-f]{64}$/);
     const disk = fs.readFileSync(a.path, 'utf8');
-    assert.ok(!disk.includes('pw-secret-on-disk') && !disk.includes(key), 'no secret in clear on disk');
+    assert.ok(!disk.includes('pw-secret-on-disk') && !disk.includes(master), 'no secret in clear on disk');
     a.setShareGeneration(3);
     assert.deepEqual(a.toEnv(), {
       BURROW_PUBLIC_ACCESS: 'protected', BURROW_PUBLIC_AUTH: 'ann:pw-secret-on-disk', BURROW_SHARE_KEY: key, BURROW_SHARE_GENERATION: '3',
