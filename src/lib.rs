@@ -5,7 +5,8 @@
 //! same parsers the program runs (configuration, routes, stdin commands, provisioning answers).
 //! Its API is not stable and not meant for other crates.
 
-// One exception, in `frpc`: the pre-exec hook that ties frpc's life to burrow's.
+// The exceptions are in `frpc`: the Linux pre-exec hook and the Windows job object (`frpc::job`),
+// which tie frpc's life to burrow's.
 #![deny(unsafe_code)]
 
 pub mod admin;

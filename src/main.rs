@@ -63,7 +63,7 @@ fn main() {
         Some(Command::Version) => {
             println!("burrow {}", env!("CARGO_PKG_VERSION"));
             println!("frp wire protocol: v1 (frps 0.52 – 0.70) and v2 (frps 0.69 – 0.70), tested against each");
-            println!("transports: tcp, tls, yamux (tcp_mux)");
+            println!("transports: tcp, tls, websocket, wss, yamux (tcp_mux); HTTP CONNECT and SOCKS5 proxies to frps");
             let explicit = std::env::var_os("BURROW_FRPC_PATH").map(PathBuf::from);
             match frpc::locate::resolve(explicit.as_deref()) {
                 Ok(p) => {

@@ -7,6 +7,7 @@ mod util;
 
 mod access;
 mod cli;
+mod contract;
 mod emulated;
 mod fallback;
 mod faults;

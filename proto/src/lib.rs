@@ -19,6 +19,7 @@
 //! * [`snappy`]: the snappy *framing format* used by `useCompression`; compress, then encrypt.
 //! * [`codec`]: the control connection's bytes ↔ messages (v1: plain until the login, then
 //!   AES-CFB); the boundary each wire version plugs into.
+//! * [`error`]: why bytes are not valid wire v2 ([`error::WireError`]).
 //! * [`v2`]: wire v2 (frp 0.69+) — magic, binary frames, the hello exchange, the HKDF keys and
 //!   the AEAD stream of the control channel, and [`v2::V2Codec`].
 //! * [`session`]: the control session itself — login, proxy registration and retry,
@@ -31,6 +32,7 @@
 pub mod auth;
 pub mod codec;
 pub mod crypto;
+pub mod error;
 pub mod frame;
 pub mod msg;
 pub mod session;

@@ -243,7 +243,7 @@ pub enum MessageError {
     Frame(#[from] FrameError),
     /// A wire v2 frame, hello or AEAD record is invalid.
     #[error(transparent)]
-    Wire(#[from] crate::v2::WireError),
+    Wire(#[from] crate::error::WireError),
     /// A valid frp message this client does not take part in (visitors, UDP, xtcp).
     #[error("unsupported frp message {0}")]
     Unsupported(MsgType),

@@ -1,7 +1,8 @@
 //! The native frp client: one control session at a time, rebuilt with backoff when it ends.
 //!
 //! * [`session`] logs in, registers the tunnels, answers `ReqWorkConn`, keeps the heartbeat.
-//! * [`work`] opens one work connection per request and joins it with the local service.
+//! * [`work`] opens one work connection per request and hands it to the in-process proxy (a tunnel
+//!   that reaches it) or joins it with the local service.
 //! * [`framed`] reads and writes whole frp messages.
 //!
 //! A session is everything that shares one fate: with `tcp_mux` the TCP(+TLS) connection, its

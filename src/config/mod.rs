@@ -95,17 +95,18 @@ pub struct ServerConfig {
     pub protocol: Protocol,
     /// Work connections kept ready (`transport.poolCount`).
     pub pool_count: u32,
-    /// Ping period (`transport.heartbeatInterval`, default 30 s).
+    /// Ping period (`transport.heartbeatInterval`; burrow's default 10 s, frpc's 30 s).
     pub heartbeat_interval: std::time::Duration,
-    /// No Pong for this long means a dead server (`transport.heartbeatTimeout`, default 90 s).
+    /// No Pong for this long means a dead server (`transport.heartbeatTimeout`; burrow's default
+    /// 20 s, frpc's 90 s).
     pub heartbeat_timeout: std::time::Duration,
     /// `metadatas`, sent in Login.
     pub metas: BTreeMap<String, String>,
 }
 
 impl ServerConfig {
-    /// frps at `host:port` with `token` and frp's defaults: TLS on, tcp_mux on, one pooled work
-    /// connection, 30 s / 90 s heartbeat.
+    /// frps at `host:port` with `token`: frp's defaults (TLS on, tcp_mux on, one pooled work
+    /// connection) and burrow's heartbeat (10 s / 20 s).
     pub fn new(host: impl Into<String>, port: u16, token: Secret) -> Self {
         Self {
             host: host.into(),

@@ -11,7 +11,8 @@
 //! * Linux: the child also asks the kernel for SIGKILL when its parent dies (`PR_SET_PDEATHSIG`).
 //! * macOS has no parent-death signal: a host that kills burrow hard should kill its process
 //!   group (`kill -9 -<pgid>`); the Electron module starts burrow as a group leader and does that.
-//! * Windows: nothing yet ties frpc to burrow; a hard kill of burrow can leave frpc running.
+//! * Windows: every frpc runs in a job object that kills it when burrow's handle closes, however
+//!   burrow dies ([`job`]).
 
 pub mod config;
 #[cfg(windows)]

@@ -224,8 +224,9 @@ fn target_byte(b: u8) -> bool {
 }
 
 /// Decides on the request at the start of `data`; when it is taken, writes the request for the
-/// upstream to `out`: its header lines in order, less the hop-by-hop ones, with the
-/// `X-Forwarded-*` lines of [`super::forwarded_headers`] and the `Host` of the route's choice.
+/// upstream to `out`: its header lines in order, less the hop-by-hop ones and those the pipeline's
+/// edits drop, with the `X-Forwarded-*` lines of [`super::policy::Forwarded`] and the `Host` of the
+/// route's choice. The request is decided once, here, by [`Proxy::decide`](super::Proxy).
 fn plan_request(conn: &Conn, data: &[u8], out: &mut Vec<u8>) -> Plan {
     // Uninitialised: this runs for every request, and 100 headers are 3 KiB to fill.
     let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];

@@ -3,7 +3,8 @@
 //! One trait, [`Transport`], yields an `AsyncRead + AsyncWrite` stream per frp connection (the
 //! control connection, then one per work connection). Implementations stack, one file each:
 //! [`tcp::TcpTransport`] dials (or [`proxy::ProxyTransport`], through an HTTP or SOCKS5 proxy),
-//! [`tls::TlsTransport`] wraps any transport's streams in TLS, and
+//! [`tls::TlsTransport`] wraps any transport's streams in TLS, [`ws`] carries them in a WebSocket
+//! on `/~!frp` (TLS inside it for `websocket`, under it for `wss`), and
 //! [`mux::MuxTransport`] opens yamux streams inside one established stream. Without `tcp_mux` the
 //! client uses TCP(+TLS) directly, one connection per frp connection; with it, one TCP(+TLS)
 //! connection carries a yamux session and every frp connection is a stream in it.
