@@ -18,7 +18,7 @@ pub use burrow_proto::Wire;
 
 pub use crate::transport::proxy::ProxyUrl;
 
-pub use access::{reaches_proxy, AccessConfig};
+pub use access::{reaches_proxy, AccessConfig, Local};
 pub use frpc_toml::FrpcFile;
 
 /// A secret string: never printed by `Debug` or `Display`.
@@ -876,7 +876,8 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
     let mut access = access::access_config(env)?;
     if api.is_none() {
         let file = frpc_file.as_ref().map(|(_, raw)| raw);
-        access.unprotected = access::check_guarded_tunnels(&tunnels, file, proxy_addr, access.mode)?;
+        let guarded = crate::proxy::access::guards(access.mode, &routes);
+        access.unprotected = access::check_guarded_tunnels(&tunnels, file, proxy_addr, access.mode, guarded)?;
     }
     // After the access check: a file that would leave a protected URL open says so in every mode.
     if let (Mode::Native, Some(gap)) = (mode, &native_gap) {

@@ -214,11 +214,17 @@ pub fn through_door(tunnels: &mut [TunnelConfig], file: Option<&mut Table>, prox
     }
     let Some(Value::Array(proxies)) = file.and_then(|f| f.get_mut("proxies")) else { return };
     for p in proxies.iter_mut().filter_map(Value::as_table_mut) {
-        let ip = p.get("localIP").and_then(Value::as_str).unwrap_or("127.0.0.1");
-        let port = p.get("localPort").and_then(Value::as_integer).and_then(|n| u16::try_from(n).ok());
-        if port.is_some_and(|port| crate::config::reaches_proxy(ip, port, proxy)) {
-            p.insert("localIP".into(), door.ip().to_string().into());
-            p.insert("localPort".into(), Value::Integer(door.port().into()));
+        match crate::config::Local::of(p) {
+            crate::config::Local::Addr(ip, port) if crate::config::reaches_proxy(&ip, port, proxy) => {
+                p.insert("localIP".into(), door.ip().to_string().into());
+                p.insert("localPort".into(), Value::Integer(door.port().into()));
+            }
+            crate::config::Local::Plugin(ip, port) if crate::config::reaches_proxy(&ip, port, proxy) => {
+                if let Some(Value::Table(plugin)) = p.get_mut("plugin") {
+                    plugin.insert("localAddr".into(), door.to_string().into());
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -446,6 +452,10 @@ mod tests {
         let ports: Vec<i64> =
             raw["proxies"].as_array().unwrap().iter().map(|p| p["localPort"].as_integer().unwrap()).collect();
         assert_eq!(ports, [41000, 41000, 8080]);
+        // A plugin's localAddr goes through the door too.
+        let mut raw: Table = toml::from_str("[[proxies]]\nname = \"t\"\ntype = \"https\"\n[proxies.plugin]\ntype = \"https2http\"\nlocalAddr = \"localhost.:8080\"\n").unwrap();
+        through_door(&mut [], Some(&mut raw), proxy, door);
+        assert_eq!(raw["proxies"][0]["plugin"]["localAddr"].as_str(), Some("127.0.0.1:41000"));
     }
 
     #[test]

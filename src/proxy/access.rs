@@ -291,7 +291,8 @@ impl Access {
             return match self.verify(token.as_bytes(), now, host) {
                 Ok(g) => {
                     // One leading slash: `//host` would send the visitor to another site.
-                    let path = format!("/{}", path.trim_start_matches('/'));
+                    // A backslash is a slash to browsers: `/\\evil.example` would leave the site too.
+                    let path = format!("/{}", path.trim_start_matches(['/', '\\']).replace('\\', "%5C"));
                     let location = if rest.is_empty() { path } else { format!("{path}?{rest}") };
                     let max_age = g.expires.saturating_sub(now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
                     let secure = if g.secure { "; Secure" } else { "" };
@@ -355,15 +356,17 @@ struct Failures {
 }
 
 const MINUTE_MS: u64 = 60_000;
+/// The count of addresses past [`TRACKED_ADDRESSES`].
+const SHARED: &str = "*";
 
 fn millis(now: SystemTime) -> u64 {
     now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Failures {
-    fn forget_before(&mut self, cutoff: u64) {
+    fn forget_before(&mut self, cutoff: u64, now: u64) {
         let expire = |q: &mut std::collections::VecDeque<u64>| {
-            while q.front().is_some_and(|&t| t <= cutoff) {
+            while q.front().is_some_and(|&t| t <= cutoff || t > now) {
                 q.pop_front();
             }
         };
@@ -376,12 +379,21 @@ impl Failures {
         }
     }
 
-    /// The count an address's failures go to: its own, or once too many are tracked, a shared one.
-    fn key<'a>(&self, client: &'a str) -> &'a str {
-        if self.by_address.contains_key(client) || self.by_address.len() < TRACKED_ADDRESSES {
-            client
+    /// The count an address's failures go to: its own (an IPv6 client's /64, which one machine
+    /// can hop around in), or once too many are tracked, a shared one.
+    fn key(&self, client: &str) -> String {
+        let key = match client.trim().parse::<std::net::IpAddr>().map(|ip| ip.to_canonical()) {
+            Ok(std::net::IpAddr::V6(v6)) => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+            Ok(ip) => ip.to_string(),
+            Err(_) => "unknown".to_string(),
+        };
+        if self.by_address.contains_key(&key) || self.by_address.len() < TRACKED_ADDRESSES {
+            key
         } else {
-            "*"
+            SHARED.to_string()
         }
     }
 }
@@ -392,8 +404,13 @@ impl Throttle {
         let now = millis(now);
         let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let key = f.key(client);
-        let q = f.by_address.get_mut(key)?;
-        while q.front().is_some_and(|&t| t + MINUTE_MS <= now) {
+        // The shared count is everyone's: blocking it would lock out addresses that never guessed.
+        if key == SHARED {
+            return None;
+        }
+        let q = f.by_address.get_mut(&key)?;
+        // A clock set back leaves failures "in the future": they are forgotten, not held for hours.
+        while q.front().is_some_and(|&t| t + MINUTE_MS <= now || t > now) {
             q.pop_front();
         }
         (q.len() >= FAILURES_PER_ADDRESS).then(|| q.front().map_or(1, |&t| (t + MINUTE_MS - now).div_ceil(1000)))
@@ -403,8 +420,8 @@ impl Throttle {
     fn failed(&self, client: &str, now: SystemTime) -> bool {
         let now = millis(now);
         let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        f.forget_before(now.saturating_sub(MINUTE_MS));
-        let key = f.key(client).to_string();
+        f.forget_before(now.saturating_sub(MINUTE_MS), now);
+        let key = f.key(client);
         f.by_address.entry(key).or_default().push_back(now);
         let slow = f.all.len() >= FAILURES_IN_ALL;
         // Only the count matters past the limit: the queue stays bounded.
@@ -561,6 +578,35 @@ mod tests {
             from("192.0.2.250", &wrong, at() + Duration::from_secs(130)),
             Verdict::Unauthorized { slow: false, .. }
         ));
+        // One machine hopping through its IPv6 /64 is one address.
+        let later = at() + Duration::from_secs(300);
+        for i in 0..FAILURES_PER_ADDRESS {
+            from(&format!("2001:db8:1:2::{:x}", i + 1), &wrong, later);
+        }
+        assert_eq!(from("2001:db8:1:2:ffff::9", &right, later), Verdict::Throttled(60));
+        assert_eq!(from("2001:db8:1:3::1", &right, later), Verdict::Pass { strip_auth: true });
+        // A clock set back forgets, rather than holding an address for hours.
+        assert_eq!(
+            from("2001:db8:1:2::1", &right, later - Duration::from_secs(3600)),
+            Verdict::Pass { strip_auth: true }
+        );
+    }
+
+    #[test]
+    fn past_the_tracked_addresses_one_shared_count_never_locks_anyone_out() {
+        let a = protected();
+        let wrong = format!("Basic {}", STANDARD.encode("ann:guess"));
+        let right = format!("Basic {}", STANDARD.encode("ann:s3cret pass"));
+        let from = |client: &str, auth: &str| {
+            a.check(Asked { client, ..asked("GET", "/", Some(auth)) }, std::iter::empty(), at())
+        };
+        for i in 0..TRACKED_ADDRESSES as u32 {
+            from(&std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string(), &wrong);
+        }
+        for _ in 0..FAILURES_PER_ADDRESS {
+            from("198.18.0.1", &wrong);
+        }
+        assert_eq!(from("198.18.0.2", &right), Verdict::Pass { strip_auth: true });
     }
 
     #[test]
@@ -585,6 +631,12 @@ mod tests {
             panic!("no redirect")
         };
         assert_eq!(location, "/evil.example");
+        let Verdict::Redirect { location, .. } =
+            check(&a, "GET", &format!("/\\evil.example/a\\b?burrow_share={t}"), None, None)
+        else {
+            panic!("no redirect")
+        };
+        assert_eq!(location, "/evil.example/a%5Cb");
         let jar = format!("theme=dark; burrow_share={t}; sid=1");
         assert_eq!(check(&a, "POST", "/", None, Some(&jar)), Verdict::Pass { strip_auth: false });
         assert_eq!(without_share_cookie(jar.as_bytes()).as_deref(), Some(&b"theme=dark; sid=1"[..]));

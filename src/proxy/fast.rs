@@ -1308,19 +1308,23 @@ mod tests {
             // Without credentials every path is the same 401, hidden or not.
             "GET /admin/x HTTP/1.1\r\nHost: h\r\n\r\n".to_string(),
             // A method named in a header never reaches the app; nor does a write in a read-only GET.
-            format!("GET /f HTTP/1.1\r\nHost: h\r\nAuthorization: Basic {basic}\r\nX-HTTP-Method-Override: DELETE\r\nX-Method-Override: PUT\r\nX-HTTP-Method: PATCH\r\n\r\n"),
+            format!("GET /f HTTP/1.1\r\nHost: h\r\nAuthorization: Basic {basic}\r\nX-HTTP-Method-Override: DELETE\r\nX-Method-Override: PUT\r\nX-HTTP-Method: PATCH\r\nX_HTTP_Method_Override: DELETE\r\nX-Original-URL: /admin\r\nX-Rewrite-Url: /admin\r\n\r\n"),
             format!("GET /g HTTP/1.1\r\nHost: h\r\nCookie: burrow_share={read_only}\r\nContent-Length: 2\r\n\r\nhi"),
             // An upgrade other than a WebSocket goes on as a plain request.
             format!("GET /h HTTP/1.1\r\nHost: h\r\nAuthorization: Basic {basic}\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"),
             // A link minted for another host opens nothing here.
             format!("GET /i?burrow_share={elsewhere} HTTP/1.1\r\nHost: h\r\n\r\n"),
+            // Absolute-form targets (hyper's on both): the same decisions as origin form.
+            format!("GET http://h/j?burrow_share={share} HTTP/1.1\r\nHost: h\r\n\r\n"),
+            format!("GET http://h/admin/x HTTP/1.1\r\nHost: h\r\nAuthorization: Basic {basic}\r\n\r\n"),
+            format!("GET http://h/x/..;/admin HTTP/1.1\r\nHost: h\r\nAuthorization: Basic {basic}\r\n\r\n"),
         ];
         let mut views = Vec::new();
         for fast in [true, false] {
             let proxy = Proxy::build(routes(), Duration::from_secs(5), fast, access());
             let mut c = client(proxy, Origin::Tunnel);
             c.write_all(requests.concat().as_bytes()).await.unwrap();
-            let answers = answers(&mut c, &[false; 15]).await;
+            let answers = answers(&mut c, &[false; 18]).await;
             let heads: Vec<String> = std::iter::from_fn(|| seen.try_recv().ok()).map(|h| normalised(&h)).collect();
             views.push((heads, answers));
         }
@@ -1329,7 +1333,10 @@ mod tests {
         let codes: Vec<&str> = answers.iter().map(|a| &a[..3]).collect();
         assert_eq!(
             codes,
-            ["200", "200", "401", "303", "404", "200", "404", "404", "404", "404", "401", "200", "403", "200", "401"],
+            [
+                "200", "200", "401", "303", "404", "200", "404", "404", "404", "404", "401", "200", "403", "200",
+                "401", "303", "404", "404"
+            ],
             "{answers:#?}"
         );
         assert_eq!(heads.len(), 5, "{heads:#?}");
@@ -1338,6 +1345,8 @@ mod tests {
             "{}",
             heads[3]
         );
+        assert!(!heads[3].contains("original") && !heads[3].contains("rewrite"), "{}", heads[3]);
+        assert!(answers[15].contains("location: /j"), "{}", answers[15]);
         assert!(
             heads[4].starts_with("GET /h ") && !heads[4].contains("h2c") && !heads[4].contains("http2"),
             "{}",

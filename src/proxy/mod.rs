@@ -120,7 +120,7 @@ impl Conn {
             // user: the policy applies to it as to the tunnel's.
             tunnel: match origin {
                 Origin::Tunnel => true,
-                Origin::Local(peer) => !peer.ip().is_loopback(),
+                Origin::Local(peer) => !peer.ip().to_canonical().is_loopback(),
             },
             timer: ConnTimer::default(),
             stop,

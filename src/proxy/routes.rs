@@ -162,6 +162,10 @@ impl Routes {
             if routes.iter().any(|r: &Route| r.prefix == route.prefix) {
                 return Err(err("two routes have this prefix"));
             }
+            // Which of the two a lenient upstream serves is anyone's guess: hidden or not.
+            if routes.iter().any(|r: &Route| r.prefix.eq_ignore_ascii_case(&route.prefix) && r.public != route.public) {
+                return Err(err("another route has this prefix in other letter case and another public= setting"));
+            }
             routes.push(route);
         }
         if routes.is_empty() {
@@ -194,17 +198,19 @@ impl Routes {
 
 impl Routes {
     /// Whether `path`, read as leniently as some upstream may read it, falls under a route closed
-    /// to the public (`;public=no`): percent-encodings decoded (twice), case folded, `;parameters`
-    /// dropped and whitespace and trailing dots trimmed in every segment. Such a path is hidden
-    /// even when the strict routing above sends it to a public route with the same upstream.
+    /// to the public (`;public=no`): percent-encodings decoded (twice), cut at a decoded `?` or
+    /// `#`, case folded, `;parameters` dropped, whitespace and trailing dots trimmed, and `.` and
+    /// `..` segments resolved (`/x/..;/admin` is `/admin` to Tomcat). Such a path is hidden even
+    /// when the strict routing above sends it to a public route with the same upstream.
     pub fn hides(&self, path: &str) -> bool {
         if self.0.iter().all(|r| r.public) {
             return false;
         }
         let lenient = lenient_form(path);
         let folded = |r: &Route| {
-            let p = r.prefix.as_bytes();
-            r.prefix == "/"
+            let prefix = lenient_form(&r.prefix);
+            let p = prefix.as_bytes();
+            prefix == "/"
                 || (lenient.len() >= p.len()
                     && lenient.as_bytes()[..p.len()].eq_ignore_ascii_case(p)
                     && matches!(lenient.as_bytes().get(p.len()), None | Some(b'/')))
@@ -224,20 +230,25 @@ fn lenient_form(path: &str) -> String {
         bytes = percent_decode(&bytes);
     }
     let text = String::from_utf8_lossy(&bytes).replace('\\', "/");
-    let mut out = String::with_capacity(text.len());
+    let text = text.split(['?', '#']).next().unwrap_or_default();
+    let mut segs: Vec<&str> = Vec::new();
     for seg in text.split('/') {
         let seg = seg.split(';').next().unwrap_or_default();
         let seg = seg.trim_matches(|c: char| c.is_whitespace() || c == '\0');
-        let seg = seg.trim_end_matches(|c: char| c == '.' || c.is_whitespace());
-        if !seg.is_empty() {
-            out.push('/');
-            out.push_str(seg);
+        match seg {
+            ".." => {
+                segs.pop();
+            }
+            "." | "" => {}
+            _ => {
+                let seg = seg.trim_end_matches(|c: char| c == '.' || c.is_whitespace());
+                if !seg.is_empty() {
+                    segs.push(seg);
+                }
+            }
         }
     }
-    if out.is_empty() {
-        out.push('/');
-    }
-    out
+    format!("/{}", segs.join("/"))
 }
 
 /// Every `%XX` decoded.
@@ -339,6 +350,43 @@ mod tests {
 
     fn port_for(routes: &Routes, path: &str) -> Option<u16> {
         routes.select(path).unwrap().map(|r| r.port)
+    }
+
+    #[test]
+    fn hidden_routes_are_found_under_every_lenient_spelling() {
+        let r =
+            Routes::parse("/admin=http://127.0.0.1:1;public=no,/admin/static=http://127.0.0.1:1,/=http://127.0.0.1:1")
+                .unwrap();
+        for p in [
+            "/admin",
+            "/ADMIN/x",
+            "/%41dmin/x",
+            "/%2541dmin",
+            "/Admin",
+            "/admin;x",
+            "/admin%20/x",
+            "/admin./x",
+            "//admin",
+            "/x/..;/admin/users",
+            "/x/%2e%2e;/admin",
+            "/x/%252e%252e/admin",
+            "/admin/static/..;/users",
+            "/admin/static/../users",
+            "/admin%3F",
+            "/admin%23frag",
+            "/./admin",
+            "/ admin /x",
+        ] {
+            assert!(r.hides(p), "{p} is not hidden");
+        }
+        for p in ["/", "/administrator", "/admin-panel", "/x/admin", "/admin/static/app.js", "/ADMIN/STATIC/x"] {
+            assert!(!r.hides(p), "{p} is hidden");
+        }
+        // A prefix a lenient upstream reads as another: hidden under both.
+        let dotted = Routes::parse("/admin.=http://127.0.0.1:1;public=no,/=http://127.0.0.1:1").unwrap();
+        assert!(dotted.hides("/admin/x"));
+        let e = Routes::parse("/Admin=http://127.0.0.1:1,/admin=http://127.0.0.1:1;public=no").unwrap_err();
+        assert!(e.problem.contains("letter case"), "{e}");
     }
 
     #[test]

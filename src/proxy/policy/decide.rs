@@ -51,16 +51,30 @@ pub(in crate::proxy) struct Edits {
     pub upgrade: bool,
 }
 
-/// Headers through which a client could name another method than the one checked, or ask for
-/// HTTP/2 on a connection the policy would no longer see: never sent on for tunnel requests.
-pub(in crate::proxy) const TUNNEL_DROPPED: [&str; 4] =
-    ["x-http-method-override", "x-http-method", "x-method-override", "http2-settings"];
+/// Headers through which a client could name another method or path than the ones checked, or
+/// ask for HTTP/2 on a connection the policy would no longer see: never sent on for tunnel
+/// requests, in any spelling a CGI-style server reads as the same (`X_HTTP_METHOD_OVERRIDE`).
+pub(in crate::proxy) const TUNNEL_DROPPED: [&str; 6] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "http2-settings",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Whether a header name is one of [`TUNNEL_DROPPED`], `_` read as `-`.
+pub(in crate::proxy) fn tunnel_dropped(name: &str) -> bool {
+    TUNNEL_DROPPED.iter().any(|d| {
+        d.len() == name.len()
+            && d.bytes().zip(name.bytes()).all(|(a, b)| a == b.to_ascii_lowercase() || (a == b'-' && b == b'_'))
+    })
+}
 
 impl Edits {
     /// Whether a header (other than `Cookie`, which [`Self::cookie`] filters) is dropped.
     pub(in crate::proxy) fn drops(&self, name: &str) -> bool {
-        (self.strip_auth && name.eq_ignore_ascii_case("authorization"))
-            || (self.tunnel && TUNNEL_DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d)))
+        (self.strip_auth && name.eq_ignore_ascii_case("authorization")) || (self.tunnel && tunnel_dropped(name))
     }
 
     /// A `Cookie` value as forwarded (`None`: nothing left of it).
@@ -78,7 +92,8 @@ impl Edits {
             h.remove(header::AUTHORIZATION);
         }
         if self.tunnel {
-            for name in TUNNEL_DROPPED {
+            let dropped: Vec<HeaderName> = h.keys().filter(|k| tunnel_dropped(k.as_str())).cloned().collect();
+            for name in dropped {
                 h.remove(name);
             }
         }
