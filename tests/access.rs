@@ -399,58 +399,57 @@ async fn hidden_routes_stay_hidden_under_every_spelling() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn share_links_open_only_the_tunnel_they_were_minted_for() {
     // Finding 4: two burrows with one share key; a link of one must not open the other.
-    let frps = Frps::start(FrpsOpts { subdomain_host: "burrow.localhost", ..Default::default() }).await;
-    let mut a = protected_on(frps, "native", "alpha", &[]).await;
-    let b = protected_on(
-        Frps::start(FrpsOpts { subdomain_host: "burrow.localhost", ..Default::default() }).await,
-        "native",
-        "beta",
-        &[],
-    )
-    .await;
-    a.burrow.send(r#"{"cmd":"share","ttl_s":600}"#).await;
-    let token = token_of(a.burrow.wait("share_link", T).await["url"].as_str().unwrap());
-    let cookie = format!("burrow_share={token}");
-    let (code, _, body) = b.public("GET", &format!("/?burrow_share={token}"), &[]).await;
-    assert_eq!(code, 401, "{body}");
-    assert!(body.contains("not valid here"), "{body}");
-    let (code, h, _) = b.public("GET", "/", &[("cookie", &cookie)]).await;
-    assert_eq!(code, 401);
-    assert!(h.get("set-cookie").is_none());
-    // On its own tunnel it opens.
-    assert_eq!(a.public("GET", &format!("/?burrow_share={token}"), &[]).await.0, 303);
-    assert_eq!(a.public("GET", "/", &[("cookie", &cookie)]).await.0, 200);
+    for mode in ["native", "frpc"] {
+        let fresh = || Frps::start(FrpsOpts { subdomain_host: "burrow.localhost", ..Default::default() });
+        let mut a = protected_on(fresh().await, mode, &format!("alpha{mode}"), &[]).await;
+        let b = protected_on(fresh().await, mode, &format!("beta{mode}"), &[]).await;
+        a.burrow.send(r#"{"cmd":"share","ttl_s":600}"#).await;
+        let token = token_of(a.burrow.wait("share_link", T).await["url"].as_str().unwrap());
+        let cookie = format!("burrow_share={token}");
+        let (code, _, body) = b.public("GET", &format!("/?burrow_share={token}"), &[]).await;
+        assert_eq!(code, 401, "{mode}: {body}");
+        assert!(body.contains("not valid here"), "{body}");
+        let (code, h, _) = b.public("GET", "/", &[("cookie", &cookie)]).await;
+        assert_eq!(code, 401, "{mode}");
+        assert!(h.get("set-cookie").is_none());
+        // On its own tunnel it opens.
+        assert_eq!(a.public("GET", &format!("/?burrow_share={token}"), &[]).await.0, 303, "{mode}");
+        assert_eq!(a.public("GET", "/", &[("cookie", &cookie)]).await.0, 200, "{mode}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_links_and_every_visitor_carry_no_write_in_disguise() {
-    // Findings 5 and 6.
-    let mut p = protected_fresh("native", "disguise", &[]).await;
-    p.burrow.send(r#"{"cmd":"share","ttl_s":600,"read_only":true}"#).await;
-    let read_only = format!("burrow_share={}", token_of(p.burrow.wait("share_link", T).await["url"].as_str().unwrap()));
-    // A GET with a body is a write.
-    let (code, _, body) =
-        http_send(p.frps.vhost_port, &p.host, "GET", "/r", &[("cookie", &read_only)], "{\"delete\":1}").await;
-    assert_eq!(code, 403, "{body}");
-    // A method in a header never reaches the app, whoever asks.
-    let creds = basic(&format!("ann:{PASSWORD}"));
-    for who in [("cookie", read_only.as_str()), ("authorization", creds.as_str())] {
-        let headers =
-            [who, ("x-http-method-override", "DELETE"), ("x-http-method", "PUT"), ("x-method-override", "PATCH")];
-        let (code, _, body) = p.public("GET", "/r", &headers).await;
-        assert_eq!(code, 200, "{body}");
-        let app = seen(&body);
-        assert_eq!(app["method"], "GET");
-        for h in ["x-http-method-override", "x-http-method", "x-method-override"] {
-            assert!(app["headers"].get(h).is_none(), "{h} reached the app: {app}");
+    // Findings 5 and 6, served natively and through frpc's door.
+    for mode in ["native", "frpc"] {
+        let mut p = protected_fresh(mode, &format!("disguise{mode}"), &[]).await;
+        p.burrow.send(r#"{"cmd":"share","ttl_s":600,"read_only":true}"#).await;
+        let read_only =
+            format!("burrow_share={}", token_of(p.burrow.wait("share_link", T).await["url"].as_str().unwrap()));
+        // A GET with a body is a write.
+        let (code, _, body) =
+            http_send(p.frps.vhost_port, &p.host, "GET", "/r", &[("cookie", &read_only)], "{\"delete\":1}").await;
+        assert_eq!(code, 403, "{body}");
+        // A method in a header never reaches the app, whoever asks.
+        let creds = basic(&format!("ann:{PASSWORD}"));
+        for who in [("cookie", read_only.as_str()), ("authorization", creds.as_str())] {
+            let headers =
+                [who, ("x-http-method-override", "DELETE"), ("x-http-method", "PUT"), ("x-method-override", "PATCH")];
+            let (code, _, body) = p.public("GET", "/r", &headers).await;
+            assert_eq!(code, 200, "{body}");
+            let app = seen(&body);
+            assert_eq!(app["method"], "GET");
+            for h in ["x-http-method-override", "x-http-method", "x-method-override"] {
+                assert!(app["headers"].get(h).is_none(), "{h} reached the app: {app}");
+            }
         }
+        // Without credentials every path gets the same 401: the hidden ones are not mapped by it.
+        let (c1, _, b1) = p.public("GET", "/admin/panel", &[]).await;
+        let (c2, _, b2) = p.public("GET", "/anything", &[]).await;
+        let (c3, _, b3) = p.public("GET", "/api/x%2fy", &[]).await;
+        assert_eq!((c1, c2, c3), (401, 401, 401));
+        assert!(b1 == b2 && b2 == b3, "{b1}\n{b2}\n{b3}");
     }
-    // Without credentials every path gets the same 401: the hidden ones are not mapped by it.
-    let (c1, _, b1) = p.public("GET", "/admin/panel", &[]).await;
-    let (c2, _, b2) = p.public("GET", "/anything", &[]).await;
-    let (c3, _, b3) = p.public("GET", "/api/x%2fy", &[]).await;
-    assert_eq!((c1, c2, c3), (401, 401, 401));
-    assert!(b1 == b2 && b2 == b3, "{b1}\n{b2}\n{b3}");
 }
 
 /// The pid of `parent`'s child process named `name`.
