@@ -4,4 +4,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| burrow::proxy::fast::fuzz_differential(data));
+fuzz_target!(|data: &[u8]| burrow::proxy::fuzz::fuzz_differential(data));

@@ -3,8 +3,13 @@
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+
 use super::access::{Access, Mode};
+use super::fast::{plan_request, plan_response, Framing, Plan, Request, MAX_HEADERS};
 use super::policy::decide::{Decision, View};
+use super::policy::{kind, Kind};
 use super::{Conn, Origin, Proxy, Routes};
 
 /// The password the `decide` target knows; the fuzzer may also send it.
@@ -72,6 +77,154 @@ fn could_be_admin(path: &str) -> bool {
     let Some(rest) = p.strip_prefix("admin") else { return false };
     let exposed = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '.');
     (exposed.is_empty() || exposed.starts_with(['/', '\\', ';'])) && !rest.starts_with("/open")
+}
+
+/// Both head parsers on arbitrary bytes, for the `fast_path` fuzz target: what they let through
+/// is one well-formed head (and the body it announces), with no hop-by-hop header left in it.
+#[doc(hidden)]
+pub fn fuzz_heads(data: &[u8]) {
+    use std::sync::OnceLock;
+    static CONNS: OnceLock<[Conn; 2]> = OnceLock::new();
+    let conns = CONNS.get_or_init(|| {
+        let routes = super::Routes::parse(super::routes::DEFAULT_ROUTES).expect("the default routes parse");
+        let proxy = super::Proxy::new(routes);
+        [super::Origin::Local(([127, 0, 0, 1], 1).into()), super::Origin::Tunnel]
+            .map(|origin| Conn::new(proxy.clone(), origin, Default::default()))
+    });
+    let hop = |name: &str| matches!(kind(name), Kind::Connection | Kind::Hop | Kind::Decline);
+    let mut out = Vec::new();
+    for conn in conns {
+        out.clear();
+        if let Plan::Ready(r) = plan_request(conn, data, &mut out) {
+            assert!(r.body <= r.len && r.len <= data.len());
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 4];
+            let mut req = httparse::Request::new(&mut headers);
+            let Ok(httparse::Status::Complete(n)) = req.parse(&out) else { panic!("unparseable upstream request") };
+            assert_eq!(out.len() - n, r.body, "the body is the one announced");
+            assert!(req.headers.iter().all(|h| !hop(h.name) && !matches!(kind(h.name), Kind::TransferEncoding)));
+        }
+    }
+    for req in [
+        Request { route: 0, len: 0, body: 0, close: false, head: false, json: false, idempotent: true },
+        Request { route: 0, len: 0, body: 0, close: true, head: true, json: false, idempotent: true },
+    ] {
+        out.clear();
+        let Ok(Some(h)) = plan_response(data, &req, &mut out) else { continue };
+        assert!(h.len <= data.len());
+        if out.is_empty() {
+            assert!((100..200).contains(&h.status));
+            continue;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 4];
+        let mut resp = httparse::Response::new(&mut headers);
+        let Ok(httparse::Status::Complete(n)) = resp.parse(&out) else { panic!("unparseable client response") };
+        assert_eq!((n, resp.code), (out.len(), Some(h.status)));
+        let chunked = matches!(h.framing, Framing::Chunked(_));
+        let kept = |x: &httparse::Header| {
+            x.name.eq_ignore_ascii_case("connection") || (chunked && x.name.eq_ignore_ascii_case("trailer"))
+        };
+        assert!(resp.headers.iter().all(|x| !hop(x.name) || kept(x)));
+        assert!(resp.headers.iter().all(|x| chunked || !matches!(kind(x.name), Kind::TransferEncoding)));
+    }
+}
+
+/// The fast path and hyper's server on the same request bytes, for the `differential` fuzz
+/// target: every request the fast path forwards, hyper reads too, ending at the same byte (same
+/// method, target and body), and where the fast path finds no complete request, hyper finds none.
+/// Past a request the fast path declines, the connection is hyper's anyway.
+#[doc(hidden)]
+pub fn fuzz_differential(data: &[u8]) {
+    use http_body_util::BodyExt;
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Seen = (String, String, Vec<u8>);
+    static CONN: OnceLock<Conn> = OnceLock::new();
+    let conn = CONN.get_or_init(|| {
+        // A hidden route: its refusals are the pipeline's in both engines.
+        let spec = format!("{},/admin=http://127.0.0.1:5002;public=no", super::routes::DEFAULT_ROUTES);
+        let routes = super::Routes::parse(&spec).expect("the routes parse");
+        Conn::new(super::Proxy::new(routes), super::Origin::Tunnel, Default::default())
+    });
+
+    // The fast path's reading of the bytes, request after request.
+    let (mut fast, mut pos, mut declined, mut out) = (Vec::<Seen>::new(), 0, false, Vec::new());
+    loop {
+        out.clear();
+        match plan_request(conn, &data[pos..], &mut out) {
+            Plan::Ready(r) => {
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 4];
+                let mut req = httparse::Request::new(&mut headers);
+                let Ok(httparse::Status::Complete(n)) = req.parse(&out) else { panic!("unparseable upstream request") };
+                let (method, target) =
+                    (req.method.unwrap_or_default().to_string(), req.path.unwrap_or_default().to_string());
+                fast.push((method, target, out[n..].to_vec()));
+                pos += r.len;
+                if r.close {
+                    break;
+                }
+            }
+            Plan::Handoff => {
+                declined = true;
+                break;
+            }
+            // Answered by the proxy, never forwarded: hyper must still read the same request.
+            Plan::Answer(a) => {
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut req = httparse::Request::new(&mut headers);
+                let Ok(httparse::Status::Complete(n)) = req.parse(&data[pos..]) else {
+                    panic!("an answer to no request")
+                };
+                let (method, target) =
+                    (req.method.unwrap_or_default().to_string(), req.path.unwrap_or_default().to_string());
+                fast.push((method, target, data[pos + n..pos + a.len].to_vec()));
+                pos += a.len;
+                if a.close {
+                    break;
+                }
+            }
+            Plan::Partial | Plan::Body(..) => break,
+        }
+    }
+
+    // hyper's, over an in-memory pipe, with the settings of the proxy's server.
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+    rt.block_on(async {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let record = seen.clone();
+        let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let record = record.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                if let Ok(body) = body.collect().await {
+                    let target = parts.uri.path_and_query().map_or(String::new(), |p| p.to_string());
+                    record.lock().unwrap().push((parts.method.to_string(), target, body.to_bytes().to_vec()));
+                }
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<Bytes>::new()))
+            }
+        });
+        // Half-closes allowed: the bytes end with the pipe's write side, before the answers.
+        let serve = hyper::server::conn::http1::Builder::new()
+            .max_buf_size(2 * super::MAX_HEAD)
+            .half_close(true)
+            .serve_connection(hyper_util::rt::TokioIo::new(server), svc);
+        let feed = async {
+            let _ = client.write_all(data).await;
+            let _ = client.shutdown().await;
+            let _ = tokio::io::copy(&mut client, &mut tokio::io::sink()).await;
+        };
+        let _ = tokio::join!(serve, feed);
+    });
+    let hyper = seen.lock().unwrap();
+    assert!(
+        hyper.len() >= fast.len(),
+        "hyper read {} requests where the fast path forwarded {}: {fast:?} {hyper:?}",
+        hyper.len(),
+        fast.len()
+    );
+    assert_eq!(&hyper[..fast.len()], &fast[..], "the two engines read different requests");
+    if !declined {
+        assert_eq!(hyper.len(), fast.len(), "hyper read a request the fast path did not find: {hyper:?}");
+    }
 }
 
 #[cfg(test)]

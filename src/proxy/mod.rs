@@ -17,8 +17,7 @@
 //! first request that is not plain, and hyper serves the rest of it.
 
 pub mod access;
-#[doc(hidden)]
-pub mod fast;
+mod fast;
 pub mod framing;
 #[doc(hidden)]
 pub mod fuzz;
@@ -27,6 +26,8 @@ mod policy;
 pub mod routes;
 mod server;
 pub mod stats;
+#[cfg(test)]
+mod tests;
 pub mod timer;
 
 use std::net::SocketAddr;
@@ -128,11 +129,11 @@ impl Conn {
     }
 
     /// Takes the fast path's kept-alive upstream connections for the hyper path.
-    fn adopt(&self, pool: Vec<Option<policy::Upstream>>) {
+    fn adopt(&self, pool: Vec<policy::Slot>) {
         let mut slots = self.upstreams.lock().unwrap_or_else(|e| e.into_inner());
         for (slot, up) in slots.iter_mut().zip(pool) {
-            if let Some(up) = up {
-                *slot = policy::Slot::Raw(up);
+            if !matches!(up, policy::Slot::Empty) {
+                *slot = up;
             }
         }
     }

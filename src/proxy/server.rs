@@ -2,19 +2,23 @@
 //! that deals connections out, and the life of one client connection (fast path, then hyper).
 
 use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::hyper_path::refuse_framing;
-use super::policy::wants_json;
+use super::policy::{wants_json, LOCAL_HEAD_TIMEOUT, TUNNEL_HEAD_TIMEOUT};
 use super::{fast, framing, Conn, Origin, Proxy, MAX_HEAD};
 
 /// A connection the accepting worker hands to another.
@@ -166,7 +170,7 @@ impl Proxy {
                 return;
             }
         }
-        let (io, ambiguous) = framing::FramingGuard::new(fast::Prefixed::new(read.freeze(), io));
+        let (io, ambiguous) = framing::FramingGuard::new(Prefixed::new(read.freeze(), io));
         let svc = hyper::service::service_fn(move |req| {
             let conn = conn.clone();
             let ambiguous = ambiguous.load(Relaxed);
@@ -187,12 +191,9 @@ impl Proxy {
         // up most requests the copy is cheaper than hyper's queue; large bodies stay bounded by
         // the same cap.
         builder.max_buf_size(2 * MAX_HEAD).keep_alive(true).writev(false).timer(timer);
-        // Slow-loris guard. hyper's clock runs while a kept-alive connection idles too, and frps
-        // keeps idle work connections in its HTTP pool for up to 60 s (its transport's
-        // `IdleConnTimeout`): a tunnel stream gets longer than that, so the guard never closes
-        // one frps may still reuse, yet a stalled head on it ends.
+        // Slow-loris guard (the timeouts are the policy's).
         builder.header_read_timeout(match origin {
-            Origin::Local(_) => Duration::from_secs(30),
+            Origin::Local(_) => LOCAL_HEAD_TIMEOUT,
             Origin::Tunnel => TUNNEL_HEAD_TIMEOUT,
         });
         if let Err(e) = builder.serve_connection(TokioIo::new(io), svc).with_upgrades().await {
@@ -201,8 +202,52 @@ impl Proxy {
     }
 }
 
-/// hyper's head timeout on a tunnel stream: past frps' 60 s idle pool (see `serve_connection`).
-pub(super) const TUNNEL_HEAD_TIMEOUT: Duration = Duration::from_secs(90);
+/// A stream with bytes already read from it put back in front: how the hyper path receives a
+/// connection the fast path declined.
+pub(super) struct Prefixed<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    pub(super) fn new(prefix: Bytes, inner: S) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.prefix.is_empty() {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let n = this.prefix.len().min(buf.remaining());
+        buf.put_slice(&this.prefix.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
 
 /// Binds the proxy's address, with a listen backlog that takes a burst of a thousand connects
 /// (the standard library's is 128; past it, connects wait for SYN retries, a second or more).

@@ -20,6 +20,20 @@ use super::stats::Counters;
 pub(super) mod decide;
 use super::{Origin, ReqBody, Route, CONNECT_TIMEOUT};
 
+/// How long a request head may take on the fast path: from when a local client's connection
+/// waits for one (as hyper's header-read timeout, [`LOCAL_HEAD_TIMEOUT`]), from its first byte on a
+/// tunnel stream.
+pub(super) const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request's body (at most 64 KiB on the fast path) may take once its head is in.
+pub(super) const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// hyper's header-read timeout on a local client's connection.
+pub(super) const LOCAL_HEAD_TIMEOUT: Duration = HEAD_TIMEOUT;
+/// hyper's head timeout on a tunnel stream. Its clock runs while a kept-alive connection idles
+/// too, and frps keeps idle work connections in its HTTP pool for up to 60 s (its transport's
+/// `IdleConnTimeout`): a tunnel stream gets longer than that, so the guard never closes one frps
+/// may still reuse, yet a stalled head on it ends.
+pub(super) const TUNNEL_HEAD_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// A kept-alive connection to an upstream, with what has been read from it.
 pub(super) struct Upstream {
     pub(super) tcp: TcpStream,
