@@ -109,36 +109,50 @@ pub async fn run(config: &Config, json_out: bool) -> i32 {
     }
 
     let ok = items.iter().all(|i| i.ok);
-    let summary = summary(config);
-    if json_out {
-        let checks: Vec<Value> =
-            items.iter().map(|i| json!({"name": i.name, "ok": i.ok, "detail": i.detail})).collect();
-        println!("{}", json!({"ok": ok, "config": summary, "checks": checks}));
-    } else {
-        println!("burrow {} — configuration check", env!("CARGO_PKG_VERSION"));
-        println!();
-        for (k, v) in summary.as_object().into_iter().flatten() {
-            println!("  {k:<10} {}", v.as_str().map(String::from).unwrap_or_else(|| v.to_string()));
-        }
-        println!();
-        for i in &items {
-            println!("  [{}] {:<7} {}", if i.ok { " ok " } else { "FAIL" }, i.name, i.detail);
-        }
-        println!();
-        println!(
-            "{}",
-            if ok {
-                "Everything checked would work."
-            } else {
-                "Something above would fail; fix it and run `burrow check` again."
-            }
-        );
-    }
+    report(ok, summary(config), &items, json_out);
     if ok {
         0
     } else {
         1
     }
+}
+
+/// A configuration that does not load, reported as `burrow check` reports anything (the same
+/// JSON shape: no `config`, one failed `configuration` check); its exit code.
+pub fn invalid(e: &crate::config::ConfigError, json_out: bool) -> i32 {
+    let item = Item { name: "configuration", ok: false, detail: e.to_string() };
+    report(false, Value::Null, std::slice::from_ref(&item), json_out);
+    crate::events::ErrorCode::ConfigInvalid.exit_code()
+}
+
+/// Prints the report: one JSON object, or the human one.
+fn report(ok: bool, summary: Value, items: &[Item], json_out: bool) {
+    if json_out {
+        let checks: Vec<Value> =
+            items.iter().map(|i| json!({"name": i.name, "ok": i.ok, "detail": i.detail})).collect();
+        println!("{}", json!({"ok": ok, "config": summary, "checks": checks}));
+        return;
+    }
+    println!("burrow {} — configuration check", env!("CARGO_PKG_VERSION"));
+    println!();
+    for (k, v) in summary.as_object().into_iter().flatten() {
+        println!("  {k:<10} {}", v.as_str().map(String::from).unwrap_or_else(|| v.to_string()));
+    }
+    if summary.is_object() {
+        println!();
+    }
+    for i in items {
+        println!("  [{}] {:<7} {}", if i.ok { " ok " } else { "FAIL" }, i.name, i.detail);
+    }
+    println!();
+    println!(
+        "{}",
+        if ok {
+            "Everything checked would work."
+        } else {
+            "Something above would fail; fix it and run `burrow check` again."
+        }
+    );
 }
 
 /// The resolved configuration, secrets masked.

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::status::{Backend, Snapshot, State, Status, TunnelState};
+use crate::status::{BackendKind, Snapshot, State, Status, TunnelState};
 
 /// Error codes of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -124,7 +124,7 @@ pub struct TunnelUp {
     #[serde(flatten)]
     pub addr: PublicAddr,
     /// Which client serves it.
-    pub mode: Backend,
+    pub mode: BackendKind,
     /// The reservation it belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reservation_id: Option<String>,
@@ -163,7 +163,7 @@ pub enum Event {
     Connected {
         server: String,
         transport: String,
-        mode: Backend,
+        mode: BackendKind,
         /// frp wire protocol: `v1` or `v2`.
         wire: &'static str,
         /// The proxy to frps, `scheme://host:port`, when one is used.
@@ -199,8 +199,8 @@ pub enum Event {
         reason: String,
     },
     Fallback {
-        from: Backend,
-        to: Backend,
+        from: BackendKind,
+        to: BackendKind,
         reason: String,
     },
     Warning {
@@ -523,7 +523,7 @@ mod tests {
             name: "web".into(),
             kind: "http".into(),
             addr: PublicAddr::Url { url: Some("http://a.b".into()) },
-            mode: Backend::Native,
+            mode: BackendKind::Native,
             reservation_id: None,
         }));
         assert_eq!(ev.exit(Outcome::Fatal(Fatal::new(ErrorCode::AuthFailed, "m", "h"))), 3);
@@ -617,19 +617,19 @@ mod tests {
                 name: name.into(),
                 kind: "x".into(),
                 addr,
-                mode: Backend::Frpc,
+                mode: BackendKind::Frpc,
                 reservation_id: None,
             })
         };
         ev.emit(Event::Connected {
             server: "s:1".into(),
             transport: "tcp".into(),
-            mode: Backend::Frpc,
+            mode: BackendKind::Frpc,
             wire: "v1",
             via: None,
             server_version: None,
         });
-        ev.emit(Event::Fallback { from: Backend::Native, to: Backend::Frpc, reason: "r".into() });
+        ev.emit(Event::Fallback { from: BackendKind::Native, to: BackendKind::Frpc, reason: "r".into() });
         ev.emit(up("web", PublicAddr::Url { url: Some("http://w".into()) }));
         ev.emit(up("db", PublicAddr::Remote { remote_addr: "h:9".into() }));
         ev.emit(Event::TunnelDown { name: "db".into(), reason: "r".into() });
@@ -676,13 +676,13 @@ mod tests {
                 name: "web".into(),
                 kind: "http".into(),
                 addr,
-                mode: Backend::Native,
+                mode: BackendKind::Native,
                 reservation_id,
             })
         };
         let snapshot = Snapshot {
             state: State::Connected,
-            mode: Backend::Native,
+            mode: BackendKind::Native,
             tunnels: vec![crate::status::TunnelStatus {
                 name: "web".into(),
                 kind: "http",
@@ -704,7 +704,7 @@ mod tests {
             Event::Connected {
                 server: "h:7000".into(),
                 transport: "tls+yamux".into(),
-                mode: Backend::Frpc,
+                mode: BackendKind::Frpc,
                 wire: "v2",
                 via: Some("http://proxy.corp:3128".into()),
                 server_version: None,
@@ -717,7 +717,7 @@ mod tests {
             Event::ShareLink { url: "https://a.b/?burrow_share=t".into(), expires: "2026-12-04T05:00:00Z".into() },
             Event::SharesRevoked { generation: 3 },
             Event::Reconnecting { attempt: 1, delay_ms: 500, reason: "r".into() },
-            Event::Fallback { from: Backend::Native, to: Backend::Frpc, reason: "r".into() },
+            Event::Fallback { from: BackendKind::Native, to: BackendKind::Frpc, reason: "r".into() },
             Event::Warning { code: WarningCode::TlsUnverified, message: "m".into() },
             Event::Error { code: ErrorCode::PortInUse, message: "m".into(), hint: "h".into(), fatal: true },
             Event::Status(snapshot),

@@ -102,16 +102,8 @@ fn main() {
     let config = match config::load(&env, &overrides) {
         Ok(c) => c,
         Err(e) if matches!(cli.command, Some(Command::Check)) => {
-            // `check` reports, as one JSON object with --json, instead of the event stream.
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": false, "config_error": {"source": e.source_name, "message": e.to_string()}})
-                );
-            } else {
-                println!("burrow check: the configuration is invalid:\n  {e}");
-            }
-            std::process::exit(ErrorCode::ConfigInvalid.exit_code());
+            // `check` reports it as any failed check, instead of the event stream.
+            std::process::exit(check::invalid(&e, cli.json));
         }
         Err(e) => {
             let fatal = Fatal::new(ErrorCode::ConfigInvalid, e.to_string(), e.hint());

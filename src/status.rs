@@ -40,7 +40,7 @@ pub enum TunnelState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[allow(missing_docs)]
-pub enum Backend {
+pub enum BackendKind {
     Native,
     Frpc,
 }
@@ -70,7 +70,7 @@ pub struct Snapshot {
     /// Overall state.
     pub state: State,
     /// Which client serves the tunnels.
-    pub mode: Backend,
+    pub mode: BackendKind,
     /// Every tunnel.
     pub tunnels: Vec<TunnelStatus>,
     /// The reverse proxy's routes and counters, when it runs.
@@ -91,7 +91,7 @@ pub struct Streams {
 
 struct Inner {
     state: State,
-    mode: Backend,
+    mode: BackendKind,
     tunnels: Vec<TunnelStatus>,
     proxy: Option<Arc<Proxy>>,
     streams: Option<(Arc<tokio::sync::Semaphore>, usize)>,
@@ -108,7 +108,7 @@ impl Default for Status {
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 state: State::Starting,
-                mode: Backend::Native,
+                mode: BackendKind::Native,
                 tunnels: Vec::new(),
                 proxy: None,
                 streams: None,
@@ -148,10 +148,10 @@ impl Status {
     }
 
     /// Which client serves the tunnels; only the native client counts work streams.
-    pub fn set_mode(&self, mode: Backend) {
+    pub fn set_mode(&self, mode: BackendKind) {
         let mut g = self.lock();
         g.mode = mode;
-        if mode != Backend::Native {
+        if mode != BackendKind::Native {
             g.streams = None;
         }
     }

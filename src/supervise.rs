@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Mode;
 use crate::events::{ErrorCode, Event, Fatal, Reporter};
-use crate::status::{Backend as BackendKind, State, TunnelState};
+use crate::status::{BackendKind, State, TunnelState};
 
 /// One way of serving the tunnels.
 pub trait Backend: Send {

@@ -247,6 +247,21 @@ async fn check_reports_and_exits_by_outcome() {
     let server = v["checks"].as_array().unwrap().iter().find(|c| c["name"] == "server").unwrap();
     assert_eq!(server["ok"], false);
     assert_eq!(v["config"]["token"], "***");
+    // A configuration that does not load is reported in the same shape.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_burrow"))
+        .args(["check", "--json"])
+        .env_clear()
+        .env("BURROW_SERVER_ADDR", "127.0.0.1:9")
+        .env("BURROW_MODE", "sideways")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!((v["ok"].as_bool(), v["config"].is_null()), (Some(false), true), "{v}");
+    let only = &v["checks"][0];
+    assert_eq!((only["name"].as_str(), only["ok"].as_bool()), (Some("configuration"), Some(false)), "{v}");
+    assert!(only["detail"].as_str().unwrap().contains("BURROW_MODE"), "{v}");
 }
 
 #[tokio::test]

@@ -82,6 +82,11 @@ pub enum SessionError {
     /// No `LoginResp` in time.
     #[error("frps did not answer the login within {} s", .0.as_secs())]
     LoginTimeout(Duration),
+    /// No `LoginResp` in time to a login that asked for an earlier session's `run_id` back: frps
+    /// answers such a login only once it has let the old control go (up to ~40 s after the path
+    /// died, as after a sleep). Slow, not a sign of another protocol.
+    #[error("frps did not answer the login within {} s while it still held the previous session", .0.as_secs())]
+    TakeoverTimeout(Duration),
     /// frps refused the login.
     #[error("frps rejected the login: {0}")]
     Rejected(String),
@@ -158,6 +163,8 @@ pub struct Session {
     last_pong: Instant,
     pending_work: usize,
     cap_reported: bool,
+    /// The login asks for an earlier session's `run_id` back.
+    takeover: bool,
 }
 
 impl Session {
@@ -180,7 +187,9 @@ impl Session {
             last_pong: now,
             pending_work: 0,
             cap_reported: false,
+            takeover: false,
         };
+        s.takeover = !s.run_id.is_empty();
         let ts = s.unix(now);
         let login = Login {
             privilege_key: crate::auth::privilege_key(&s.cfg.token, ts),
@@ -324,7 +333,12 @@ impl Session {
         match self.phase {
             Phase::LoggingIn { deadline } => {
                 if now >= deadline {
-                    return Err(SessionError::LoginTimeout(self.cfg.login_timeout));
+                    let t = self.cfg.login_timeout;
+                    return Err(if self.takeover {
+                        SessionError::TakeoverTimeout(t)
+                    } else {
+                        SessionError::LoginTimeout(t)
+                    });
                 }
             }
             Phase::Running => {
@@ -531,6 +545,15 @@ mod tests {
         let e = s.handle_timeout(t0 + 10 * SECOND).unwrap_err();
         assert_eq!(e, SessionError::LoginTimeout(10 * SECOND));
         assert!(e.is_incompatibility() && !e.is_fatal());
+    }
+
+    #[test]
+    fn a_slow_answer_to_a_login_that_takes_over_is_slow_not_incompatible() {
+        let t0 = Instant::now();
+        let mut s = session(&["web"], "old-run", t0);
+        let e = s.handle_timeout(t0 + 10 * SECOND).unwrap_err();
+        assert_eq!(e, SessionError::TakeoverTimeout(10 * SECOND));
+        assert!(!e.is_incompatibility() && !e.is_fatal());
     }
 
     #[test]

@@ -24,11 +24,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Protocol, ServerConfig, TunnelConfig};
 use crate::events::{Reporter, WarningCode};
 use crate::proxy::Proxy;
-use crate::status::Backend as BackendKind;
-use crate::supervise::{Backend, Ended, Failure, Verdict};
+use crate::status::BackendKind;
+use crate::supervise::{Backend, Ended};
 use crate::transport::tls::{self, TlsSetupError};
-use burrow_proto::session::SessionError;
-use session::AttemptError;
 
 /// Why the client cannot start with this configuration.
 #[derive(Debug, thiserror::Error)]
@@ -150,21 +148,9 @@ impl Client {
 
     async fn run_session(&mut self, stop: &CancellationToken) -> Ended {
         let mut logged_in = false;
-        // A login that takes over an earlier session (its run_id) is answered only once frps has
-        // let the old control go, up to ~40 s after a path died: slow, not incompatible.
-        let takeover = !self.run_id.is_empty();
-        let result = session::run(&self.shared, &mut self.run_id, stop, &mut logged_in).await;
-        match result {
+        match session::run(&self.shared, &mut self.run_id, stop, &mut logged_in).await {
             Ok(()) => Ended::stopped(logged_in),
-            Err(e) => {
-                let slow_takeover = takeover && matches!(e, AttemptError::Session(SessionError::LoginTimeout(_)));
-                let (verdict, hint) = if slow_takeover {
-                    (Verdict::Retry, "frps answers a returning client once it has let the old session go (up to about 40 s after the network dropped); burrow keeps trying".to_string())
-                } else {
-                    (e.verdict(), e.hint())
-                };
-                Ended::failed(logged_in, Failure { code: e.code(), message: e.to_string(), hint, verdict })
-            }
+            Err(e) => Ended::failed(logged_in, e.failure()),
         }
     }
 }

@@ -21,8 +21,8 @@ use super::{work, Shared, Tunnel};
 use crate::config::{Protocol, TunnelKind};
 use crate::events::{ErrorCode, Event, PublicAddr, TunnelUp};
 use crate::platform::{go_os_arch, unix_now};
-use crate::status::Backend;
-use crate::supervise::Verdict;
+use crate::status::BackendKind;
+use crate::supervise::{Failure, Verdict};
 use crate::transport::mux::MuxTransport;
 use crate::transport::proxy::ProxyError;
 use crate::transport::tls::TlsTransport;
@@ -67,85 +67,52 @@ impl AttemptError {
         }
     }
 
-    /// The contract's error code.
-    pub fn code(&self) -> ErrorCode {
-        if self.websocket().is_some() {
-            return ErrorCode::ProtocolError;
-        }
-        match self {
-            AttemptError::Transport(TransportError::Tls { .. }) => ErrorCode::TlsFailed,
-            AttemptError::Transport(TransportError::Proxy { .. }) => ErrorCode::ProxyFailed,
-            AttemptError::Transport(TransportError::Connect { .. } | TransportError::ConnectTimeout { .. }) => {
-                ErrorCode::ServerUnreachable
+    /// What the failure means to the supervisor and the host: the contract's code, whether to
+    /// retry, give up or count toward `auto` mode's fallback, and what the user can do — decided
+    /// together, once per kind of failure.
+    pub fn failure(&self) -> Failure {
+        use ErrorCode as C;
+        use Verdict::{Fatal, Incompatible, Retry};
+        let lost = "the connection to frps was lost; burrow reconnects";
+        let proxy_where =
+            "BURROW_SERVER_PROXY_URL (or transport.proxyURL, or the HTTPS_PROXY/ALL_PROXY variable in use)";
+        let (code, verdict, hint): (ErrorCode, Verdict, String) = if self.websocket().is_some() {
+            // frpc would meet the same websocket server: retry, never a fallback.
+            (C::ProtocolError, Retry, WS_HINT.into())
+        } else {
+            match self {
+                AttemptError::Transport(TransportError::Tls { .. }) => (C::TlsFailed, Retry, "check that frps has TLS enabled and, if BURROW_TLS_PIN or BURROW_TLS_CA is set, that it matches the server's certificate".into()),
+                // Credentials the proxy refuses will not pass on a retry; anything else a proxy
+                // does is retried, never a reason to fall back.
+                AttemptError::Transport(TransportError::Proxy { source: ProxyError::Auth(_), .. }) => (C::ProxyFailed, Fatal, format!("check the proxy's user name and password in {proxy_where}")),
+                AttemptError::Transport(TransportError::Proxy { .. }) => (C::ProxyFailed, Retry, format!("check that the proxy in {proxy_where} is running and lets connections through to frps; BURROW_SERVER_PROXY_URL=off connects directly; burrow keeps retrying")),
+                AttemptError::Transport(TransportError::Connect { .. } | TransportError::ConnectTimeout { .. }) => (C::ServerUnreachable, Retry, "check BURROW_SERVER_ADDR and that frps is running and reachable; burrow keeps retrying".into()),
+                // The multiplexed connection lost (reset, closed) is the server lost, as without yamux.
+                AttemptError::Transport(TransportError::Mux(
+                    yamux::ConnectionError::Io(_)
+                    | yamux::ConnectionError::Closed
+                    | yamux::ConnectionError::Decode(yamux::FrameDecodeError::Io(_)),
+                )) => (C::ServerUnreachable, Incompatible, lost.into()),
+                AttemptError::Transport(TransportError::Mux(_) | TransportError::MuxClosed) => (C::ProtocolError, Incompatible, "the multiplexed connection failed; burrow reconnects".into()),
+                AttemptError::Transport(TransportError::WebSocket { .. }) => (C::ProtocolError, Retry, WS_HINT.into()),
+                AttemptError::Session(e) => {
+                    let verdict = if e.is_fatal() { Fatal } else if e.is_incompatibility() { Incompatible } else { Retry };
+                    let (code, hint): (ErrorCode, &str) = match e {
+                        SessionError::NoServerHello => (C::ProtocolError, "frps older than 0.69 speaks wire v1 only: set BURROW_WIRE_PROTOCOL=v1 (or transport.wireProtocol = \"v1\"); if frps is 0.69 or newer, BURROW_TCP_MUX must equal its transport.tcpMux, and BURROW_TLS must be on when it sets transport.tls.force"),
+                        SessionError::ClosedBeforeLogin | SessionError::LoginTimeout(_) => (C::ProtocolError, "likely a transport mismatch: BURROW_TCP_MUX must equal frps' transport.tcpMux, and BURROW_TLS must be on when frps sets transport.tls.force; or the address is not an frps bind port"),
+                        SessionError::TakeoverTimeout(_) => (C::ProtocolError, "frps answers a returning client once it has let the old session go (up to about 40 s after the network dropped); burrow keeps trying"),
+                        SessionError::Rejected(_) if e.is_fatal() => (C::AuthFailed, "check BURROW_SERVER_TOKEN (auth.token): it must equal frps' auth.token"),
+                        SessionError::Rejected(_) => (C::ProtocolError, "frps refused this client for a reason other than its token; burrow retries"),
+                        SessionError::PongError(_) => (C::AuthFailed, "frps checks tokens in heartbeats (auth.additionalScopes); check BURROW_SERVER_TOKEN"),
+                        SessionError::Protocol(_) => (C::ProtocolError, "the server does not speak frp as frps 0.52–0.70 do; check the address and BURROW_WIRE_PROTOCOL, or use the frpc fallback"),
+                        SessionError::Closed | SessionError::HeartbeatTimeout(_) => (C::ServerUnreachable, lost),
+                    };
+                    (code, verdict, hint.into())
+                }
+                AttemptError::Io(_) => (C::ServerUnreachable, Retry, lost.into()),
             }
-            // The multiplexed connection lost (reset, closed) is the server lost, as without yamux.
-            AttemptError::Transport(TransportError::Mux(
-                yamux::ConnectionError::Io(_)
-                | yamux::ConnectionError::Closed
-                | yamux::ConnectionError::Decode(yamux::FrameDecodeError::Io(_)),
-            )) => ErrorCode::ServerUnreachable,
-            AttemptError::Transport(_) => ErrorCode::ProtocolError,
-            AttemptError::Session(e) => match e {
-                SessionError::Rejected(_) if e.is_fatal() => ErrorCode::AuthFailed,
-                SessionError::PongError(_) => ErrorCode::AuthFailed,
-                SessionError::Rejected(_)
-                | SessionError::ClosedBeforeLogin
-                | SessionError::NoServerHello
-                | SessionError::LoginTimeout(_)
-                | SessionError::Protocol(_) => ErrorCode::ProtocolError,
-                SessionError::Closed | SessionError::HeartbeatTimeout(_) => ErrorCode::ServerUnreachable,
-            },
-            AttemptError::Io(_) => ErrorCode::ServerUnreachable,
-        }
-    }
-
-    /// Retry, give up, or count toward `auto` mode's fallback.
-    pub fn verdict(&self) -> Verdict {
-        // frpc would meet the same websocket server: retry, never a fallback.
-        if self.websocket().is_some() {
-            return Verdict::Retry;
-        }
-        match self {
-            AttemptError::Session(e) if e.is_fatal() => Verdict::Fatal,
-            // Credentials the proxy refuses will not pass on a retry; anything else a proxy does
-            // is retried, never a reason to fall back.
-            AttemptError::Transport(TransportError::Proxy { source: ProxyError::Auth(_), .. }) => Verdict::Fatal,
-            AttemptError::Session(e) if e.is_incompatibility() => Verdict::Incompatible,
-            AttemptError::Transport(TransportError::Mux(_) | TransportError::MuxClosed) => Verdict::Incompatible,
-            _ => Verdict::Retry,
-        }
-    }
-
-    /// What the user can do about it.
-    pub fn hint(&self) -> String {
-        if self.websocket().is_some() {
-            return WS_HINT.into();
-        }
-        match self {
-            AttemptError::Transport(TransportError::Proxy { source: ProxyError::Auth(_), .. }) => "check the proxy's user name and password in BURROW_SERVER_PROXY_URL (or transport.proxyURL, or the HTTPS_PROXY/ALL_PROXY variable in use)".into(),
-            AttemptError::Transport(TransportError::Proxy { .. }) => "check that the proxy in BURROW_SERVER_PROXY_URL (or transport.proxyURL, or the HTTPS_PROXY/ALL_PROXY variable in use) is running and lets connections through to frps; BURROW_SERVER_PROXY_URL=off connects directly; burrow keeps retrying".into(),
-            AttemptError::Transport(TransportError::Tls { .. }) => "check that frps has TLS enabled and, if BURROW_TLS_PIN or BURROW_TLS_CA is set, that it matches the server's certificate".into(),
-            AttemptError::Transport(TransportError::Connect { .. } | TransportError::ConnectTimeout { .. }) => "check BURROW_SERVER_ADDR and that frps is running and reachable; burrow keeps retrying".into(),
-            AttemptError::Transport(TransportError::Mux(
-                yamux::ConnectionError::Io(_)
-                | yamux::ConnectionError::Closed
-                | yamux::ConnectionError::Decode(yamux::FrameDecodeError::Io(_)),
-            )) => {
-                "the connection to frps was lost; burrow reconnects".into()
-            }
-            AttemptError::Transport(TransportError::WebSocket { .. }) => WS_HINT.into(),
-            AttemptError::Transport(_) => "the multiplexed connection failed; burrow reconnects".into(),
-            AttemptError::Session(e) => match e {
-                SessionError::NoServerHello => "frps older than 0.69 speaks wire v1 only: set BURROW_WIRE_PROTOCOL=v1 (or transport.wireProtocol = \"v1\"); if frps is 0.69 or newer, BURROW_TCP_MUX must equal its transport.tcpMux, and BURROW_TLS must be on when it sets transport.tls.force".into(),
-                SessionError::ClosedBeforeLogin | SessionError::LoginTimeout(_) => "likely a transport mismatch: BURROW_TCP_MUX must equal frps' transport.tcpMux, and BURROW_TLS must be on when frps sets transport.tls.force; or the address is not an frps bind port".into(),
-                SessionError::Rejected(_) if e.is_fatal() => "check BURROW_SERVER_TOKEN (auth.token): it must equal frps' auth.token".into(),
-                SessionError::Rejected(_) => "frps refused this client for a reason other than its token; burrow retries".into(),
-                SessionError::PongError(_) => "frps checks tokens in heartbeats (auth.additionalScopes); check BURROW_SERVER_TOKEN".into(),
-                SessionError::Protocol(_) => "the server does not speak frp as frps 0.52–0.70 do; check the address and BURROW_WIRE_PROTOCOL, or use the frpc fallback".into(),
-                SessionError::Closed | SessionError::HeartbeatTimeout(_) => "the connection to frps was lost; burrow reconnects".into(),
-            },
-            AttemptError::Io(_) => "the connection to frps was lost; burrow reconnects".into(),
-        }
+        };
+        Failure { code, message: self.to_string(), hint, verdict }
     }
 }
 
@@ -296,7 +263,7 @@ pub(super) async fn run(
                     shared.reporter.emit(Event::Connected {
                         server: addr,
                         transport: shared.server.transport_name(),
-                        mode: Backend::Native,
+                        mode: BackendKind::Native,
                         wire: shared.server.wire.name(),
                         via: shared.server.proxy().map(|p| p.to_string()),
                         server_version: Some(server_version),
@@ -405,37 +372,7 @@ fn log_work(done: Result<Result<(), work::WorkError>, tokio::task::JoinError>) {
 }
 
 pub(super) fn new_proxy(t: &Tunnel) -> NewProxy {
-    let c = &t.config;
-    let mut m = NewProxy {
-        proxy_name: t.wire_name.clone(),
-        proxy_type: c.kind.type_name().into(),
-        use_encryption: c.use_encryption,
-        use_compression: c.use_compression,
-        ..Default::default()
-    };
-    match &c.kind {
-        TunnelKind::Http {
-            subdomain,
-            custom_domains,
-            locations,
-            host_header_rewrite,
-            http_user,
-            http_password,
-            request_headers,
-            response_headers,
-        } => {
-            m.subdomain = subdomain.clone().unwrap_or_default();
-            m.custom_domains = custom_domains.clone();
-            m.locations = locations.clone();
-            m.host_header_rewrite = host_header_rewrite.clone().unwrap_or_default();
-            m.http_user = http_user.clone().unwrap_or_default();
-            m.http_pwd = http_password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
-            m.headers = request_headers.clone();
-            m.response_headers = response_headers.clone();
-        }
-        TunnelKind::Tcp { remote_port } => m.remote_port = *remote_port,
-    }
-    m
+    t.config.frp_proxy(t.wire_name.clone())
 }
 
 fn proxy_hint(error: &str) -> String {
@@ -474,7 +411,7 @@ fn tunnel_up(shared: &Shared, t: &Tunnel, remote_addr: &str) {
         name: name.clone(),
         kind: t.config.kind.type_name().into(),
         addr,
-        mode: Backend::Native,
+        mode: BackendKind::Native,
         reservation_id: shared.reservation_id.clone(),
     }));
 }
@@ -492,11 +429,62 @@ mod tests {
             yamux::ConnectionError::Closed,
         ];
         for e in lost {
-            let e = AttemptError::Transport(TransportError::Mux(e));
-            assert_eq!(e.code(), ErrorCode::ServerUnreachable, "{e}");
-            assert!(e.hint().contains("lost"), "{}", e.hint());
+            let f = AttemptError::Transport(TransportError::Mux(e)).failure();
+            assert_eq!(f.code, ErrorCode::ServerUnreachable, "{}", f.message);
+            assert!(f.hint.contains("lost"), "{}", f.hint);
         }
-        let broken = AttemptError::Transport(TransportError::Mux(yamux::ConnectionError::NoMoreStreamIds));
-        assert_eq!(broken.code(), ErrorCode::ProtocolError);
+        let broken = AttemptError::Transport(TransportError::Mux(yamux::ConnectionError::NoMoreStreamIds)).failure();
+        assert_eq!(broken.code, ErrorCode::ProtocolError);
+    }
+
+    #[test]
+    fn each_failure_is_decided_once_code_verdict_and_hint_together() {
+        use crate::supervise::Verdict;
+        let cases: Vec<(AttemptError, ErrorCode, Verdict, &str)> = vec![
+            (
+                SessionError::Rejected("token in login doesn't match".into()).into(),
+                ErrorCode::AuthFailed,
+                Verdict::Fatal,
+                "BURROW_SERVER_TOKEN",
+            ),
+            (
+                SessionError::Rejected("duplicate client".into()).into(),
+                ErrorCode::ProtocolError,
+                Verdict::Retry,
+                "other than its token",
+            ),
+            (
+                SessionError::LoginTimeout(LOGIN_TIMEOUT).into(),
+                ErrorCode::ProtocolError,
+                Verdict::Incompatible,
+                "BURROW_TCP_MUX",
+            ),
+            // A returning client's login that frps answers late: slow, never toward a fallback.
+            (
+                SessionError::TakeoverTimeout(LOGIN_TIMEOUT).into(),
+                ErrorCode::ProtocolError,
+                Verdict::Retry,
+                "let the old session go",
+            ),
+            (
+                SessionError::NoServerHello.into(),
+                ErrorCode::ProtocolError,
+                Verdict::Incompatible,
+                "BURROW_WIRE_PROTOCOL=v1",
+            ),
+            (
+                SessionError::HeartbeatTimeout(LOGIN_TIMEOUT).into(),
+                ErrorCode::ServerUnreachable,
+                Verdict::Retry,
+                "lost",
+            ),
+            (SessionError::PongError("x".into()).into(), ErrorCode::AuthFailed, Verdict::Retry, "additionalScopes"),
+            (AttemptError::Io(io::Error::other("x")), ErrorCode::ServerUnreachable, Verdict::Retry, "lost"),
+        ];
+        for (e, code, verdict, hint) in cases {
+            let f = e.failure();
+            assert_eq!((f.code, f.verdict), (code, verdict), "{}", f.message);
+            assert!(f.hint.contains(hint), "{}: {}", f.message, f.hint);
+        }
     }
 }

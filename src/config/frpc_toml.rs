@@ -395,7 +395,6 @@ impl FrpcFile {
             .iter()
             .map(|p| {
                 let ip = p.local_ip.clone().unwrap_or_else(|| "127.0.0.1".into());
-                let host = if ip.contains(':') { format!("[{ip}]") } else { ip };
                 let kind = if p.ty == "http" {
                     TunnelKind::Http {
                         subdomain: p.subdomain.clone(),
@@ -413,7 +412,7 @@ impl FrpcFile {
                 TunnelConfig {
                     name: p.name.clone(),
                     kind,
-                    local_addr: format!("{host}:{}", p.local_port.unwrap_or_default()),
+                    local_addr: crate::transport::host_port(&ip, p.local_port.unwrap_or_default()),
                     use_encryption: p.transport.use_encryption,
                     use_compression: p.transport.use_compression,
                     public_url: None,

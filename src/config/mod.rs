@@ -6,11 +6,14 @@
 //! secret — and an accepted example.
 
 mod access;
+mod api;
+mod error;
 pub mod frpc_keys;
 pub mod frpc_toml;
+mod server;
+mod tunnels;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -19,353 +22,14 @@ pub use burrow_proto::Wire;
 pub use crate::transport::proxy::ProxyUrl;
 
 pub use access::{reaches_proxy, AccessConfig, Local};
+use api::parse_api_url;
+pub use api::ApiConfig;
+pub use error::{ConfigError, Secret};
 pub use frpc_toml::FrpcFile;
-
-/// A secret string: never printed by `Debug` or `Display`.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    /// The secret itself, for the wire only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
-    }
-}
-
-/// A value that cannot be used, and how to fix it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{source_name}={value} is invalid: {problem}. Example: {example}")]
-pub struct ConfigError {
-    /// The variable, flag or `file:key` that holds the value.
-    pub source_name: String,
-    /// The value as given (masked for secrets).
-    pub value: String,
-    /// What is wrong with it.
-    pub problem: String,
-    /// An accepted setting.
-    pub example: String,
-}
-
-impl ConfigError {
-    fn new(
-        source_name: impl Into<String>,
-        value: impl Into<String>,
-        problem: impl Into<String>,
-        example: impl Into<String>,
-    ) -> Self {
-        Self { source_name: source_name.into(), value: value.into(), problem: problem.into(), example: example.into() }
-    }
-
-    /// What the user can do about it.
-    pub fn hint(&self) -> String {
-        format!("fix {} and start again", self.source_name)
-    }
-}
-
-/// Where frps is and how to speak to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerConfig {
-    /// Host name or IP address of frps.
-    pub host: String,
-    /// frps `bindPort`.
-    pub port: u16,
-    /// `auth.token`.
-    pub token: Secret,
-    /// `user`: the proxy-name prefix.
-    pub user: String,
-    /// TLS to frps.
-    pub tls: TlsConfig,
-    /// yamux multiplexing; must equal frps' `transport.tcpMux`.
-    pub tcp_mux: bool,
-    /// frp wire protocol (`transport.wireProtocol`); v2 needs frps 0.69+.
-    pub wire: Wire,
-    /// The proxy to frps, if any.
-    pub proxy: ServerProxy,
-    /// How frp connections travel (`transport.protocol`).
-    pub protocol: Protocol,
-    /// Work connections kept ready (`transport.poolCount`).
-    pub pool_count: u32,
-    /// Ping period (`transport.heartbeatInterval`; burrow's default 10 s, frpc's 30 s).
-    pub heartbeat_interval: std::time::Duration,
-    /// No Pong for this long means a dead server (`transport.heartbeatTimeout`; burrow's default
-    /// 20 s, frpc's 90 s).
-    pub heartbeat_timeout: std::time::Duration,
-    /// `metadatas`, sent in Login.
-    pub metas: BTreeMap<String, String>,
-}
-
-impl ServerConfig {
-    /// frps at `host:port` with `token`: frp's defaults (TLS on, tcp_mux on, one pooled work
-    /// connection) and burrow's heartbeat (10 s / 20 s).
-    pub fn new(host: impl Into<String>, port: u16, token: Secret) -> Self {
-        Self {
-            host: host.into(),
-            port,
-            token,
-            user: String::new(),
-            tls: TlsConfig { enabled: true, ca_file: None, pin: None, server_name: None },
-            tcp_mux: true,
-            wire: Wire::V1,
-            proxy: ServerProxy::Environment { url: None, no_proxy: String::new() },
-            protocol: Protocol::Tcp,
-            pool_count: 1,
-            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
-            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
-            metas: BTreeMap::new(),
-        }
-    }
-
-    /// `host:port` as shown to users (IPv6 in brackets).
-    pub fn display_addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-impl ServerConfig {
-    /// `tls+yamux`, `ws`, … as the `connected` event names the transport (contract §7).
-    pub fn transport_name(&self) -> String {
-        let base = match self.protocol {
-            Protocol::Tcp if self.tls.enabled => "tls",
-            Protocol::Tcp => "tcp",
-            Protocol::Websocket => "ws",
-            Protocol::Wss => "wss",
-        };
-        if self.tcp_mux {
-            format!("{base}+yamux")
-        } else {
-            base.to_string()
-        }
-    }
-}
-
-/// How frp connections travel to frps (`transport.protocol`, the ones burrow speaks natively).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// TCP to `bindPort` (TLS inside when on).
-    Tcp,
-    /// A WebSocket on `bindPort`'s `/~!frp` (TLS inside it when on).
-    Websocket,
-    /// TLS to a front server that forwards the WebSocket to frps (no second TLS).
-    Wss,
-}
-
-impl Protocol {
-    /// frp's name for it (`transport.protocol`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Websocket => "websocket",
-            Protocol::Wss => "wss",
-        }
-    }
-
-    /// The protocol frp's `transport.protocol` names, if burrow speaks it natively.
-    pub fn from_name(name: &str) -> Option<Protocol> {
-        match name {
-            "tcp" => Some(Protocol::Tcp),
-            "websocket" => Some(Protocol::Websocket),
-            "wss" => Some(Protocol::Wss),
-            _ => None,
-        }
-    }
-}
-
-/// Parses `BURROW_TRANSPORT_PROTOCOL` and its kin.
-pub fn parse_protocol(name: &str, v: &str) -> Result<Protocol, ConfigError> {
-    Protocol::from_name(&v.trim().to_ascii_lowercase()).ok_or_else(|| {
-        ConfigError::new(
-            name,
-            v,
-            "expected tcp, websocket or wss (kcp and quic run under frpc: set them in a BURROW_CONFIG file)",
-            format!("{name}=websocket"),
-        )
-    })
-}
-
-/// The proxy the frps connection goes through.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerProxy {
-    /// None set explicitly: the environment's (`ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY`, in that
-    /// order, lower case first), unless `NO_PROXY` names frps' host.
-    Environment {
-        /// The first proxy variable set.
-        url: Option<ProxyUrl>,
-        /// `NO_PROXY`.
-        no_proxy: String,
-    },
-    /// `BURROW_SERVER_PROXY_URL=off`: straight to frps.
-    Direct,
-    /// The frpc file's `transport.proxyURL` is one only frpc speaks (`ntlm://`): frpc reads it
-    /// from the file.
-    FrpcOnly,
-    /// Set explicitly (`BURROW_SERVER_PROXY_URL`, `transport.proxyURL`, a reservation's
-    /// `server.proxyUrl`): always used.
-    Explicit(ProxyUrl),
-}
-
-impl ServerProxy {
-    /// The proxy to use for a connection to `host`, if any.
-    pub fn for_host(&self, host: &str) -> Option<&ProxyUrl> {
-        match self {
-            ServerProxy::Explicit(p) => Some(p),
-            ServerProxy::Environment { url: Some(p), no_proxy } if !no_proxy_matches(no_proxy, host) => Some(p),
-            _ => None,
-        }
-    }
-}
-
-impl ServerConfig {
-    /// The proxy to use for frps, if any.
-    pub fn proxy(&self) -> Option<&ProxyUrl> {
-        self.proxy.for_host(&self.host)
-    }
-}
-
-/// Whether `NO_PROXY` (comma-separated names, domain suffixes with or without a leading dot, IP
-/// addresses, `*`; ports ignored) names `host`.
-fn no_proxy_matches(no_proxy: &str, host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-    no_proxy.split(',').map(str::trim).filter(|e| !e.is_empty()).any(|entry| {
-        if entry == "*" {
-            return true;
-        }
-        let entry = entry.to_ascii_lowercase();
-        // A port after a name or a bracketed IPv6 address; a bare IPv6 address has colons too.
-        let entry = match entry.rsplit_once(':') {
-            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !h.contains(':') => h.to_string(),
-            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && h.starts_with('[') => h.to_string(),
-            _ => entry,
-        };
-        let entry =
-            entry.trim_start_matches('[').trim_end_matches(']').trim_start_matches("*.").trim_start_matches('.');
-        host == entry || host.ends_with(&format!(".{entry}"))
-    })
-}
-
-/// The environment's proxy for frps: the first of the standard variables that is set.
-fn env_proxy(env: &Env) -> Result<ServerProxy, ConfigError> {
-    let mut url = None;
-    for var in ["all_proxy", "ALL_PROXY", "https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"] {
-        if let Some(v) = get(env, var) {
-            url = Some(parse_proxy_url(var, v)?);
-            break;
-        }
-    }
-    let no_proxy = get(env, "no_proxy").or_else(|| get(env, "NO_PROXY")).unwrap_or_default().to_string();
-    Ok(ServerProxy::Environment { url, no_proxy })
-}
-
-/// Parses a proxy URL, naming `name` and never echoing credentials.
-pub fn parse_proxy_url(name: &str, v: &str) -> Result<ProxyUrl, ConfigError> {
-    ProxyUrl::parse(v).map_err(|problem| {
-        let shown = ProxyUrl::parse(v).map(|p| p.to_string()).unwrap_or_else(|_| {
-            // An unparsable URL may still hold credentials: show what precedes an '@' as ***.
-            match v.rsplit_once('@') {
-                Some((_, rest)) => format!("***@{rest}"),
-                None => v.to_string(),
-            }
-        });
-        ConfigError::new(name, shown, problem, format!("{name}=http://proxy.example.com:3128"))
-    })
-}
-
-/// TLS settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsConfig {
-    /// TLS on (frp's default since 0.50).
-    pub enabled: bool,
-    /// Verify the chain against this CA file (PEM).
-    pub ca_file: Option<PathBuf>,
-    /// Accept exactly the certificate with this SHA-256 of its DER bytes.
-    pub pin: Option<[u8; 32]>,
-    /// SNI and verification name; by default the server host when it is a name.
-    pub server_name: Option<String>,
-}
-
-impl TlsConfig {
-    /// Neither a CA nor a pin: encrypted but unauthenticated, as frpc's default.
-    pub fn is_unverified(&self) -> bool {
-        self.enabled && self.ca_file.is_none() && self.pin.is_none()
-    }
-}
-
-/// What a tunnel exposes publicly.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TunnelKind {
-    /// An http vhost tunnel.
-    Http {
-        /// `<subdomain>.<subDomainHost>`.
-        subdomain: Option<String>,
-        /// Host names routed to the tunnel.
-        custom_domains: Vec<String>,
-        /// Path prefixes routed to the tunnel.
-        locations: Vec<String>,
-        /// `Host` frps sends on.
-        host_header_rewrite: Option<String>,
-        /// Basic auth enforced by frps.
-        http_user: Option<String>,
-        /// Basic auth enforced by frps.
-        http_password: Option<Secret>,
-        /// Request headers frps sets.
-        request_headers: BTreeMap<String, String>,
-        /// Response headers frps sets.
-        response_headers: BTreeMap<String, String>,
-    },
-    /// A tcp tunnel.
-    Tcp {
-        /// Public port on frps; 0 lets frps choose.
-        remote_port: u16,
-    },
-}
-
-impl TunnelKind {
-    /// `http` or `tcp`.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            TunnelKind::Http { .. } => "http",
-            TunnelKind::Tcp { .. } => "tcp",
-        }
-    }
-}
-
-/// One tunnel (an frp proxy).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TunnelConfig {
-    /// Proxy name (without the user prefix).
-    pub name: String,
-    /// Type and public side.
-    pub kind: TunnelKind,
-    /// Local target, `host:port`.
-    pub local_addr: String,
-    /// Per-proxy AES-CFB on work connections.
-    pub use_encryption: bool,
-    /// Per-proxy snappy framing on work connections.
-    pub use_compression: bool,
-    /// The public URL to report (from a reservation), instead of the one frps' answer implies.
-    pub public_url: Option<String>,
-}
-
-impl TunnelConfig {
-    /// Whether this tunnel's local target is the proxy on `proxy`.
-    pub fn reaches_proxy(&self, proxy: SocketAddr) -> bool {
-        let (host, port) = self.local_addr.rsplit_once(':').unwrap_or((&self.local_addr, ""));
-        port.parse().is_ok_and(|port| reaches_proxy(host, port, proxy))
-    }
-}
+use server::env_proxy;
+pub use server::*;
+use tunnels::validate_subdomain;
+pub use tunnels::{default_tunnel, TunnelConfig, TunnelKind, DEFAULT_TUNNEL};
 
 /// The resolved configuration.
 #[derive(Debug, Clone)]
@@ -451,29 +115,6 @@ impl Mode {
     }
 }
 
-/// The provisioning API (contract §5).
-#[derive(Debug, Clone)]
-pub struct ApiConfig {
-    /// Base URL without a trailing slash; endpoints are appended.
-    pub url: String,
-    /// Bearer token.
-    pub token: Secret,
-    /// `userId` of the reservation.
-    pub user_id: String,
-    /// `projectId` of the reservation.
-    pub project_id: String,
-}
-
-/// Default ping period. frpc 0.58+ pings only without tcp_mux; burrow always does: a path that
-/// died silently (sleep, a new network) is only noticed by a ping left unanswered, and frp's own
-/// 30 s / 90 s leave a desktop user's URL dead for up to two minutes. Six pings a minute cost
-/// frps and an idle burrow next to nothing.
-pub const DEFAULT_HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
-/// Default dead-server threshold: no Pong for this long, checked at each ping (so 20–30 s).
-pub const DEFAULT_HEARTBEAT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// Name of the tunnel burrow registers when no config file lists `[[proxies]]`.
-pub const DEFAULT_TUNNEL: &str = "web";
 /// Default of `BURROW_PROXY_ADDR`.
 pub const DEFAULT_PROXY_ADDR: &str = "127.0.0.1:8080";
 
@@ -526,21 +167,6 @@ pub fn parse_host_port(name: &str, v: &str, example: &str) -> Result<(String, u1
 
 fn parse_port(s: &str) -> Option<u16> {
     s.parse::<u16>().ok().filter(|p| *p != 0)
-}
-
-/// Parses a SHA-256 pin: 64 hex digits, any case, colons allowed.
-pub fn parse_pin(name: &str, v: &str) -> Result<[u8; 32], ConfigError> {
-    let hexs: String = v.chars().filter(|c| *c != ':' && !c.is_whitespace()).collect();
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(&hexs, &mut out).map_err(|_| {
-        ConfigError::new(
-            name,
-            v,
-            "expected the SHA-256 of the server certificate's DER bytes: 64 hex digits, colons allowed",
-            format!("{name}=5f:3c:…:9a (openssl x509 -in cert.pem -outform der | sha256sum)"),
-        )
-    })?;
-    Ok(out)
 }
 
 fn parse_socket_addr(name: &str, v: &str) -> Result<SocketAddr, ConfigError> {
@@ -906,61 +532,6 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
         access,
         admin_token,
     })
-}
-
-/// The http tunnel that exposes the local proxy.
-pub fn default_tunnel(subdomain: Option<String>, proxy: SocketAddr) -> TunnelConfig {
-    TunnelConfig {
-        name: DEFAULT_TUNNEL.into(),
-        kind: TunnelKind::Http {
-            subdomain,
-            custom_domains: vec![],
-            locations: vec![],
-            host_header_rewrite: None,
-            http_user: None,
-            http_password: None,
-            request_headers: BTreeMap::new(),
-            response_headers: BTreeMap::new(),
-        },
-        local_addr: proxy.to_string(),
-        use_encryption: false,
-        use_compression: false,
-        public_url: None,
-    }
-}
-
-fn parse_api_url(v: &str) -> Result<String, ConfigError> {
-    let bad = |p: &str| ConfigError::new("BURROW_API_URL", v, p, "BURROW_API_URL=https://api.example.com/tunnels");
-    let u = reqwest::Url::parse(v.trim()).map_err(|e| bad(&format!("not a URL ({e})")))?;
-    if u.scheme() != "http" && u.scheme() != "https" {
-        return Err(bad("expected an http:// or https:// URL"));
-    }
-    if u.host_str().is_none_or(str::is_empty)
-        || u.query().is_some()
-        || u.fragment().is_some()
-        || !u.username().is_empty()
-    {
-        return Err(bad("expected scheme://host[:port][/path], without credentials, query or fragment"));
-    }
-    Ok(u.as_str().trim_end_matches('/').to_string())
-}
-
-fn validate_subdomain(name: &str, v: &str) -> Result<(), ConfigError> {
-    let ok = !v.is_empty()
-        && v.len() <= 63
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !v.starts_with('-')
-        && !v.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::new(
-            name,
-            v,
-            "a subdomain is one DNS label: letters, digits and inner hyphens, at most 63 characters",
-            format!("{name}=myapp"),
-        ))
-    }
 }
 
 #[cfg(test)]

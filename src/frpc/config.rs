@@ -294,62 +294,42 @@ fn split_local(addr: &str) -> (String, u16) {
 }
 
 fn proxy_table(tun: &TunnelConfig) -> Table {
+    // frpc puts the user prefix in front of the name itself.
+    let m = tun.frp_proxy(tun.name.clone());
     let mut p = Table::new();
-    p.insert("name".into(), tun.name.clone().into());
-    p.insert("type".into(), tun.kind.type_name().into());
+    p.insert("name".into(), m.proxy_name.into());
+    p.insert("type".into(), m.proxy_type.into());
     let (ip, port) = split_local(&tun.local_addr);
     p.insert("localIP".into(), ip.into());
     p.insert("localPort".into(), Value::Integer(port.into()));
-    match &tun.kind {
-        TunnelKind::Http {
-            subdomain,
-            custom_domains,
-            locations,
-            host_header_rewrite,
-            http_user,
-            http_password,
-            request_headers,
-            response_headers,
-        } => {
-            if let Some(s) = subdomain {
-                p.insert("subdomain".into(), s.clone().into());
-            }
-            if !custom_domains.is_empty() {
-                p.insert(
-                    "customDomains".into(),
-                    Value::Array(custom_domains.iter().map(|d| d.clone().into()).collect()),
-                );
-            }
-            if !locations.is_empty() {
-                p.insert("locations".into(), Value::Array(locations.iter().map(|d| d.clone().into()).collect()));
-            }
-            if let Some(h) = host_header_rewrite {
-                p.insert("hostHeaderRewrite".into(), h.clone().into());
-            }
-            if let Some(u) = http_user {
-                p.insert("httpUser".into(), u.clone().into());
-            }
-            if let Some(pw) = http_password {
-                p.insert("httpPassword".into(), pw.expose().into());
-            }
-            for (key, map) in [("requestHeaders", request_headers), ("responseHeaders", response_headers)] {
-                if !map.is_empty() {
-                    let mut set = Table::new();
-                    set.insert(
-                        "set".into(),
-                        Value::Table(map.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect()),
-                    );
-                    p.insert(key.into(), Value::Table(set));
-                }
-            }
-        }
-        TunnelKind::Tcp { remote_port } => {
-            p.insert("remotePort".into(), Value::Integer((*remote_port).into()));
+    let strings = |v: Vec<String>| Value::Array(v.into_iter().map(Value::String).collect());
+    let text = [
+        ("subdomain", m.subdomain),
+        ("hostHeaderRewrite", m.host_header_rewrite),
+        ("httpUser", m.http_user),
+        ("httpPassword", m.http_pwd),
+    ];
+    for (key, v) in text.into_iter().filter(|(_, v)| !v.is_empty()) {
+        p.insert(key.into(), v.into());
+    }
+    for (key, v) in [("customDomains", m.custom_domains), ("locations", m.locations)] {
+        if !v.is_empty() {
+            p.insert(key.into(), strings(v));
         }
     }
+    for (key, map) in [("requestHeaders", m.headers), ("responseHeaders", m.response_headers)] {
+        if !map.is_empty() {
+            let mut set = Table::new();
+            set.insert("set".into(), Value::Table(map.into_iter().map(|(k, v)| (k, v.into())).collect()));
+            p.insert(key.into(), Value::Table(set));
+        }
+    }
+    if matches!(tun.kind, TunnelKind::Tcp { .. }) {
+        p.insert("remotePort".into(), Value::Integer(m.remote_port.into()));
+    }
     let mut tr = Table::new();
-    tr.insert("useEncryption".into(), tun.use_encryption.into());
-    tr.insert("useCompression".into(), tun.use_compression.into());
+    tr.insert("useEncryption".into(), m.use_encryption.into());
+    tr.insert("useCompression".into(), m.use_compression.into());
     p.insert("transport".into(), Value::Table(tr));
     p
 }
@@ -379,30 +359,28 @@ pub fn ini_from_model(server: &ServerConfig, tunnels: &[TunnelConfig], admin: &A
         admin.port, admin.user, admin.password
     );
     for t in tunnels {
+        let m = t.frp_proxy(t.name.clone());
         let (ip, port) = split_local(&t.local_addr);
         s += &format!(
             "\n[{}]\ntype = {}\nlocal_ip = {}\nlocal_port = {port}\n",
-            clean(&t.name),
-            t.kind.type_name(),
+            clean(&m.proxy_name),
+            m.proxy_type,
             clean(&ip)
         );
-        s += &format!("use_encryption = {}\nuse_compression = {}\n", t.use_encryption, t.use_compression);
-        match &t.kind {
-            TunnelKind::Http { subdomain, custom_domains, locations, host_header_rewrite, .. } => {
-                if let Some(sd) = subdomain {
-                    s += &format!("subdomain = {}\n", clean(sd));
-                }
-                if !custom_domains.is_empty() {
-                    s += &format!("custom_domains = {}\n", clean(&custom_domains.join(",")));
-                }
-                if !locations.is_empty() {
-                    s += &format!("locations = {}\n", clean(&locations.join(",")));
-                }
-                if let Some(h) = host_header_rewrite {
-                    s += &format!("host_header_rewrite = {}\n", clean(h));
-                }
+        s += &format!("use_encryption = {}\nuse_compression = {}\n", m.use_encryption, m.use_compression);
+        let (domains, locations) = (m.custom_domains.join(","), m.locations.join(","));
+        for (key, v) in [
+            ("subdomain", &m.subdomain),
+            ("custom_domains", &domains),
+            ("locations", &locations),
+            ("host_header_rewrite", &m.host_header_rewrite),
+        ] {
+            if !v.is_empty() {
+                s += &format!("{key} = {}\n", clean(v));
             }
-            TunnelKind::Tcp { remote_port } => s += &format!("remote_port = {remote_port}\n"),
+        }
+        if matches!(t.kind, TunnelKind::Tcp { .. }) {
+            s += &format!("remote_port = {}\n", m.remote_port);
         }
     }
     s

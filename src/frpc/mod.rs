@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::events::{ErrorCode, Event, Fatal, PublicAddr, Reporter, TunnelUp, WarningCode};
 use crate::lines::{Line, LineReader};
-use crate::status::Backend as BackendKind;
+use crate::status::BackendKind;
 use crate::supervise::{Backend, Ended, Failure, Verdict};
 use config::{Admin, PrivateDir};
 

@@ -31,11 +31,7 @@ pub struct Route {
 impl Route {
     /// `host:port` of the upstream (IPv6 bracketed).
     pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        crate::transport::host_port(&self.host, self.port)
     }
 
     fn matches(&self, path: &str) -> bool {

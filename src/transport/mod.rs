@@ -15,6 +15,20 @@ pub mod tcp;
 pub mod tls;
 pub mod ws;
 
+/// `host:port`, an IPv6 address in brackets: the one way burrow writes an address.
+pub fn host_port(host: &str, port: u16) -> String {
+    format!("{}:{port}", bracketed(host))
+}
+
+/// A host as it goes before `:port` (an IPv6 address in brackets).
+pub fn bracketed(host: &str) -> std::borrow::Cow<'_, str> {
+    if host.contains(':') {
+        format!("[{host}]").into()
+    } else {
+        host.into()
+    }
+}
+
 use std::io;
 
 use futures::future::BoxFuture;

@@ -63,8 +63,7 @@ impl fmt::Debug for ProxyUrl {
 /// `scheme://host:port`, never the credentials (what `connected.via` shows).
 impl fmt::Display for ProxyUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        write!(f, "{}://{host}:{}", self.scheme.as_str(), self.port)
+        write!(f, "{}://{}", self.scheme.as_str(), super::host_port(&self.host, self.port))
     }
 }
 
@@ -103,8 +102,7 @@ impl ProxyUrl {
             None => String::new(),
         };
         let scheme = if frpc && self.scheme == Scheme::Socks5h { "socks5" } else { self.scheme.as_str() };
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        format!("{scheme}://{creds}{host}:{}", self.port)
+        format!("{scheme}://{creds}{}", super::host_port(&self.host, self.port))
     }
 }
 
@@ -167,11 +165,7 @@ impl ProxyTransport {
     }
 
     fn target(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        super::host_port(&self.host, self.port)
     }
 
     async fn connect_http(&self, s: &mut TcpStream) -> Result<(), TransportError> {

@@ -24,11 +24,7 @@ impl TcpTransport {
     }
 
     fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        super::host_port(&self.host, self.port)
     }
 
     /// Opens one TCP connection, with `TCP_NODELAY` (frp's messages are small and latency-bound).
