@@ -77,8 +77,61 @@ fn share_request(query: Option<&str>) -> Result<ShareRequest, String> {
 }
 
 /// 409: burrow cannot do that as configured.
+/// The admin API's refusals, each with its status and code (contract §6).
+enum ApiError {
+    /// No or a wrong bearer token.
+    Unauthorized,
+    /// A browser request from another origin.
+    ForbiddenOrigin,
+    /// No such page or endpoint.
+    NotFound(&'static str),
+    /// The endpoint takes another method.
+    Method(&'static str),
+    /// Bad parameters.
+    BadRequest(String),
+    /// Not possible now (a share link for an open URL, no tunnel up): what to do about it.
+    NotPossible { message: String, hint: String },
+}
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::ForbiddenOrigin => "forbidden_origin",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Method(_) => "method",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::NotPossible { .. } => "not_possible",
+        }
+    }
+
+    fn response(self) -> Response<Body> {
+        let code = self.code();
+        let (status, body) = match self {
+            ApiError::Unauthorized => {
+                (StatusCode::UNAUTHORIZED, json!({"code": code, "message": "missing or wrong bearer token"}))
+            }
+            ApiError::ForbiddenOrigin => {
+                (StatusCode::FORBIDDEN, json!({"code": code, "message": "requests from other origins are refused"}))
+            }
+            ApiError::NotFound(what) => (StatusCode::NOT_FOUND, json!({"code": code, "message": what})),
+            ApiError::Method(what) => (StatusCode::METHOD_NOT_ALLOWED, json!({"code": code, "message": what})),
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"code": code, "message": m})),
+            ApiError::NotPossible { message, hint } => {
+                (StatusCode::CONFLICT, json!({"code": code, "message": message, "hint": hint}))
+            }
+        };
+        let unauthorized = status == StatusCode::UNAUTHORIZED;
+        let mut r = json_resp(status, json!({ "error": body }));
+        if unauthorized {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+        }
+        r
+    }
+}
+
 fn refused(message: String, hint: String) -> Response<Body> {
-    json_resp(StatusCode::CONFLICT, json!({"error": {"code": "not_possible", "message": message, "hint": hint}}))
+    ApiError::NotPossible { message, hint }.response()
 }
 
 impl Admin {
@@ -109,18 +162,12 @@ impl Admin {
 
     fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         if !self.origin_ok(&req) {
-            return json_resp(
-                StatusCode::FORBIDDEN,
-                json!({"error": {"code": "forbidden_origin", "message": "requests from other origins are refused"}}),
-            );
+            return ApiError::ForbiddenOrigin.response();
         }
         let path = req.uri().path();
         if path == "/" || path == "/index.html" {
             if req.method() != Method::GET && req.method() != Method::HEAD {
-                return json_resp(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    json!({"error": {"code": "method", "message": "GET only"}}),
-                );
+                return ApiError::Method("GET only").response();
             }
             let mut r = full(StatusCode::OK, "text/html; charset=utf-8", PAGE);
             r.headers_mut().insert(
@@ -133,18 +180,10 @@ impl Admin {
             return r;
         }
         if !path.starts_with("/api/") {
-            return json_resp(
-                StatusCode::NOT_FOUND,
-                json!({"error": {"code": "not_found", "message": "no such page"}}),
-            );
+            return ApiError::NotFound("no such page").response();
         }
         if !self.authorized(&req) {
-            let mut r = json_resp(
-                StatusCode::UNAUTHORIZED,
-                json!({"error": {"code": "unauthorized", "message": "missing or wrong bearer token"}}),
-            );
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
-            return r;
+            return ApiError::Unauthorized.response();
         }
         let cmd = |c: Command| {
             self.ctl.apply(c);
@@ -160,7 +199,7 @@ impl Admin {
                     Ok((url, expires)) => json_resp(StatusCode::OK, json!({"url": url, "expires": expires})),
                     Err((message, hint)) => refused(message, hint),
                 },
-                Err(e) => json_resp(StatusCode::BAD_REQUEST, json!({"error": {"code": "bad_request", "message": e}})),
+                Err(e) => ApiError::BadRequest(e).response(),
             },
             (&Method::POST, "/api/revoke_shares") => match self.ctl.revoke_shares() {
                 Ok(generation) => json_resp(StatusCode::OK, json!({"generation": generation})),
@@ -171,13 +210,8 @@ impl Admin {
                 _,
                 "/api/status" | "/api/start" | "/api/stop" | "/api/reconnect" | "/api/events" | "/api/share"
                 | "/api/revoke_shares",
-            ) => json_resp(
-                StatusCode::METHOD_NOT_ALLOWED,
-                json!({"error": {"code": "method", "message": "wrong method for this endpoint"}}),
-            ),
-            _ => {
-                json_resp(StatusCode::NOT_FOUND, json!({"error": {"code": "not_found", "message": "no such endpoint"}}))
-            }
+            ) => ApiError::Method("wrong method for this endpoint").response(),
+            _ => ApiError::NotFound("no such endpoint").response(),
         }
     }
 

@@ -142,7 +142,7 @@ pub enum Event {
     },
     ProxyReady {
         addr: String,
-        routes: Value,
+        routes: Vec<crate::proxy::RouteSnapshot>,
     },
     AdminReady {
         url: String,
@@ -696,7 +696,7 @@ mod tests {
         };
         vec![
             Event::Starting { version: "0.1.0", mode: "auto" },
-            Event::ProxyReady { addr: "127.0.0.1:8080".into(), routes: Value::Array(vec![]) },
+            Event::ProxyReady { addr: "127.0.0.1:8080".into(), routes: vec![] },
             Event::AdminReady { url: "http://127.0.0.1:1/".into(), token: None, page: None },
             Event::AdminReady { url: "http://127.0.0.1:1/".into(), token: Some("t".into()), page: Some("p".into()) },
             Event::Reserved { reservation_id: "r".into(), expires_at: None },

@@ -7,7 +7,6 @@
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::proxy::Proxy;
 
@@ -74,7 +73,7 @@ pub struct Snapshot {
     /// Every tunnel.
     pub tunnels: Vec<TunnelStatus>,
     /// The reverse proxy's routes and counters, when it runs.
-    pub proxy: Option<Value>,
+    pub proxy: Option<Vec<crate::proxy::RouteSnapshot>>,
     /// Tunnel work streams being served, and the cap (native client only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub streams: Option<Streams>,

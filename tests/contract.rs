@@ -155,3 +155,18 @@ fn every_admin_route_is_in_the_contract() {
     }
     same("admin routes", listed, code);
 }
+
+#[test]
+fn every_admin_api_error_code_is_in_the_contract() {
+    let admin = read("src/admin.rs");
+    let f = &admin[admin.find("fn code(&self) -> &'static str").unwrap()..];
+    let f = &f[..f.find("\n    }\n").unwrap()];
+    let code: BTreeSet<String> = f.lines().filter_map(|l| l.split('"').nth(1).map(str::to_string)).collect();
+    let s6 = section(6);
+    let listed = &s6[s6.find("A refusal is").expect("contract §6 lists the admin API's error codes")..];
+    let listed: BTreeSet<String> = words(listed, "`", "", "`")
+        .into_iter()
+        .filter(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        .collect();
+    same("admin API error codes", listed, code);
+}

@@ -8,7 +8,8 @@
 //! A session is everything that shares one fate: with `tcp_mux` the TCP(+TLS) connection, its
 //! yamux session, the control stream and every pooled work stream. When any part fails the whole
 //! session is dropped and a new one logs in with the old `run_id`, so frps hands the same tunnel
-//! names (and URLs) back. Rejected credentials are the one failure not retried.
+//! names (and URLs) back. Rejected credentials (frps' token, a proxy's password) are the failures
+//! not retried.
 
 pub mod framed;
 mod session;

@@ -10,6 +10,8 @@ mod api;
 mod error;
 pub mod frpc_keys;
 pub mod frpc_toml;
+mod host;
+mod local;
 mod server;
 mod tunnels;
 
@@ -22,13 +24,10 @@ pub use burrow_proto::Wire;
 pub use crate::transport::proxy::ProxyUrl;
 
 pub use access::{reaches_proxy, AccessConfig, Local};
-use api::parse_api_url;
 pub use api::ApiConfig;
 pub use error::{ConfigError, Secret};
 pub use frpc_toml::FrpcFile;
-use server::env_proxy;
 pub use server::*;
-use tunnels::validate_subdomain;
 pub use tunnels::{default_tunnel, TunnelConfig, TunnelKind, DEFAULT_TUNNEL};
 
 /// The resolved configuration.
@@ -194,38 +193,6 @@ fn parse_socket_addr(name: &str, v: &str) -> Result<SocketAddr, ConfigError> {
         })
 }
 
-/// Accepts levels and `target=level` directives only (tracing's `Targets` filter). tracing's
-/// `EnvFilter`, used before, also takes span and field filters (`[span{field=value}]`) and
-/// compiles their values into regular-expression automata whose size can explode: fuzzing found
-/// a 437-byte BURROW_LOG that kept startup busy for over 10 s.
-fn check_log_filter(v: &str) -> Result<(), &'static str> {
-    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
-    let level = |l: &str| LEVELS.iter().any(|x| x.eq_ignore_ascii_case(l.trim()));
-    let target = |t: &str| {
-        let t = t.trim();
-        !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '.'))
-    };
-    if v.len() > 1024 {
-        return Err("longer than 1024 bytes");
-    }
-    if v.contains(['[', ']', '{', '}']) {
-        return Err("span and field filters ([...], {...}) are not supported; use levels and targets");
-    }
-    for d in v.split(',').filter(|d| !d.trim().is_empty()) {
-        let ok = match d.split_once('=') {
-            Some((t, l)) => target(t) && level(l),
-            None => level(d) || target(d),
-        };
-        if !ok {
-            return Err("expected comma-separated levels (off, error, warn, info, debug, trace) or target=level");
-        }
-    }
-    if v.parse::<tracing_subscriber::filter::Targets>().is_err() {
-        return Err("not a tracing filter");
-    }
-    Ok(())
-}
-
 /// Resolves the configuration from the environment, an optional frpc TOML file and the flags.
 pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
     let file_path = flags.config_file.clone().or_else(|| get(env, "BURROW_CONFIG").map(PathBuf::from));
@@ -247,109 +214,10 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
     }
     let env_mode = get(env, "BURROW_MODE").map(|v| Mode::parse("BURROW_MODE", v)).transpose()?;
     let mode = flags.mode.or(env_mode).unwrap_or(Mode::Auto);
-    let api = match get(env, "BURROW_API_URL") {
-        None => None,
-        Some(url) => {
-            let url = parse_api_url(url)?;
-            if get(env, "BURROW_SERVER_ADDR").is_some() || have_server {
-                let (var, value) = if get(env, "BURROW_SERVER_ADDR").is_some() {
-                    ("BURROW_SERVER_ADDR", get(env, "BURROW_SERVER_ADDR").unwrap_or_default().to_string())
-                } else {
-                    ("BURROW_CONFIG", "(serverAddr in the file)".to_string())
-                };
-                return Err(ConfigError::new(var, value, "BURROW_API_URL is set: tunnels and their server come from the provisioning API, one source at a time", "unset BURROW_SERVER_ADDR (and serverAddr), or unset BURROW_API_URL"));
-            }
-            if !tunnels.is_empty() || native_gap.is_some() {
-                return Err(ConfigError::new(
-                    "BURROW_CONFIG",
-                    file_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-                    "BURROW_API_URL is set: tunnels come from the provisioning API, not [[proxies]]",
-                    "unset BURROW_CONFIG, or unset BURROW_API_URL",
-                ));
-            }
-            let need = |k: &str, ex: &str| {
-                get(env, k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).ok_or_else(|| {
-                    ConfigError::new(
-                        k,
-                        "(unset)",
-                        "required with BURROW_API_URL: the reservation is made for a user and a project",
-                        format!("{k}={ex}"),
-                    )
-                })
-            };
-            Some(ApiConfig {
-                url,
-                token: Secret::new(env.get("BURROW_API_TOKEN").cloned().unwrap_or_default()),
-                user_id: need("BURROW_USER_ID", "user-123")?,
-                project_id: need("BURROW_PROJECT_ID", "project-456")?,
-            })
-        }
-    };
+    let from_file = file_path.as_ref().filter(|_| !tunnels.is_empty() || native_gap.is_some());
+    let api = api::read(env, have_server, from_file)?;
     let frpc_path = get(env, "BURROW_FRPC_PATH").map(PathBuf::from);
-    if let Some(v) = get(env, "BURROW_SERVER_ADDR") {
-        let (host, port) = parse_host_port("BURROW_SERVER_ADDR", v, "frps.example.com:7000")?;
-        server.host = host;
-        server.port = port;
-        have_server = true;
-    }
-    if let Some(v) = env.get("BURROW_SERVER_TOKEN") {
-        server.token = Secret::new(v.clone());
-    }
-    if let Some(v) = get(env, "BURROW_TLS") {
-        server.tls.enabled = parse_bool("BURROW_TLS", v)?;
-    }
-    if let Some(v) = get(env, "BURROW_TCP_MUX") {
-        server.tcp_mux = parse_bool("BURROW_TCP_MUX", v)?;
-    }
-    if let Some(v) = get(env, "BURROW_TRANSPORT_PROTOCOL") {
-        server.protocol = parse_protocol("BURROW_TRANSPORT_PROTOCOL", v)?;
-    }
-    if let Some(v) = get(env, "BURROW_WIRE_PROTOCOL") {
-        server.wire = parse_wire("BURROW_WIRE_PROTOCOL", v)?;
-    }
-    // An explicit proxy (the variable, or the file's transport.proxyURL) always applies; else
-    // the environment's, filtered by NO_PROXY.
-    match get(env, "BURROW_SERVER_PROXY_URL") {
-        Some(v) if v.eq_ignore_ascii_case("off") => server.proxy = ServerProxy::Direct,
-        Some(v) => server.proxy = ServerProxy::Explicit(parse_proxy_url("BURROW_SERVER_PROXY_URL", v)?),
-        None if !matches!(server.proxy, ServerProxy::Environment { .. }) => {}
-        None => server.proxy = env_proxy(env)?,
-    }
-    if let Some(v) = get(env, "BURROW_TLS_CA") {
-        let p = PathBuf::from(v);
-        if !p.is_file() {
-            return Err(ConfigError::new(
-                "BURROW_TLS_CA",
-                v,
-                "no such file; give the PEM file of the CA that signed frps' certificate",
-                "BURROW_TLS_CA=/etc/burrow/frps-ca.pem",
-            ));
-        }
-        server.tls.ca_file = Some(p);
-    }
-    if let Some(v) = get(env, "BURROW_TLS_PIN") {
-        server.tls.pin = Some(parse_pin("BURROW_TLS_PIN", v)?);
-    }
-    if let Some(v) = get(env, "BURROW_TLS_SERVER_NAME") {
-        if v.contains(['/', ' ', ':']) {
-            return Err(ConfigError::new(
-                "BURROW_TLS_SERVER_NAME",
-                v,
-                "expected a DNS name",
-                "BURROW_TLS_SERVER_NAME=frps.example.com",
-            ));
-        }
-        server.tls.server_name = Some(v.to_string());
-    }
-    if (server.tls.ca_file.is_some() || server.tls.pin.is_some()) && !server.tls.enabled {
-        let var = if server.tls.pin.is_some() { "BURROW_TLS_PIN" } else { "BURROW_TLS_CA" };
-        return Err(ConfigError::new(
-            "BURROW_TLS",
-            "off",
-            format!("{var} verifies a TLS server, but TLS is off"),
-            "BURROW_TLS=on",
-        ));
-    }
+    have_server |= server::read_env(env, &mut server)?;
     if !have_server && api.is_none() {
         return Err(ConfigError::new(
             "BURROW_SERVER_ADDR",
@@ -359,150 +227,20 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
         ));
     }
 
-    let proxy_addr = match get(env, "BURROW_PROXY_ADDR") {
-        Some(v) if v.trim().eq_ignore_ascii_case("off") => None,
-        Some(v) => Some(parse_socket_addr("BURROW_PROXY_ADDR", v)?),
-        None => Some(DEFAULT_PROXY_ADDR.parse().expect("valid default")),
-    };
-
-    if native_gap.is_some() {
-        // frpc serves the file's proxies as they are.
-    } else if api.is_some() {
-        // The default http tunnel; the reservation names its subdomain and public URL.
-        let target = proxy_addr.ok_or_else(|| {
-            ConfigError::new(
-                "BURROW_PROXY_ADDR",
-                "off",
-                "reserved tunnels serve the local proxy; it cannot be off with BURROW_API_URL",
-                format!("BURROW_PROXY_ADDR={DEFAULT_PROXY_ADDR}"),
-            )
-        })?;
-        tunnels.push(default_tunnel(None, target));
-    } else if tunnels.is_empty() {
-        // No [[proxies]]: the default http tunnel, which exposes the local web stack.
-        let subdomain = get(env, "BURROW_SUBDOMAIN").ok_or_else(|| {
-            ConfigError::new(
-                "BURROW_SUBDOMAIN",
-                "(unset)",
-                "the default http tunnel needs a subdomain (or give an frpc config file with [[proxies]])",
-                "BURROW_SUBDOMAIN=myapp",
-            )
-        })?;
-        validate_subdomain("BURROW_SUBDOMAIN", subdomain)?;
-        let target = proxy_addr.ok_or_else(|| {
-            ConfigError::new("BURROW_PROXY_ADDR", "off", "the default http tunnel serves the local proxy; with the proxy off, list tunnels in an frpc config file", format!("BURROW_PROXY_ADDR={DEFAULT_PROXY_ADDR}"))
-        })?;
-        tunnels.push(default_tunnel(Some(subdomain.to_string()), target));
-    } else if let Some(v) = get(env, "BURROW_SUBDOMAIN") {
-        // The environment names the subdomain of the first http tunnel, overriding the file.
-        validate_subdomain("BURROW_SUBDOMAIN", v)?;
-        if let Some(TunnelKind::Http { subdomain, .. }) =
-            tunnels.iter_mut().map(|t| &mut t.kind).find(|k| matches!(k, TunnelKind::Http { .. }))
-        {
-            *subdomain = Some(v.to_string());
-        }
+    let local = local::read(env)?;
+    let proxy_addr = local.proxy_addr;
+    if native_gap.is_none() {
+        tunnels::complete(env, &mut tunnels, api.is_some(), proxy_addr)?;
     }
+    let host = host::read(env)?;
 
-    let routes_spec = get(env, "BURROW_ROUTES").unwrap_or(crate::proxy::routes::DEFAULT_ROUTES);
-    let routes = crate::proxy::Routes::parse(routes_spec).map_err(|e| {
-        ConfigError::new(
-            "BURROW_ROUTES",
-            routes_spec,
-            format!("{e}; routes are prefix=http://host:port, comma-separated"),
-            format!("BURROW_ROUTES={}", crate::proxy::routes::DEFAULT_ROUTES),
-        )
-    })?;
-
-    let raw_filter = get(env, "BURROW_LOG").unwrap_or("info");
-    // Spaces around directives and empty ones are dropped: `Targets` would keep " burrow" as a
-    // target name and read an empty directive as "error".
-    let mut log_filter = raw_filter.split(',').map(str::trim).filter(|d| !d.is_empty()).collect::<Vec<_>>().join(",");
-    if log_filter.is_empty() {
-        log_filter = "info".into();
-    }
-    if let Err(problem) = check_log_filter(&log_filter) {
-        return Err(ConfigError::new(
-            "BURROW_LOG",
-            raw_filter,
-            problem,
-            "BURROW_LOG=info or BURROW_LOG=warn,burrow=debug",
-        ));
-    }
-
-    let upstream_timeout = match get(env, "BURROW_UPSTREAM_TIMEOUT") {
-        None => crate::proxy::RESPONSE_TIMEOUT,
-        Some(v) => match v.trim().parse::<f64>() {
-            Ok(secs) if secs > 0.0 && secs <= 86_400.0 => std::time::Duration::from_secs_f64(secs),
-            _ => {
-                return Err(ConfigError::new(
-                    "BURROW_UPSTREAM_TIMEOUT",
-                    v,
-                    "expected seconds, more than 0 and at most 86400",
-                    "BURROW_UPSTREAM_TIMEOUT=60",
-                ))
-            }
-        },
-    };
-
-    let max_streams = match get(env, "BURROW_MAX_STREAMS") {
-        None => DEFAULT_MAX_STREAMS,
-        Some(v) => match v.trim().parse::<usize>() {
-            Ok(n) if (1..=MAX_STREAMS_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ConfigError::new(
-                    "BURROW_MAX_STREAMS",
-                    v,
-                    format!("expected a number of work streams from 1 to {MAX_STREAMS_LIMIT}"),
-                    format!("BURROW_MAX_STREAMS={DEFAULT_MAX_STREAMS}"),
-                ))
-            }
-        },
-    };
-
-    // Unset disables the admin API; `off` does too, as it does for BURROW_PROXY_ADDR.
-    let admin_addr = match get(env, "BURROW_ADMIN_ADDR") {
-        None => None,
-        Some(v) if v.trim().eq_ignore_ascii_case("off") => None,
-        Some(v) => match v.trim().parse::<SocketAddr>() {
-            // The admin API drives burrow: it is for this machine only (contract §6).
-            Ok(a) if a.ip().is_loopback() => Some(a),
-            Ok(_) => {
-                return Err(ConfigError::new(
-                    "BURROW_ADMIN_ADDR",
-                    v,
-                    "the admin API listens on loopback only (127.0.0.1 or [::1])",
-                    "BURROW_ADMIN_ADDR=127.0.0.1:7401",
-                ))
-            }
-            Err(_) => {
-                return Err(ConfigError::new(
-                    "BURROW_ADMIN_ADDR",
-                    v,
-                    "expected a loopback IP address (127.0.0.1) and a port (0 picks a free one), or off",
-                    "BURROW_ADMIN_ADDR=127.0.0.1:7401",
-                ))
-            }
-        },
-    };
-    let admin_token = match env.get("BURROW_ADMIN_TOKEN").filter(|v| !v.is_empty()) {
-        None => None,
-        Some(t) if t.len() >= 16 && t.chars().all(|c| c.is_ascii_graphic()) => Some(Secret::new(t.clone())),
-        Some(_) => {
-            return Err(ConfigError::new(
-                "BURROW_ADMIN_TOKEN",
-                "***",
-                "the admin token must be at least 16 printable characters without spaces",
-                "BURROW_ADMIN_TOKEN=$(openssl rand -hex 16)",
-            ))
-        }
-    };
     // With reserved tunnels frpc gets burrow's model (the reservation's server and tunnels),
     // never the file's.
     let frpc_file = if api.is_some() { None } else { file.map(|f| (file_path.clone().unwrap_or_default(), f.raw)) };
     let mut access = access::access_config(env)?;
     if api.is_none() {
         let file = frpc_file.as_ref().map(|(_, raw)| raw);
-        let guarded = crate::proxy::access::guards(access.mode, &routes);
+        let guarded = crate::proxy::access::guards(access.mode, &local.routes);
         access.unprotected = access::check_guarded_tunnels(&tunnels, file, proxy_addr, access.mode, guarded)?;
     }
     // After the access check: a file that would leave a protected URL open says so in every mode.
@@ -518,19 +256,19 @@ pub fn load(env: &Env, flags: &Overrides) -> Result<Config, ConfigError> {
         server,
         tunnels,
         proxy_addr,
-        routes,
-        upstream_timeout,
-        max_streams,
-        log_filter,
+        routes: local.routes,
+        upstream_timeout: local.upstream_timeout,
+        max_streams: local.max_streams,
+        log_filter: host.log_filter,
         mode,
         api,
         frpc_path,
         frpc_file,
         native_gap,
         reservation_id: None,
-        admin_addr,
+        admin_addr: host.admin_addr,
         access,
-        admin_token,
+        admin_token: host.admin_token,
     })
 }
 
@@ -606,10 +344,10 @@ mod tests {
     #[test]
     fn log_filter_takes_levels_and_targets_only() {
         for ok in ["info", "warn,burrow=debug", "burrow::client=trace", "DEBUG", "off"] {
-            assert!(check_log_filter(ok).is_ok(), "{ok}");
+            assert!(host::check_log_filter(ok).is_ok(), "{ok}");
         }
         for bad in ["burrow=loud", "a b=info", "[span]=debug", "x[{f=.*}]=info", "=info"] {
-            assert!(check_log_filter(bad).is_err(), "{bad}");
+            assert!(host::check_log_filter(bad).is_err(), "{bad}");
         }
         // Found by fuzz/fuzz_targets/env_config.rs: a field filter whose value took tracing over
         // 10 s to compile. Refused at once now.

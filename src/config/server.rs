@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::{get, ConfigError, Env, ProxyUrl, Secret, Wire};
+use super::{get, parse_bool, parse_host_port, parse_wire, ConfigError, Env, ProxyUrl, Secret, Wire};
 
 /// Where frps is and how to speak to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,7 +183,7 @@ pub(super) fn no_proxy_matches(no_proxy: &str, host: &str) -> bool {
 }
 
 /// The environment's proxy for frps: the first of the standard variables that is set.
-pub(super) fn env_proxy(env: &Env) -> Result<ServerProxy, ConfigError> {
+fn env_proxy(env: &Env) -> Result<ServerProxy, ConfigError> {
     let mut url = None;
     for var in ["all_proxy", "ALL_PROXY", "https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"] {
         if let Some(v) = get(env, var) {
@@ -251,4 +251,75 @@ pub fn parse_pin(name: &str, v: &str) -> Result<[u8; 32], ConfigError> {
         )
     })?;
     Ok(out)
+}
+
+/// The environment's server settings (`BURROW_SERVER_*`, `BURROW_TLS*`, `BURROW_TCP_MUX`, the
+/// transport and wire protocols, the proxy to frps) on top of the file's; whether it named frps.
+pub(super) fn read_env(env: &Env, server: &mut ServerConfig) -> Result<bool, ConfigError> {
+    let mut named = false;
+    if let Some(v) = get(env, "BURROW_SERVER_ADDR") {
+        let (host, port) = parse_host_port("BURROW_SERVER_ADDR", v, "frps.example.com:7000")?;
+        server.host = host;
+        server.port = port;
+        named = true;
+    }
+    if let Some(v) = env.get("BURROW_SERVER_TOKEN") {
+        server.token = Secret::new(v.clone());
+    }
+    if let Some(v) = get(env, "BURROW_TLS") {
+        server.tls.enabled = parse_bool("BURROW_TLS", v)?;
+    }
+    if let Some(v) = get(env, "BURROW_TCP_MUX") {
+        server.tcp_mux = parse_bool("BURROW_TCP_MUX", v)?;
+    }
+    if let Some(v) = get(env, "BURROW_TRANSPORT_PROTOCOL") {
+        server.protocol = parse_protocol("BURROW_TRANSPORT_PROTOCOL", v)?;
+    }
+    if let Some(v) = get(env, "BURROW_WIRE_PROTOCOL") {
+        server.wire = parse_wire("BURROW_WIRE_PROTOCOL", v)?;
+    }
+    // An explicit proxy (the variable, or the file's transport.proxyURL) always applies; else
+    // the environment's, filtered by NO_PROXY.
+    match get(env, "BURROW_SERVER_PROXY_URL") {
+        Some(v) if v.eq_ignore_ascii_case("off") => server.proxy = ServerProxy::Direct,
+        Some(v) => server.proxy = ServerProxy::Explicit(parse_proxy_url("BURROW_SERVER_PROXY_URL", v)?),
+        None if !matches!(server.proxy, ServerProxy::Environment { .. }) => {}
+        None => server.proxy = env_proxy(env)?,
+    }
+    if let Some(v) = get(env, "BURROW_TLS_CA") {
+        let p = PathBuf::from(v);
+        if !p.is_file() {
+            return Err(ConfigError::new(
+                "BURROW_TLS_CA",
+                v,
+                "no such file; give the PEM file of the CA that signed frps' certificate",
+                "BURROW_TLS_CA=/etc/burrow/frps-ca.pem",
+            ));
+        }
+        server.tls.ca_file = Some(p);
+    }
+    if let Some(v) = get(env, "BURROW_TLS_PIN") {
+        server.tls.pin = Some(parse_pin("BURROW_TLS_PIN", v)?);
+    }
+    if let Some(v) = get(env, "BURROW_TLS_SERVER_NAME") {
+        if v.contains(['/', ' ', ':']) {
+            return Err(ConfigError::new(
+                "BURROW_TLS_SERVER_NAME",
+                v,
+                "expected a DNS name",
+                "BURROW_TLS_SERVER_NAME=frps.example.com",
+            ));
+        }
+        server.tls.server_name = Some(v.to_string());
+    }
+    if (server.tls.ca_file.is_some() || server.tls.pin.is_some()) && !server.tls.enabled {
+        let var = if server.tls.pin.is_some() { "BURROW_TLS_PIN" } else { "BURROW_TLS_CA" };
+        return Err(ConfigError::new(
+            "BURROW_TLS",
+            "off",
+            format!("{var} verifies a TLS server, but TLS is off"),
+            "BURROW_TLS=on",
+        ));
+    }
+    Ok(named)
 }

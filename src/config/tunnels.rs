@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use std::collections::BTreeMap;
 
-use super::{reaches_proxy, ConfigError, Secret};
+use super::{get, reaches_proxy, ConfigError, Env, Secret};
 
 /// What a tunnel exposes publicly.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +129,7 @@ pub fn default_tunnel(subdomain: Option<String>, proxy: SocketAddr) -> TunnelCon
     }
 }
 
-pub(super) fn validate_subdomain(name: &str, v: &str) -> Result<(), ConfigError> {
+fn validate_subdomain(name: &str, v: &str) -> Result<(), ConfigError> {
     let ok = !v.is_empty()
         && v.len() <= 63
         && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
@@ -145,4 +145,51 @@ pub(super) fn validate_subdomain(name: &str, v: &str) -> Result<(), ConfigError>
             format!("{name}=myapp"),
         ))
     }
+}
+
+/// Completes the tunnels of a configuration the native client can serve: a reservation's default
+/// http tunnel (`reserved`), the default tunnel with `BURROW_SUBDOMAIN` when the file lists none,
+/// or the file's, its first http tunnel's subdomain overridden by `BURROW_SUBDOMAIN`.
+pub(super) fn complete(
+    env: &Env,
+    tunnels: &mut Vec<TunnelConfig>,
+    reserved: bool,
+    proxy_addr: Option<SocketAddr>,
+) -> Result<(), ConfigError> {
+    if reserved {
+        // The default http tunnel; the reservation names its subdomain and public URL.
+        let target = proxy_addr.ok_or_else(|| {
+            ConfigError::new(
+                "BURROW_PROXY_ADDR",
+                "off",
+                "reserved tunnels serve the local proxy; it cannot be off with BURROW_API_URL",
+                format!("BURROW_PROXY_ADDR={}", super::DEFAULT_PROXY_ADDR),
+            )
+        })?;
+        tunnels.push(default_tunnel(None, target));
+    } else if tunnels.is_empty() {
+        // No [[proxies]]: the default http tunnel, which exposes the local web stack.
+        let subdomain = get(env, "BURROW_SUBDOMAIN").ok_or_else(|| {
+            ConfigError::new(
+                "BURROW_SUBDOMAIN",
+                "(unset)",
+                "the default http tunnel needs a subdomain (or give an frpc config file with [[proxies]])",
+                "BURROW_SUBDOMAIN=myapp",
+            )
+        })?;
+        validate_subdomain("BURROW_SUBDOMAIN", subdomain)?;
+        let target = proxy_addr.ok_or_else(|| {
+            ConfigError::new("BURROW_PROXY_ADDR", "off", "the default http tunnel serves the local proxy; with the proxy off, list tunnels in an frpc config file", format!("BURROW_PROXY_ADDR={}", super::DEFAULT_PROXY_ADDR))
+        })?;
+        tunnels.push(default_tunnel(Some(subdomain.to_string()), target));
+    } else if let Some(v) = get(env, "BURROW_SUBDOMAIN") {
+        // The environment names the subdomain of the first http tunnel, overriding the file.
+        validate_subdomain("BURROW_SUBDOMAIN", v)?;
+        if let Some(TunnelKind::Http { subdomain, .. }) =
+            tunnels.iter_mut().map(|t| &mut t.kind).find(|k| matches!(k, TunnelKind::Http { .. }))
+        {
+            *subdomain = Some(v.to_string());
+        }
+    }
+    Ok(())
 }

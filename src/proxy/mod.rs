@@ -38,7 +38,6 @@ use bytes::Bytes;
 use http::header::HeaderValue;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 pub use access::Access;
@@ -74,6 +73,20 @@ pub enum Origin {
     Local(SocketAddr),
     /// A tunnel work stream: frps already set `X-Forwarded-*` for the public client.
     Tunnel,
+}
+
+/// A route and its counters, as `status.proxy` and `proxy_ready.routes` list them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RouteSnapshot {
+    /// How errors name the upstream.
+    pub name: String,
+    /// The route's path prefix.
+    pub prefix: String,
+    /// `http://host:port`.
+    pub upstream: String,
+    /// Its counters.
+    #[serde(flatten)]
+    pub totals: stats::Totals,
 }
 
 /// The reverse proxy.
@@ -184,22 +197,19 @@ impl Proxy {
         hex::encode(m.finalize().into_bytes())
     }
 
-    /// Counters per route, as JSON.
-    pub fn snapshot(&self) -> Value {
-        Value::Array(
-            self.routes
-                .all()
-                .iter()
-                .zip(&self.stats)
-                .map(|(r, s)| {
-                    let mut v = s.snapshot();
-                    v["prefix"] = json!(r.prefix);
-                    v["upstream"] = json!(format!("http://{}", r.authority()));
-                    v["name"] = json!(r.name);
-                    v
-                })
-                .collect(),
-        )
+    /// Counters per route.
+    pub fn snapshot(&self) -> Vec<RouteSnapshot> {
+        self.routes
+            .all()
+            .iter()
+            .zip(&self.stats)
+            .map(|(r, s)| RouteSnapshot {
+                name: r.name.clone(),
+                prefix: r.prefix.clone(),
+                upstream: format!("http://{}", r.authority()),
+                totals: s.snapshot(),
+            })
+            .collect()
     }
 }
 

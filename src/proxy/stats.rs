@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use hyper::body::{Body, Frame, SizeHint};
-use serde_json::{json, Value};
 
 /// Counters of one route, kept apart per thread and summed when read.
 ///
@@ -40,22 +39,55 @@ impl RouteStats {
         &self.shards[SHARD.with(|s| *s)]
     }
 
-    /// A JSON snapshot of the sums. A gauge (open WebSockets) may go up on one thread's counters
-    /// and down on another's; the wrapping sum is still right.
-    pub fn snapshot(&self) -> Value {
+    /// The route's counters, summed over the threads. A gauge (open WebSockets) may go up on one
+    /// thread's counters and down on another's; the wrapping sum is still right.
+    pub fn snapshot(&self) -> Totals {
         let sum = |f: &dyn Fn(&Counters) -> &AtomicU64| {
             self.shards.iter().fold(0u64, |acc, c| acc.wrapping_add(f(c).load(Relaxed)))
         };
         let s = |i: usize| sum(&|c| &c.status[i]);
-        json!({
-            "requests": sum(&|c| &c.requests),
-            "status": {"1xx": s(0), "2xx": s(1), "3xx": s(2), "4xx": s(3), "5xx": s(4)},
-            "bytes_in": sum(&|c| &c.bytes_in),
-            "bytes_out": sum(&|c| &c.bytes_out),
-            "websockets_open": sum(&|c| &c.websockets_open),
-            "upstream_errors": sum(&|c| &c.upstream_errors),
-        })
+        Totals {
+            requests: sum(&|c| &c.requests),
+            status: StatusClasses { x1: s(0), x2: s(1), x3: s(2), x4: s(3), x5: s(4) },
+            bytes_in: sum(&|c| &c.bytes_in),
+            bytes_out: sum(&|c| &c.bytes_out),
+            websockets_open: sum(&|c| &c.websockets_open),
+            upstream_errors: sum(&|c| &c.upstream_errors),
+        }
     }
+}
+
+/// A route's counters at one moment, as `status.proxy` and `proxy_ready.routes` show them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    /// Requests routed here.
+    pub requests: u64,
+    /// Responses by status class.
+    pub status: StatusClasses,
+    /// Request body (and upgraded client→upstream) bytes.
+    pub bytes_in: u64,
+    /// Response body (and upgraded upstream→client) bytes.
+    pub bytes_out: u64,
+    /// Upgraded connections open now.
+    pub websockets_open: u64,
+    /// Exchanges the upstream failed (502, 504).
+    pub upstream_errors: u64,
+}
+
+/// Responses by status class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[allow(missing_docs)]
+pub struct StatusClasses {
+    #[serde(rename = "1xx")]
+    pub x1: u64,
+    #[serde(rename = "2xx")]
+    pub x2: u64,
+    #[serde(rename = "3xx")]
+    pub x3: u64,
+    #[serde(rename = "4xx")]
+    pub x4: u64,
+    #[serde(rename = "5xx")]
+    pub x5: u64,
 }
 
 /// One thread's counters of a route. Relaxed atomics: they are statistics, read as a snapshot.
@@ -210,8 +242,6 @@ mod tests {
         let s = stats.clone();
         std::thread::spawn(move || s.local().websockets_open.fetch_sub(1, Relaxed)).join().unwrap();
         let snap = stats.snapshot();
-        assert_eq!(snap["requests"], 30);
-        assert_eq!(snap["status"]["2xx"], 3);
-        assert_eq!(snap["websockets_open"], 0);
+        assert_eq!((snap.requests, snap.status.x2, snap.websockets_open), (30, 3, 0));
     }
 }
