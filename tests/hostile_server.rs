@@ -58,9 +58,10 @@ async fn hostile(reply: Vec<u8>, read_login: bool) -> (u16, Arc<AtomicUsize>) {
     (port, n)
 }
 
-async fn expect_retried_error(reply: Vec<u8>, tls: bool, code: &str) {
+/// burrow meets a server answering `reply`: each case's own message, retried.
+async fn expect_retried_error(reply: Vec<u8>, tls: bool, code: &str, says: &str) {
     let (port, conns) = hostile(reply, !tls).await;
-    burrow_retries(port, conns, tls, "v1", code, "").await;
+    burrow_retries(port, conns, tls, "v1", code, says).await;
 }
 
 /// burrow against the hostile server at `port`: one `code` error whose message contains `says`,
@@ -91,28 +92,43 @@ async fn burrow_retries(port: u16, conns: Arc<AtomicUsize>, tls: bool, wire: &st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_length() {
-    expect_retried_error(frame(b'1', 10241, b"{}"), false, "protocol_error").await;
-    expect_retried_error(frame(b'1', i64::MAX, b""), false, "protocol_error").await;
+    // Refused on the header: nothing of the body is waited for.
+    expect_retried_error(frame(b'1', 10241, b"{}"), false, "protocol_error", "frame body of 10241 bytes exceeds").await;
+    let huge = format!("frame body of {} bytes exceeds", i64::MAX);
+    expect_retried_error(frame(b'1', i64::MAX, b""), false, "protocol_error", &huge).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_json() {
-    expect_retried_error(frame(b'1', 9, b"{not json"), false, "protocol_error").await;
+    expect_retried_error(
+        frame(b'1', 9, b"{not json"),
+        false,
+        "protocol_error",
+        "malformed LoginResp ('1') body: key must be a string",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_type_byte() {
-    expect_retried_error(frame(b'Z', 2, b"{}"), false, "protocol_error").await;
+    expect_retried_error(frame(b'Z', 2, b"{}"), false, "protocol_error", "unknown frp message type byte 0x5a").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_frame() {
-    expect_retried_error(frame(b'1', 100, b"{\"version\""), false, "protocol_error").await;
+    expect_retried_error(
+        frame(b'1', 100, b"{\"version\""),
+        false,
+        "protocol_error",
+        "in the middle of a frame, before answering the login",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_instead_of_tls() {
-    expect_retried_error(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".to_vec(), true, "tls_failed").await;
+    expect_retried_error(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".to_vec(), true, "tls_failed", "")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,6 +79,11 @@ pub enum SessionError {
     /// Wire v2: the connection closed before a `ServerHello`, as frps before 0.69 does.
     #[error("frps closed the connection without answering the wire v2 hello (no ServerHello)")]
     NoServerHello,
+    /// The connection ended in the middle of a frame before `LoginResp`: most often TLS or
+    /// tcp_mux set otherwise than frps (it reads our bytes as something else and hangs up), less
+    /// often another wire version.
+    #[error("frps closed the connection in the middle of a frame, before answering the login")]
+    CutBeforeLogin,
     /// No `LoginResp` in time.
     #[error("frps did not answer the login within {} s", .0.as_secs())]
     LoginTimeout(Duration),
@@ -125,6 +130,7 @@ impl SessionError {
         matches!(
             self,
             SessionError::ClosedBeforeLogin
+                | SessionError::CutBeforeLogin
                 | SessionError::NoServerHello
                 | SessionError::LoginTimeout(_)
                 | SessionError::Protocol(_)
@@ -319,6 +325,7 @@ impl Session {
     /// The control connection ended (EOF, or an error reading or writing it).
     pub fn handle_eof(&self) -> SessionError {
         match self.phase {
+            Phase::LoggingIn { .. } if self.codec.mid_frame() => SessionError::CutBeforeLogin,
             _ if self.codec.mid_frame() => {
                 SessionError::Protocol("frps closed the control connection in the middle of a frame".into())
             }
@@ -695,7 +702,8 @@ mod tests {
         assert!(s.handle_eof().is_incompatibility() && !s.handle_eof().is_fatal());
         // Half a frame header, then the end: cut short, not "no hello".
         s.handle_input(&[0, 2, 0], t0).unwrap();
-        assert!(matches!(s.handle_eof(), SessionError::Protocol(ref m) if m.contains("middle of a frame")));
+        assert_eq!(s.handle_eof(), SessionError::CutBeforeLogin);
+        assert!(s.handle_eof().to_string().contains("middle of a frame") && s.handle_eof().is_incompatibility());
     }
 
     fn frps_pong_in_clear() -> Vec<u8> {

@@ -100,6 +100,7 @@ impl AttemptError {
                     let (code, hint): (ErrorCode, &str) = match e {
                         SessionError::NoServerHello => (C::ProtocolError, "frps older than 0.69 speaks wire v1 only: set BURROW_WIRE_PROTOCOL=v1 (or transport.wireProtocol = \"v1\"); if frps is 0.69 or newer, BURROW_TCP_MUX must equal its transport.tcpMux, and BURROW_TLS must be on when it sets transport.tls.force"),
                         SessionError::ClosedBeforeLogin | SessionError::LoginTimeout(_) => (C::ProtocolError, "likely a transport mismatch: BURROW_TCP_MUX must equal frps' transport.tcpMux, and BURROW_TLS must be on when frps sets transport.tls.force; or the address is not an frps bind port"),
+                        SessionError::CutBeforeLogin => (C::ProtocolError, "likely a transport mismatch: BURROW_TLS must be on when frps sets transport.tls.force, and BURROW_TCP_MUX must equal frps' transport.tcpMux; otherwise the wire protocol: BURROW_WIRE_PROTOCOL=v1 for frps before 0.69"),
                         SessionError::TakeoverTimeout(_) => (C::ProtocolError, "frps answers a returning client once it has let the old session go (up to about 40 s after the network dropped); burrow keeps trying"),
                         SessionError::Rejected(_) if e.is_fatal() => (C::AuthFailed, "check BURROW_SERVER_TOKEN (auth.token): it must equal frps' auth.token"),
                         SessionError::Rejected(_) => (C::ProtocolError, "frps refused this client for a reason other than its token; burrow retries"),
@@ -472,6 +473,13 @@ mod tests {
                 Verdict::Incompatible,
                 "BURROW_WIRE_PROTOCOL=v1",
             ),
+            // Cut mid-frame before the login answer: the transport settings first, then the wire.
+            (
+                SessionError::CutBeforeLogin.into(),
+                ErrorCode::ProtocolError,
+                Verdict::Incompatible,
+                "BURROW_TLS must be on",
+            ),
             (
                 SessionError::HeartbeatTimeout(LOGIN_TIMEOUT).into(),
                 ErrorCode::ServerUnreachable,
@@ -486,5 +494,11 @@ mod tests {
             assert_eq!((f.code, f.verdict), (code, verdict), "{}", f.message);
             assert!(f.hint.contains(hint), "{}: {}", f.message, f.hint);
         }
+        let cut = AttemptError::from(SessionError::CutBeforeLogin).failure().hint;
+        let at = |k: &str| cut.find(k).unwrap_or_else(|| panic!("{k} not in {cut}"));
+        assert!(
+            at("BURROW_TLS") < at("BURROW_WIRE_PROTOCOL") && at("BURROW_TCP_MUX") < at("BURROW_WIRE_PROTOCOL"),
+            "{cut}"
+        );
     }
 }

@@ -76,7 +76,8 @@ fn could_be_admin(path: &str) -> bool {
     let p = p.trim_start_matches(|c: char| c == '/' || c == '\\' || c.is_whitespace());
     let Some(rest) = p.strip_prefix("admin") else { return false };
     let exposed = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '.');
-    (exposed.is_empty() || exposed.starts_with(['/', '\\', ';'])) && !rest.starts_with("/open")
+    // `/admin/open` is a public route of its own, however `admin` is followed.
+    (exposed.is_empty() || exposed.starts_with(['/', '\\', ';'])) && !exposed.starts_with("/open")
 }
 
 /// Both head parsers on arbitrary bytes, for the `fast_path` fuzz target: what they let through
