@@ -68,16 +68,19 @@ pub fn fuzz_decide(data: &[u8]) {
     }
 }
 
-/// The fuzz target's own, plainer reading of a hidden path: decoded twice, lower case, leading
-/// slashes and spaces gone, `admin` then anything that ends a name to some server.
+/// The fuzz target's own, plainer reading of a hidden path: decoded twice, split at every slash
+/// or backslash, each segment without its `;parameters`, whitespace and trailing dots, lower case:
+/// a first segment `admin` whose next one is not `open` (a public route of its own).
 fn could_be_admin(path: &str) -> bool {
     let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
     let p = decode(&decode(path)).to_ascii_lowercase();
-    let p = p.trim_start_matches(|c: char| c == '/' || c == '\\' || c.is_whitespace());
-    let Some(rest) = p.strip_prefix("admin") else { return false };
-    let exposed = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '.');
-    // `/admin/open` is a public route of its own, however `admin` is followed.
-    (exposed.is_empty() || exposed.starts_with(['/', '\\', ';'])) && !exposed.starts_with("/open")
+    let mut segs = p
+        .split(['/', '\\'])
+        .map(|s| {
+            s.split(';').next().unwrap_or_default().trim().trim_end_matches(|c: char| c == '.' || c.is_whitespace())
+        })
+        .filter(|s| !s.is_empty());
+    segs.next() == Some("admin") && segs.next() != Some("open")
 }
 
 /// Both head parsers on arbitrary bytes, for the `fast_path` fuzz target: what they let through
