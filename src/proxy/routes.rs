@@ -196,27 +196,31 @@ impl Routes {
     /// Whether `path`, read as leniently as some upstream may read it, falls under a route closed
     /// to the public (`;public=no`): percent-encodings decoded (twice), cut at a decoded `?` or
     /// `#`, case folded, `;parameters` dropped, whitespace and trailing dots trimmed, and `.` and
-    /// `..` segments resolved (`/x/..;/admin` is `/admin` to Tomcat). Such a path is hidden even
-    /// when the strict routing above sends it to a public route with the same upstream.
+    /// `..` segments resolved (`/x/..;/admin` is `/admin` to Tomcat) or dropped. Such a path is
+    /// hidden even when the strict routing above sends it to a public route with the same upstream.
     pub fn hides(&self, path: &str) -> bool {
         if self.0.iter().all(|r| r.public) {
             return false;
         }
-        let lenient = lenient_form(path);
-        let folded = |r: &Route| {
-            let prefix = lenient_form(&r.prefix);
-            let p = prefix.as_bytes();
-            prefix == "/"
-                || (lenient.len() >= p.len()
-                    && lenient.as_bytes()[..p.len()].eq_ignore_ascii_case(p)
-                    && matches!(lenient.as_bytes().get(p.len()), None | Some(b'/')))
-        };
-        self.0.iter().find(|r| folded(r)).is_some_and(|r| !r.public)
+        // Two readings: with `..` resolved, and with it dropped (a server that trims what hides
+        // a dot-segment from the strict check, `..\u{b}`, need not resolve it): hidden if either is.
+        [true, false].into_iter().any(|resolve| {
+            let lenient = lenient_form(path, resolve);
+            let folded = |r: &Route| {
+                let prefix = lenient_form(&r.prefix, true);
+                let p = prefix.as_bytes();
+                prefix == "/"
+                    || (lenient.len() >= p.len()
+                        && lenient.as_bytes()[..p.len()].eq_ignore_ascii_case(p)
+                        && matches!(lenient.as_bytes().get(p.len()), None | Some(b'/')))
+            };
+            self.0.iter().find(|r| folded(r)).is_some_and(|r| !r.public)
+        })
     }
 }
 
 /// [`Routes::hides`]'s reading of a path: what the most lenient upstream could take it for.
-fn lenient_form(path: &str) -> String {
+fn lenient_form(path: &str, resolve: bool) -> String {
     let mut bytes = path.as_bytes().to_vec();
     // Twice: `%2541` is `%41` to one decoder and `A` to the next.
     for _ in 0..2 {
@@ -233,7 +237,9 @@ fn lenient_form(path: &str) -> String {
         let seg = seg.trim_matches(|c: char| c.is_whitespace() || c == '\0');
         match seg {
             ".." => {
-                segs.pop();
+                if resolve {
+                    segs.pop();
+                }
             }
             "." | "" => {}
             _ => {
@@ -372,6 +378,8 @@ mod tests {
             "/admin%23frag",
             "/./admin",
             "/ admin /x",
+            // Found by the decide fuzz target: `..` behind whitespace, either reading.
+            "/...//admin.\u{b}/..\u{b}/y.",
         ] {
             assert!(r.hides(p), "{p} is not hidden");
         }
