@@ -202,12 +202,13 @@ impl Routes {
         if self.0.iter().all(|r| r.public) {
             return false;
         }
-        // Two readings: with `..` resolved, and with it dropped (a server that trims what hides
-        // a dot-segment from the strict check, `..\u{b}`, need not resolve it): hidden if either is.
-        [true, false].into_iter().any(|resolve| {
-            let lenient = lenient_form(path, resolve);
+        // Four readings, hidden if any is: `..` resolved or dropped (a server that trims what
+        // hides a dot-segment from the strict check, `..\u{b}`, need not resolve it), and the
+        // path cut at a decoded `?` or `#` or not.
+        [(true, true), (true, false), (false, true), (false, false)].into_iter().any(|(resolve, cut)| {
+            let lenient = lenient_form(path, resolve, cut);
             let folded = |r: &Route| {
-                let prefix = lenient_form(&r.prefix, true);
+                let prefix = lenient_form(&r.prefix, true, true);
                 let p = prefix.as_bytes();
                 prefix == "/"
                     || (lenient.len() >= p.len()
@@ -220,7 +221,7 @@ impl Routes {
 }
 
 /// [`Routes::hides`]'s reading of a path: what the most lenient upstream could take it for.
-fn lenient_form(path: &str, resolve: bool) -> String {
+fn lenient_form(path: &str, resolve: bool, cut: bool) -> String {
     let mut bytes = path.as_bytes().to_vec();
     // Twice: `%2541` is `%41` to one decoder and `A` to the next.
     for _ in 0..2 {
@@ -230,7 +231,7 @@ fn lenient_form(path: &str, resolve: bool) -> String {
         bytes = percent_decode(&bytes);
     }
     let text = String::from_utf8_lossy(&bytes).replace('\\', "/");
-    let text = text.split(['?', '#']).next().unwrap_or_default();
+    let text = if cut { text.split(['?', '#']).next().unwrap_or_default() } else { &text };
     let mut segs: Vec<&str> = Vec::new();
     for seg in text.split('/') {
         let seg = seg.split(';').next().unwrap_or_default();
@@ -380,6 +381,7 @@ mod tests {
             "/ admin /x",
             // Found by the decide fuzz target: `..` behind whitespace, either reading.
             "/...//admin.\u{b}/..\u{b}/y.",
+            ";#;%2%2%/admin",
         ] {
             assert!(r.hides(p), "{p} is not hidden");
         }
