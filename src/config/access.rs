@@ -199,10 +199,11 @@ pub(super) fn check_guarded_tunnels(
             )));
         }
     }
-    let model = tunnels.iter().map(|t| {
-        let (host, port) = t.local_addr.rsplit_once(':').unwrap_or((&t.local_addr, ""));
-        let local = port.parse().map_or(Local::Unreadable, |p| Local::Addr(host.to_string(), p));
-        FileProxy { name: t.name.clone(), kind: t.kind.type_name().into(), local, http_health_check: false }
+    let model = tunnels.iter().map(|t| FileProxy {
+        name: t.name.clone(),
+        kind: t.kind.type_name().into(),
+        local: t.local(),
+        http_health_check: false,
     });
     let mut unprotected = Vec::new();
     for p in model.chain(file.map(file_proxies).unwrap_or_default()) {

@@ -121,7 +121,7 @@ pub const DEFAULT_PROXY_ADDR: &str = "127.0.0.1:8080";
 pub type Env = BTreeMap<String, String>;
 
 /// The standard proxy variables burrow honours for the frps connection.
-const PROXY_VARS: [&str; 8] =
+pub(crate) const PROXY_VARS: [&str; 8] =
     ["all_proxy", "ALL_PROXY", "https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"];
 
 /// The `BURROW_*` variables of this process, and the standard proxy variables.

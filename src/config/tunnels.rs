@@ -98,10 +98,15 @@ impl TunnelConfig {
         m
     }
 
+    /// Where the tunnel connects on this side, read from `host:port` once for every caller.
+    pub fn local(&self) -> super::Local {
+        let (host, port) = self.local_addr.rsplit_once(':').unwrap_or((&self.local_addr, ""));
+        port.parse().map_or(super::Local::Unreadable, |p| super::Local::Addr(host.to_string(), p))
+    }
+
     /// Whether this tunnel's local target is the proxy on `proxy`.
     pub fn reaches_proxy(&self, proxy: SocketAddr) -> bool {
-        let (host, port) = self.local_addr.rsplit_once(':').unwrap_or((&self.local_addr, ""));
-        port.parse().is_ok_and(|port| reaches_proxy(host, port, proxy))
+        self.local().addr().is_some_and(|(host, port)| reaches_proxy(host, port, proxy))
     }
 }
 

@@ -407,6 +407,6 @@ fn transport_name(cfg: &Config) -> String {
 
 /// Whether an environment variable stays out of frpc's environment.
 fn kept_from_frpc(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    upper.starts_with("BURROW_") || matches!(upper.as_str(), "ALL_PROXY" | "HTTP_PROXY" | "HTTPS_PROXY" | "NO_PROXY")
+    name.to_ascii_uppercase().starts_with("BURROW_")
+        || crate::config::PROXY_VARS.iter().any(|v| v.eq_ignore_ascii_case(name))
 }

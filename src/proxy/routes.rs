@@ -205,17 +205,17 @@ impl Routes {
         // Four readings, hidden if any is: `..` resolved or dropped (a server that trims what
         // hides a dot-segment from the strict check, `..\u{b}`, need not resolve it), and the
         // path cut at a decoded `?` or `#` or not.
+        let prefixes: Vec<String> = self.0.iter().map(|r| lenient_form(&r.prefix, true, true)).collect();
         [(true, true), (true, false), (false, true), (false, false)].into_iter().any(|(resolve, cut)| {
             let lenient = lenient_form(path, resolve, cut);
-            let folded = |r: &Route| {
-                let prefix = lenient_form(&r.prefix, true, true);
+            let folded = |prefix: &String| {
                 let p = prefix.as_bytes();
                 prefix == "/"
                     || (lenient.len() >= p.len()
                         && lenient.as_bytes()[..p.len()].eq_ignore_ascii_case(p)
                         && matches!(lenient.as_bytes().get(p.len()), None | Some(b'/')))
             };
-            self.0.iter().find(|r| folded(r)).is_some_and(|r| !r.public)
+            prefixes.iter().position(folded).is_some_and(|i| !self.0[i].public)
         })
     }
 }
